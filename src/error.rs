@@ -1,0 +1,169 @@
+//! The one top-level error type. Each layer has its own `thiserror` enum; they all map into
+//! [`Error`], whose [`Error::class`] drives exit codes, Kubernetes conditions and log fields.
+
+use crate::compress::CompressError;
+use crate::crypto::CryptoError;
+use crate::format::FormatError;
+use crate::storage::StorageError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Broad classes of failure. Exit codes follow from the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The repository (or a named object in it) does not exist.
+    NotFound,
+    /// No key file opens with the given password.
+    WrongPassword,
+    /// The repository is locked by another process in a conflicting way.
+    Locked,
+    /// Data read from the repository failed verification or decoding.
+    Corrupt,
+    /// The user asked for something invalid (bad flag, unknown snapshot, bad path).
+    InvalidInput,
+    /// A transient failure (network, throttling); retrying may succeed.
+    Retryable,
+    /// Local file system I/O failed.
+    Io,
+}
+
+impl ErrorClass {
+    /// Process exit code for this class (restic's codes where restic has one).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::NotFound => 10,
+            ErrorClass::Locked => 11,
+            ErrorClass::WrongPassword => 12,
+            _ => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::WrongPassword => "wrong_password",
+            ErrorClass::Locked => "locked",
+            ErrorClass::Corrupt => "corrupt",
+            ErrorClass::InvalidInput => "invalid_input",
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Io => "io",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("repository {location} does not exist (run `mover init` first)")]
+    RepositoryNotFound { location: String },
+    #[error("wrong password or no key found in {location}")]
+    WrongPassword { location: String },
+    #[error("repository is locked: {detail}")]
+    Locked { detail: String },
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{what}: {source}")]
+    Format {
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{what}: {source}")]
+    Crypto {
+        what: String,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("{what}: {source}")]
+    Compress {
+        what: String,
+        #[source]
+        source: CompressError,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::RepositoryNotFound { .. } => ErrorClass::NotFound,
+            Error::WrongPassword { .. } => ErrorClass::WrongPassword,
+            Error::Locked { .. } => ErrorClass::Locked,
+            Error::Corrupt { .. }
+            | Error::Format { .. }
+            | Error::Crypto { .. }
+            | Error::Compress { .. } => ErrorClass::Corrupt,
+            Error::NotFound { .. } => ErrorClass::NotFound,
+            Error::InvalidInput(_) => ErrorClass::InvalidInput,
+            Error::Io { .. } => ErrorClass::Io,
+            Error::Storage(e) => e.class(),
+            Error::Other(_) => ErrorClass::Io,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.class().exit_code()
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn format(what: impl Into<String>, source: FormatError) -> Error {
+        Error::Format {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn crypto(what: impl Into<String>, source: CryptoError) -> Error {
+        Error::Crypto {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn compress(what: impl Into<String>, source: CompressError) -> Error {
+        Error::Compress {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The whole cause chain on one line, as `main` prints it.
+    pub fn chain_string(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            let s = e.to_string();
+            if !out.contains(&s) {
+                out.push_str(": ");
+                out.push_str(&s);
+            }
+            cur = e.source();
+        }
+        out
+    }
+}

@@ -1,0 +1,1 @@
+//! Reading a file tree into nodes and writing nodes back to disk.

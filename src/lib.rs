@@ -1,0 +1,17 @@
+//! mover: a native, restic-compatible data mover for Kubernetes volumes.
+//!
+//! Layers, top depends on bottom (see docs/design.md):
+//! `ops` → `fs` / `repo` → `storage` → pure `format`, `crypto`, `chunker`, `compress`.
+
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod ops;
+pub mod progress;
+pub mod repo;
+pub mod storage;
+
+pub use error::{Error, ErrorClass, Result};

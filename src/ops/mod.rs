@@ -1,0 +1,1 @@
+//! User-level operations: `*Options` in, `*Summary` out.

@@ -1,0 +1,1 @@
+//! Repository = format + crypto + storage: keys, config, index, packer, locks.
