@@ -105,10 +105,15 @@ impl Error {
             | Error::Format { .. }
             | Error::Crypto { .. }
             | Error::Compress { .. } => ErrorClass::Corrupt,
-            Error::NotFound { .. } => ErrorClass::NotFound,
+            // Only a missing repository is "not found" (exit 10); a missing snapshot is a
+            // bad argument, and a missing object the repository refers to is damage.
+            Error::NotFound { .. } => ErrorClass::InvalidInput,
             Error::InvalidInput(_) => ErrorClass::InvalidInput,
             Error::Io { .. } => ErrorClass::Io,
-            Error::Storage(e) => e.class(),
+            Error::Storage(e) => match e.class() {
+                ErrorClass::NotFound => ErrorClass::Corrupt,
+                c => c,
+            },
             Error::Other(_) => ErrorClass::Io,
         }
     }

@@ -1,0 +1,183 @@
+//! Command-line flags (clap derive). restic's verbs, flags and environment names, so an
+//! existing restic Secret and habits keep working. Only parsing lives here.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mover",
+    version,
+    about = "Back up and restore volumes into restic repositories, natively and fast",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOptions {
+    /// Repository location (a path, s3:..., gs:..., azure:...)
+    #[arg(short = 'r', long = "repo", env = "RESTIC_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File holding the repository location
+    #[arg(long = "repository-file", env = "RESTIC_REPOSITORY_FILE", global = true)]
+    pub repository_file: Option<PathBuf>,
+    /// File holding the repository password (RESTIC_PASSWORD is read from the environment)
+    #[arg(short = 'p', long = "password-file", env = "RESTIC_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Command whose output is the repository password
+    #[arg(long = "password-command", env = "RESTIC_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// PEM file with extra CA certificates for TLS to the storage endpoint
+    #[arg(long = "cacert", env = "RESTIC_CACERT", global = true, value_delimiter = ',')]
+    pub cacert: Vec<PathBuf>,
+    /// Compression of data blobs: auto, off or max
+    #[arg(long, env = "RESTIC_COMPRESSION", global = true, default_value = "auto")]
+    pub compression: String,
+    /// Target pack size in MiB (4 to 128)
+    #[arg(long = "pack-size", env = "RESTIC_PACK_SIZE", global = true)]
+    pub pack_size: Option<u64>,
+    /// Print machine-readable JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print less
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for debug logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Concurrent storage operations
+    #[arg(long, global = true, default_value_t = 8)]
+    pub connections: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files and directories
+    Backup(BackupArgs),
+    /// Restore a snapshot into a directory
+    Restore(RestoreArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List files in a snapshot
+    Ls(LsArgs),
+    /// Print repository objects in plain text
+    Cat(CatArgs),
+    /// Write a file from a snapshot to standard output
+    Dump(DumpArgs),
+    /// Print version information
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Repository format version: 1, 2, latest or stable
+    #[arg(long = "repository-version", default_value = "stable")]
+    pub repository_version: String,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Only consider snapshots of this host (repeatable)
+    #[arg(short = 'H', long = "host")]
+    pub host: Vec<String>,
+    /// Only consider snapshots including this path (repeatable)
+    #[arg(long = "path")]
+    pub path: Vec<String>,
+    /// Only consider snapshots with these tags, comma-separated (repeatable)
+    #[arg(long = "tag")]
+    pub tag: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot (default: this machine's)
+    #[arg(short = 'H', long, env = "RESTIC_HOST")]
+    pub host: Option<String>,
+    /// Tags for the snapshot, comma-separated (repeatable)
+    #[arg(long = "tag")]
+    pub tag: Vec<String>,
+    /// Exclude paths matching this pattern (repeatable)
+    #[arg(short = 'e', long = "exclude")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from a file (repeatable)
+    #[arg(long = "exclude-file")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Do not cross file system boundaries
+    #[arg(short = 'x', long = "one-file-system")]
+    pub one_file_system: bool,
+    /// Store real access times instead of the modification time
+    #[arg(long = "with-atime")]
+    pub with_atime: bool,
+    /// Files read concurrently (default: number of CPUs)
+    #[arg(long = "read-concurrency", env = "RESTIC_READ_CONCURRENCY")]
+    pub read_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (prefix) or "latest"
+    pub snapshot: String,
+    /// Directory to restore into
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Only restore paths matching this pattern (repeatable)
+    #[arg(short = 'i', long = "include")]
+    pub include: Vec<String>,
+    /// Do not restore paths matching this pattern (repeatable)
+    #[arg(short = 'e', long = "exclude")]
+    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Re-read restored files and check their content
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only these snapshots (id prefixes or "latest")
+    pub ids: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (prefix) or "latest"
+    pub snapshot: String,
+    /// Only list below this directory
+    pub dir: Option<String>,
+    /// Long listing (mode, owner, size, time)
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// config, masterkey, snapshot, index, key, lock, blob or pack
+    pub object: String,
+    /// Object id (prefix) where the object type needs one
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id (prefix) or "latest"
+    pub snapshot: String,
+    /// Path of the file inside the snapshot
+    pub file: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}

@@ -1,0 +1,82 @@
+//! The same interoperability, over a real S3 server (moto) on 127.0.0.1: both tools use the
+//! same bucket, each reads what the other wrote.
+
+use crate::support::compare::{CompareOptions, compare_trees};
+use crate::support::s3::S3Server;
+use crate::support::tree_gen::{GenOptions, generate_tree_with_summary};
+use crate::support::*;
+use std::process::Command;
+
+fn with_s3(mut cmd: Command, server: &S3Server) -> Command {
+    for (k, v) in server.env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn compare_opts(sockets: bool, xattrs: bool) -> CompareOptions {
+    CompareOptions {
+        skip_sockets: !sockets,
+        owner: is_root(),
+        xattrs,
+        ..CompareOptions::default()
+    }
+}
+
+#[test]
+fn restic_checks_and_restores_mover_backup_on_s3() {
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("mover-writes");
+    let url = server.repo_url(&bucket, "team/volume-a");
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    let xattrs = generate_tree_with_summary(&src, &GenOptions { seed: 61, ..Default::default() })
+        .unwrap()
+        .xattrs;
+
+    // The first backup of a Job finds no repository and creates it.
+    let out = ok(with_s3(mover(), server).args(["-r", &url, "backup"]).arg(&src));
+    assert!(out.contains("did not exist"), "{out}");
+    ok(with_s3(restic(), server).args(["-r", &url, "check", "--read-data"]));
+
+    let target = tmp.path().join("restic-restore");
+    ok(with_s3(restic(), server)
+        .args(["-r", &url, "restore", "latest", "--target"])
+        .arg(&target));
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs))
+        .unwrap_or_else(|e| panic!("restic restore from S3 differs:\n{e}"));
+
+    let target2 = tmp.path().join("mover-restore");
+    ok(with_s3(mover(), server)
+        .args(["-r", &url, "restore", "latest", "--target"])
+        .arg(&target2));
+    compare_trees(&src, &restored_path(&target2, &src), &compare_opts(true, xattrs))
+        .unwrap_or_else(|e| panic!("mover restore from S3 differs:\n{e}"));
+}
+
+#[test]
+fn mover_restores_restic_backup_on_s3() {
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("restic-writes");
+    let url = server.repo_url(&bucket, "");
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    let xattrs = generate_tree_with_summary(&src, &GenOptions { seed: 62, ..Default::default() })
+        .unwrap()
+        .xattrs;
+    ok(with_s3(restic(), server).args(["-r", &url, "init"]));
+    ok(with_s3(restic(), server).args(["-r", &url, "backup"]).arg(&src));
+    let target = tmp.path().join("restore");
+    ok(with_s3(mover(), server)
+        .args(["-r", &url, "restore", "latest", "--target"])
+        .arg(&target));
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(true, xattrs))
+        .unwrap_or_else(|e| panic!("mover restore of restic's S3 snapshot differs:\n{e}"));
+
+    // mover adds a second snapshot to restic's S3 repository; restic checks it.
+    ok(with_s3(mover(), server).args(["-r", &url, "backup", "--tag", "mover"]).arg(&src));
+    ok(with_s3(restic(), server).args(["-r", &url, "check", "--read-data"]));
+    let listed = ok(with_s3(restic(), server).args(["-r", &url, "snapshots", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,10 @@
+//! mover's integration tests: the `mover` binary against the real `restic` binary, on local
+//! directories and on a real S3 server (moto) started on 127.0.0.1.
+
+mod support;
+
+mod bad_input;
+mod faults;
+mod fixtures;
+mod interop_local;
+mod interop_s3;
