@@ -5,11 +5,14 @@ use crate::support::tree_gen::{GenOptions, generate_tree_with_summary};
 use crate::support::*;
 use std::path::Path;
 
-fn compare_opts(sockets_restored: bool, xattrs: bool) -> CompareOptions {
+fn compare_opts(sockets_restored: bool, xattrs: bool, restic_involved: bool) -> CompareOptions {
     CompareOptions {
         skip_sockets: !sockets_restored,
         owner: is_root(),
         xattrs,
+        // restic 0.14 stores a non-UTF-8 symlink target with U+FFFD (it has no
+        // linktarget_raw), so only mover-to-mover round trips keep those bytes.
+        lossy_symlink_targets: restic_involved,
         ..CompareOptions::default()
     }
 }
@@ -54,7 +57,7 @@ fn restic_checks_and_restores_what_mover_wrote() {
         .args(["restore", "latest", "--target"])
         .arg(&target));
     // restic 0.14 does not recreate sockets.
-    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs))
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs, true))
         .unwrap_or_else(|e| panic!("restic restore of mover's snapshot differs:\n{e}"));
 
     // restic dump of a file equals the source file.
@@ -74,7 +77,7 @@ fn restic_checks_and_restores_what_mover_wrote() {
         .arg(&repo)
         .args(["restore", "latest", "--target"])
         .arg(&target2));
-    compare_trees(&src, &restored_path(&target2, &src), &compare_opts(true, xattrs))
+    compare_trees(&src, &restored_path(&target2, &src), &compare_opts(true, xattrs, false))
         .unwrap_or_else(|e| panic!("mover restore of mover's snapshot differs:\n{e}"));
 }
 
@@ -99,7 +102,7 @@ fn restic_backup_then_mover_restore(version: &str, compression: &str, seed: u64)
         .args(["restore", "latest", "--target"])
         .arg(&target));
     // restic keeps socket nodes, and mover recreates them.
-    compare_trees(&src, &restored_path(&target, &src), &compare_opts(true, xattrs))
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(true, xattrs, true))
         .unwrap_or_else(|e| panic!("mover restore of restic's v{version} snapshot differs:\n{e}"));
 
     // dump agrees with restic's own dump.
@@ -142,7 +145,7 @@ fn restic_reads_mover_v1_repository() {
         .arg(&repo)
         .args(["restore", "latest", "--target"])
         .arg(&target));
-    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs))
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs, true))
         .unwrap_or_else(|e| panic!("restic restore of mover's v1 snapshot differs:\n{e}"));
 }
 

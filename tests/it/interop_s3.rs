@@ -14,11 +14,14 @@ fn with_s3(mut cmd: Command, server: &S3Server) -> Command {
     cmd
 }
 
-fn compare_opts(sockets: bool, xattrs: bool) -> CompareOptions {
+fn compare_opts(sockets: bool, xattrs: bool, restic_involved: bool) -> CompareOptions {
     CompareOptions {
         skip_sockets: !sockets,
         owner: is_root(),
         xattrs,
+        // restic 0.14 stores a non-UTF-8 symlink target with U+FFFD (it has no
+        // linktarget_raw), so only mover-to-mover round trips keep those bytes.
+        lossy_symlink_targets: restic_involved,
         ..CompareOptions::default()
     }
 }
@@ -43,14 +46,14 @@ fn restic_checks_and_restores_mover_backup_on_s3() {
     ok(with_s3(restic(), server)
         .args(["-r", &url, "restore", "latest", "--target"])
         .arg(&target));
-    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs))
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(false, xattrs, true))
         .unwrap_or_else(|e| panic!("restic restore from S3 differs:\n{e}"));
 
     let target2 = tmp.path().join("mover-restore");
     ok(with_s3(mover(), server)
         .args(["-r", &url, "restore", "latest", "--target"])
         .arg(&target2));
-    compare_trees(&src, &restored_path(&target2, &src), &compare_opts(true, xattrs))
+    compare_trees(&src, &restored_path(&target2, &src), &compare_opts(true, xattrs, false))
         .unwrap_or_else(|e| panic!("mover restore from S3 differs:\n{e}"));
 }
 
@@ -70,7 +73,7 @@ fn mover_restores_restic_backup_on_s3() {
     ok(with_s3(mover(), server)
         .args(["-r", &url, "restore", "latest", "--target"])
         .arg(&target));
-    compare_trees(&src, &restored_path(&target, &src), &compare_opts(true, xattrs))
+    compare_trees(&src, &restored_path(&target, &src), &compare_opts(true, xattrs, true))
         .unwrap_or_else(|e| panic!("mover restore of restic's S3 snapshot differs:\n{e}"));
 
     // mover adds a second snapshot to restic's S3 repository; restic checks it.
