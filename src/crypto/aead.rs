@@ -398,7 +398,7 @@ mod tests {
                 CryptoError::TooShort { len }
             );
         }
-        let sealed = key.seal(b"abc");
+        let sealed = key.seal(b"a longer plaintext");
         assert_eq!(
             key.open(&sealed[..sealed.len() - 4]).unwrap_err(),
             CryptoError::MacMismatch

@@ -5,7 +5,7 @@ pub mod aead;
 pub mod kdf;
 
 pub use aead::Key;
-pub use kdf::KdfParams;
+pub use kdf::{KdfParams, derive_key, random_salt};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
