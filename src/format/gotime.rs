@@ -1,0 +1,174 @@
+//! Timestamps as Go's `time.Time` writes them in JSON (RFC 3339 with nanoseconds, trailing
+//! zeros trimmed), and parsing of any RFC 3339 time. Reading the clock and the local zone is
+//! the only outside state touched here; no other I/O.
+
+use crate::format::FormatError;
+use chrono::{DateTime, Datelike, FixedOffset, Local, NaiveDate, TimeZone, Timelike, Utc};
+use std::fmt::Write;
+
+/// Go's zero `time.Time`: `0001-01-01T00:00:00Z`.
+pub fn zero() -> DateTime<FixedOffset> {
+    // Fixed in-range date and time: construction cannot fail.
+    let naive = NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default();
+    Utc.from_utc_datetime(&naive).fixed_offset()
+}
+
+/// The current time in the machine's local zone, as restic stamps snapshots and locks.
+pub fn now_local() -> DateTime<FixedOffset> {
+    Local::now().fixed_offset()
+}
+
+/// A Unix timestamp shown in the local zone of that instant (restic writes node times in
+/// the machine's local zone, and the offset is part of the tree bytes).
+pub fn from_unix(secs: i64, nanos: u32) -> DateTime<FixedOffset> {
+    match DateTime::<Utc>::from_timestamp(secs, nanos) {
+        Some(utc) => utc.with_timezone(&Local).fixed_offset(),
+        None => zero(),
+    }
+}
+
+/// restic's `fixTime`: years outside 0..=9999 cannot be written by Go's JSON encoder, so
+/// restic moves them into range with `AddDate`, which turns Feb 29 into Mar 1 when the
+/// target year is not a leap year.
+fn clamp_year(t: &DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    let year = t.year();
+    let target = year.clamp(0, 9999);
+    if target == year {
+        return *t;
+    }
+    let local = t.naive_local();
+    let date = NaiveDate::from_ymd_opt(target, local.month(), local.day())
+        .or_else(|| NaiveDate::from_ymd_opt(target, 3, 1))
+        .unwrap_or_default();
+    let naive = date.and_time(local.time());
+    t.offset()
+        .from_local_datetime(&naive)
+        .single()
+        .unwrap_or(*t)
+}
+
+/// Go `time.Time.MarshalJSON` text without the quotes (RFC3339Nano layout).
+pub fn format(t: &DateTime<FixedOffset>) -> String {
+    let t = clamp_year(t);
+    let mut out = String::with_capacity(35);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    // chrono keeps leap seconds as nanos >= 1e9; Go has no leap seconds, so cap them.
+    let nanos = t.nanosecond().min(999_999_999);
+    if nanos != 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    let offset_secs = t.offset().local_minus_utc();
+    if offset_secs == 0 {
+        out.push('Z');
+    } else {
+        // Go truncates the offset to whole minutes.
+        let zone = offset_secs / 60;
+        let sign = if zone < 0 { '-' } else { '+' };
+        let zone = zone.abs();
+        let _ = write!(out, "{sign}{:02}:{:02}", zone / 60, zone % 60);
+    }
+    out
+}
+
+/// Parses an RFC 3339 timestamp (any precision, `Z` or numeric offset).
+pub fn parse(s: &str) -> Result<DateTime<FixedOffset>, FormatError> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|e| FormatError::invalid("timestamp", format!("{s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Offset;
+    use proptest::prelude::*;
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        parse(s).unwrap()
+    }
+
+    #[test]
+    fn formats_like_go() {
+        assert_eq!(format(&zero()), "0001-01-01T00:00:00Z");
+        assert_eq!(
+            format(&at("2015-01-02T18:10:50.895208559+01:00")),
+            "2015-01-02T18:10:50.895208559+01:00"
+        );
+        assert_eq!(
+            format(&at("2026-11-21T13:28:03.610100000Z")),
+            "2026-11-21T13:28:03.6101Z"
+        );
+        assert_eq!(
+            format(&at("2022-08-25T17:55:00.000+00:00")),
+            "2022-08-25T17:55:00Z"
+        );
+        assert_eq!(
+            format(&at("2022-08-25T17:55:00.5-09:30")),
+            "2022-08-25T17:55:00.5-09:30"
+        );
+    }
+
+    #[test]
+    fn parses_zero_time_and_rejects_garbage() {
+        assert_eq!(at("0001-01-01T00:00:00Z"), zero());
+        assert!(parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn clamps_years_like_restic() {
+        let big = Utc
+            .with_ymd_and_hms(12000, 2, 29, 1, 2, 3)
+            .unwrap()
+            .fixed_offset();
+        assert_eq!(format(&big), "9999-03-01T01:02:03Z");
+        let neg = Utc
+            .with_ymd_and_hms(-5, 6, 7, 8, 9, 10)
+            .unwrap()
+            .fixed_offset();
+        assert_eq!(format(&neg), "0000-06-07T08:09:10Z");
+    }
+
+    #[test]
+    fn from_unix_keeps_the_instant() {
+        let t = from_unix(1_661_450_100, 123_456_789);
+        assert_eq!(t.timestamp(), 1_661_450_100);
+        assert_eq!(t.nanosecond(), 123_456_789);
+        let expected = Local
+            .timestamp_opt(1_661_450_100, 0)
+            .unwrap()
+            .offset()
+            .fix();
+        assert_eq!(*t.offset(), expected);
+    }
+
+    proptest! {
+        #[test]
+        fn format_parse_roundtrip(
+            secs in -62_135_596_800i64..253_402_300_799,
+            nanos in 0u32..1_000_000_000,
+            offset_min in -(23 * 60 + 59)..(23 * 60 + 59),
+        ) {
+            let offset = FixedOffset::east_opt(offset_min * 60).unwrap();
+            let t = DateTime::<Utc>::from_timestamp(secs, nanos).unwrap().with_timezone(&offset);
+            prop_assume!((0..=9999).contains(&t.year()));
+            let text = format(&t);
+            let back = parse(&text).unwrap();
+            prop_assert_eq!(back, t);
+            prop_assert_eq!(back.offset(), t.offset());
+            prop_assert_eq!(format(&back), text);
+        }
+    }
+}
