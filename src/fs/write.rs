@@ -1,0 +1,250 @@
+//! Restore side: creating directories, files (sparse-friendly), special nodes and hard links,
+//! then putting node metadata back (owner, mode, xattrs, times). Writes what it is given;
+//! never decides what to restore and never touches repository data.
+
+use crate::format::tree::{Node, NodeType};
+use crate::fs::meta::unix_mode_from_go;
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Knobs for putting metadata back.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Restore uid and gid (only root may); defaults to "running as root".
+    pub restore_owner: bool,
+    /// Restore extended attributes.
+    pub restore_xattrs: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            restore_owner: nix::unistd::geteuid().is_root(),
+            restore_xattrs: true,
+        }
+    }
+}
+
+fn with_path(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == libc::ENOTSUP || code == libc::EOPNOTSUPP)
+}
+
+/// Removes whatever non-directory sits at `path`, so a fresh node can take its place and
+/// writes never go through an old symlink or into another hard link's inode.
+fn remove_existing(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if !md.is_dir() => std::fs::remove_file(path),
+        // A directory is left alone: the following create reports the conflict.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| with_path(path, "removing existing", e))
+}
+
+/// Creates the missing parent directories of `path`, so that a node can be created at it.
+pub fn create_dir_all_for(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|e| with_path(parent, "creating directory", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates the directory `path` (and missing parents); an existing directory is kept, an
+/// existing non-directory is replaced.
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+        return Ok(());
+    }
+    remove_existing(path)?;
+    std::fs::create_dir_all(path).map_err(|e| with_path(path, "creating directory", e))
+}
+
+/// Creates (or replaces) a regular file of length `size`, all holes, ready for writes at
+/// offsets; regions never written stay sparse.
+pub fn create_file(path: &Path, size: u64) -> io::Result<File> {
+    remove_existing(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| with_path(path, "creating file", e))?;
+    file.set_len(size)
+        .map_err(|e| with_path(path, "setting length of", e))?;
+    Ok(file)
+}
+
+/// Creates a node that is neither a file nor a directory: symlink (raw target), fifo, block
+/// or character device (needs root), or socket (a bound and closed Unix socket).
+pub fn create_node(path: &Path, node: &Node) -> io::Result<()> {
+    remove_existing(path)?;
+    let perm = Mode::from_bits_truncate(unix_mode_from_go(node.mode, &node.node_type) & 0o777);
+    let result = match &node.node_type {
+        NodeType::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.linktarget), path),
+        NodeType::Fifo => nix::unistd::mkfifo(path, perm).map_err(io::Error::from),
+        NodeType::Chardev | NodeType::Dev => {
+            let kind = if node.node_type == NodeType::Chardev {
+                SFlag::S_IFCHR
+            } else {
+                SFlag::S_IFBLK
+            };
+            nix::sys::stat::mknod(path, kind, perm, node.device as libc::dev_t)
+                .map_err(io::Error::from)
+        }
+        NodeType::Socket => std::os::unix::net::UnixListener::bind(path).map(drop),
+        NodeType::File | NodeType::Dir => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "files and directories are created with create_file and create_dir",
+        )),
+        NodeType::Irregular | NodeType::Other(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("cannot create a node of type {:?}", node.node_type),
+        )),
+    };
+    result.map_err(|e| with_path(path, "creating", e))
+}
+
+/// Makes `new` another name of `existing`, replacing a different non-directory at `new`.
+pub fn hard_link(existing: &Path, new: &Path) -> io::Result<()> {
+    if let (Ok(a), Ok(b)) = (
+        std::fs::symlink_metadata(existing),
+        std::fs::symlink_metadata(new),
+    ) {
+        if a.ino() == b.ino() && a.dev() == b.dev() {
+            return Ok(());
+        }
+    }
+    remove_existing(new)?;
+    std::fs::hard_link(existing, new).map_err(|e| {
+        let what = format!("linking {} to", existing.display());
+        with_path(new, &what, e)
+    })
+}
+
+fn keep_first(first: &mut Option<io::Error>, path: &Path, what: &str, result: io::Result<()>) {
+    if let Err(e) = result {
+        if first.is_none() {
+            *first = Some(with_path(path, what, e));
+        }
+    }
+}
+
+fn timespec(t: &chrono::DateTime<chrono::FixedOffset>) -> TimeSpec {
+    TimeSpec::new(t.timestamp(), i64::from(t.timestamp_subsec_nanos()))
+}
+
+/// Puts `node`'s metadata on `path`: owner (lchown, when `restore_owner`), mode (not for
+/// symlinks; after chown, which clears setuid/setgid), xattrs, then atime/mtime last so that
+/// nothing above changes them. Every step is tried; the first failure is returned.
+pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Result<()> {
+    let mut first = None;
+    let is_symlink = node.node_type == NodeType::Symlink;
+    if opts.restore_owner {
+        let result = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        keep_first(&mut first, path, "changing owner of", result);
+    }
+    if !is_symlink {
+        let mode = unix_mode_from_go(node.mode, &node.node_type) & 0o7777;
+        let result = std::fs::set_permissions(path, Permissions::from_mode(mode));
+        keep_first(&mut first, path, "changing mode of", result);
+    }
+    if opts.restore_xattrs {
+        for attr in &node.extended_attributes {
+            let result = match xattr::set(path, &attr.name, &attr.value) {
+                Err(e) if is_unsupported(&e) => Ok(()),
+                other => other,
+            };
+            let what = format!("setting xattr {:?} on", attr.name);
+            keep_first(&mut first, path, &what, result);
+        }
+    }
+    let result = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &timespec(&node.atime),
+        &timespec(&node.mtime),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from);
+    keep_first(&mut first, path, "setting times of", result);
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn create_file_replaces_symlink_and_keeps_holes() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep me")?;
+        let path = dir.path().join("f");
+        std::os::unix::fs::symlink(&target, &path)?;
+        let file = create_file(&path, 4 << 20)?;
+        file.write_all_at(b"tail", (4 << 20) - 4)?;
+        drop(file);
+        assert_eq!(std::fs::read(&target)?, b"keep me");
+        let md = std::fs::symlink_metadata(&path)?;
+        assert!(md.is_file());
+        assert_eq!(md.len(), 4 << 20);
+        assert!(md.blocks() * 512 < 1 << 20, "blocks {}", md.blocks());
+        Ok(())
+    }
+
+    #[test]
+    fn create_dir_all_for_makes_parents_only() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a/b/c");
+        create_dir_all_for(&path)?;
+        assert!(dir.path().join("a/b").is_dir());
+        assert!(!path.exists());
+        create_dir(&path)?;
+        create_dir(&path)?;
+        assert!(path.is_dir());
+        Ok(())
+    }
+
+    #[test]
+    fn hard_link_replaces_other_file() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        File::create(&a)?.write_all(b"a")?;
+        File::create(&b)?.write_all(b"b")?;
+        hard_link(&a, &b)?;
+        hard_link(&a, &b)?;
+        assert_eq!(std::fs::read(&b)?, b"a");
+        assert_eq!(std::fs::metadata(&a)?.nlink(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn file_and_dir_nodes_are_refused() {
+        let node = crate::fs::roundtrip_tests::blank_node(NodeType::Dir);
+        let err = create_node(Path::new("/tmp/never-created"), &node);
+        assert_eq!(
+            err.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidInput)
+        );
+    }
+}
