@@ -99,6 +99,15 @@ impl PackBuilder {
         PackBuilder::default()
     }
 
+    /// A builder whose buffer starts with room for `blob_bytes` (for example the pack target
+    /// plus one maximal blob), so that filling a pack never reallocates.
+    pub fn with_capacity(blob_bytes: usize) -> PackBuilder {
+        PackBuilder {
+            bytes: Vec::with_capacity(blob_bytes),
+            entries: Vec::new(),
+        }
+    }
+
     /// Whether `blob` can still be added: the header has room for another entry and every
     /// offset and length stays within the u32 fields of the format.
     pub fn fits(&self, blob: &SealedBlob) -> bool {
@@ -119,8 +128,8 @@ impl PackBuilder {
                 });
             }
         };
-        if self.bytes.is_empty() {
-            // Reserve once for a typical pack so the buffer rarely reallocates.
+        if self.bytes.capacity() == 0 {
+            // Start at 1 MiB rather than growing from a few bytes.
             self.bytes.reserve(blob.sealed.len().max(1 << 20));
         }
         self.bytes.extend_from_slice(&blob.sealed);
@@ -498,7 +507,7 @@ mod tests {
     #[test]
     fn packer_size_rules() {
         let key = Key::random();
-        let mut b = PackBuilder::new();
+        let mut b = PackBuilder::with_capacity(1000);
         assert!(b.is_empty() && !b.header_full() && !b.should_finish(100));
         let blob = seal_blob(&key, BlobType::Data, &[1u8; 60], None).unwrap();
         assert_eq!(blob.sealed.len(), 60 + OVERHEAD);
