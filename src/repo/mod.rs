@@ -1,1 +1,334 @@
 //! Repository = format + crypto + storage: keys, config, index, packer, locks.
+//!
+//! Owns the rules that tie the pure formats to storage: unpacked files are sealed with the
+//! master key (and zstd-compressed in v2), storage ids are verified on load, and a key file
+//! is tried per password. It never touches the local file tree being backed up.
+
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod packer;
+
+use crate::compress;
+use crate::crypto::{KdfParams, Key};
+use crate::error::{Error, Result};
+use crate::format::config_file::ConfigFile;
+use crate::format::index::{IndexBlob, IndexFile};
+use crate::format::snapshot::SnapshotFile;
+use crate::format::tree::Tree;
+use crate::format::{BlobId, BlobType, Id, PackId, SnapshotId, TreeId};
+use crate::storage::{FileType, Storage, StorageError};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use index::MasterIndex;
+use packer::FinishedPack;
+use std::sync::Arc;
+
+/// Largest unpacked file (index, snapshot, lock) we agree to decompress.
+const MAX_UNPACKED_BYTES: usize = 1 << 30;
+/// How many small repository files are fetched at once.
+const LOAD_CONCURRENCY: usize = 16;
+
+/// Knobs for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Repository format version (1 or 2).
+    pub version: u32,
+    pub kdf: KdfParams,
+    /// Chunker recorded in the config for mover (restic ignores the field).
+    pub chunker: Option<String>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            version: 2,
+            kdf: KdfParams::default(),
+            chunker: None,
+        }
+    }
+}
+
+/// An opened repository: storage plus the master key and config.
+#[derive(Clone)]
+pub struct Repository {
+    storage: Storage,
+    key: Arc<Key>,
+    config: Arc<ConfigFile>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.storage.display())
+            .field("version", &self.config.version)
+            .finish()
+    }
+}
+
+impl Repository {
+    /// Create a new repository: master key, key file for `password`, config.
+    pub async fn init(storage: Storage, password: &str, opts: &InitOptions) -> Result<Repository> {
+        if !(1..=2).contains(&opts.version) {
+            return Err(Error::InvalidInput(format!(
+                "unsupported repository version {} (use 1 or 2)",
+                opts.version
+            )));
+        }
+        if storage.config_exists().await? {
+            return Err(Error::InvalidInput(format!(
+                "repository {} already exists (config file found)",
+                storage.display()
+            )));
+        }
+        let key = Key::random();
+        let mut config = ConfigFile::new(opts.version);
+        config.mover_chunker = opts.chunker.clone();
+        storage.create_layout().await?;
+        keys::save_new_key(&storage, &key, password, &opts.kdf).await?;
+        let sealed = key.seal(&config.encode());
+        storage.write_config(Bytes::from(sealed)).await?;
+        Ok(Repository {
+            storage,
+            key: Arc::new(key),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Open an existing repository with `password`.
+    pub async fn open(storage: Storage, password: &str) -> Result<Repository> {
+        let raw_config = match storage.read_config().await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(Error::RepositoryNotFound {
+                    location: storage.display().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let key = keys::open_with_password(&storage, password).await?;
+        let plain = key
+            .open(&raw_config)
+            .map_err(|e| Error::crypto("config file", e))?;
+        let config = ConfigFile::decode(&plain).map_err(|e| Error::format("config file", e))?;
+        Ok(Repository {
+            storage,
+            key: Arc::new(key),
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub fn key_arc(&self) -> Arc<Key> {
+        Arc::clone(&self.key)
+    }
+
+    pub fn config(&self) -> &ConfigFile {
+        &self.config
+    }
+
+    pub fn version(&self) -> u32 {
+        self.config.version
+    }
+
+    /// zstd level for data blobs under `mode` (always None in v1 repositories).
+    pub fn data_zstd_level(&self, mode: compress::CompressionMode) -> Option<i32> {
+        if self.version() >= 2 {
+            mode.zstd_level()
+        } else {
+            None
+        }
+    }
+
+    /// zstd level for tree blobs: trees are always compressed in v2.
+    pub fn tree_zstd_level(&self, mode: compress::CompressionMode) -> Option<i32> {
+        if self.version() >= 2 {
+            Some(mode.zstd_level().unwrap_or(3))
+        } else {
+            None
+        }
+    }
+
+    /// Load, verify, decrypt and (in v2) decompress an index, snapshot or lock file.
+    pub async fn load_unpacked(&self, ft: FileType, id: &Id) -> Result<Vec<u8>> {
+        let what = || format!("{} file {}", ft.dir(), id);
+        let raw = self.storage.read(ft, id).await?;
+        if Id::hash(&raw) != *id {
+            return Err(Error::corrupt(
+                what(),
+                "content does not match its name (SHA-256 mismatch)",
+            ));
+        }
+        let key = Arc::clone(&self.key);
+        let version = self.version();
+        let plain = key.open(&raw).map_err(|e| Error::crypto(what(), e))?;
+        if version >= 2 {
+            compress::decode_unpacked(plain, MAX_UNPACKED_BYTES)
+                .map_err(|e| Error::compress(what(), e))
+        } else {
+            Ok(plain)
+        }
+    }
+
+    /// Seal (and in v2 compress) an index, snapshot or lock file and store it.
+    pub async fn save_unpacked(&self, ft: FileType, json: &[u8]) -> Result<Id> {
+        let plain = if self.version() >= 2 {
+            compress::encode_unpacked_v2(json)
+        } else {
+            json.to_vec()
+        };
+        let sealed = self.key.seal(&plain);
+        let id = Id::hash(&sealed);
+        self.storage.write(ft, &id, Bytes::from(sealed)).await?;
+        Ok(id)
+    }
+
+    pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<SnapshotFile> {
+        let bytes = self.load_unpacked(FileType::Snapshot, id.id()).await?;
+        SnapshotFile::decode(&bytes).map_err(|e| Error::format(format!("snapshot {id}"), e))
+    }
+
+    pub async fn save_snapshot(&self, snap: &SnapshotFile) -> Result<SnapshotId> {
+        Ok(SnapshotId(
+            self.save_unpacked(FileType::Snapshot, &snap.encode())
+                .await?,
+        ))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+        let ids = self.storage.list(FileType::Snapshot).await?;
+        let mut snaps: Vec<(SnapshotId, SnapshotFile)> = futures::stream::iter(ids)
+            .map(|(id, _)| async move {
+                let sid = SnapshotId(id);
+                self.load_snapshot(&sid).await.map(|s| (sid, s))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(snaps)
+    }
+
+    /// Resolve `latest` or an id prefix to one snapshot, applying the filter.
+    pub async fn find_snapshot(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, SnapshotFile)> {
+        let snaps = self.list_snapshots().await?;
+        if spec == "latest" {
+            return snaps
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.matches(&filter.hosts, &filter.paths, &filter.tags))
+                .ok_or_else(|| Error::NotFound {
+                    what: "snapshot \"latest\" matching the given filters".to_string(),
+                });
+        }
+        let prefix = spec.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "invalid snapshot id {spec:?}: expected \"latest\" or a hex id prefix"
+            )));
+        }
+        let mut found: Vec<(SnapshotId, SnapshotFile)> = snaps
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+            .collect();
+        match found.len() {
+            0 => Err(Error::NotFound {
+                what: format!("snapshot {spec}"),
+            }),
+            1 => Ok(found.remove(0)),
+            n => Err(Error::InvalidInput(format!(
+                "snapshot prefix {spec} is ambiguous ({n} snapshots match)"
+            ))),
+        }
+    }
+
+    /// Load every index file into one in-memory index.
+    pub async fn load_index(&self) -> Result<MasterIndex> {
+        let ids = self.storage.list(FileType::Index).await?;
+        let mut stream = futures::stream::iter(ids)
+            .map(|(id, _)| async move {
+                let bytes = self.load_unpacked(FileType::Index, &id).await?;
+                IndexFile::decode(&bytes).map_err(|e| Error::format(format!("index {id}"), e))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY);
+        let mut index = MasterIndex::new();
+        while let Some(file) = stream.next().await {
+            index.add_index_file(&file?);
+        }
+        Ok(index)
+    }
+
+    pub async fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_unpacked(FileType::Index, &file.encode()).await
+    }
+
+    /// Upload a finished pack.
+    pub async fn save_pack(&self, pack: FinishedPack) -> Result<(PackId, Vec<IndexBlob>)> {
+        let FinishedPack { id, bytes, blobs } = pack;
+        self.storage
+            .write(FileType::Pack, id.id(), Bytes::from(bytes))
+            .await?;
+        Ok((id, blobs))
+    }
+
+    /// Fetch one blob's sealed bytes from its pack, verify and decrypt it.
+    pub async fn load_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index file"))?;
+        let start = u64::from(loc.offset);
+        let raw = self
+            .storage
+            .read_range(
+                FileType::Pack,
+                loc.pack.id(),
+                start..start + u64::from(loc.length),
+            )
+            .await?;
+        let blob = IndexBlob {
+            id: *id,
+            blob_type: loc.blob_type,
+            offset: loc.offset,
+            length: loc.length,
+            uncompressed_length: loc.uncompressed_length,
+        };
+        let key = Arc::clone(&self.key);
+        let pack = loc.pack;
+        tokio::task::spawn_blocking(move || packer::open_blob(&key, raw.to_vec(), &blob))
+            .await
+            .map_err(|e| Error::Other(format!("blob decode task failed: {e}")))?
+            .map_err(|e| Error::corrupt(format!("pack {pack}"), e.to_string()))
+    }
+
+    pub async fn load_tree(&self, index: &MasterIndex, id: &TreeId) -> Result<Tree> {
+        let bid = BlobId::from(*id);
+        if !index.has(&bid, BlobType::Tree) {
+            return Err(Error::corrupt(
+                format!("tree {id}"),
+                "not in any index file",
+            ));
+        }
+        let bytes = self.load_blob(index, &bid).await?;
+        Tree::decode(&bytes).map_err(|e| Error::format(format!("tree {id}"), e))
+    }
+}
+
+/// Snapshot selection filters shared by restore, ls, dump and snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,161 @@
+//! restic lock files: take a shared or exclusive lock, refresh it, release it.
+//!
+//! Unlike restic, stale locks (older than 30 minutes, or left by a dead process on this host)
+//! do not block: a crashed Job must not wedge the next one. They are reported and left for
+//! `restic unlock`.
+
+use crate::error::{Error, Result};
+use crate::format::Id;
+use crate::format::gotime;
+use crate::format::lock::LockFile;
+use crate::repo::Repository;
+use crate::storage::FileType;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How often a held lock is rewritten with a fresh time (restic: 5 minutes).
+pub const LOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Wait between writing our lock and checking again for a conflicting one (restic: 200 ms).
+const LOCK_SETTLE_DELAY: Duration = Duration::from_millis(200);
+
+/// A held lock. Call [`LockGuard::release`] when done; dropping it only stops the refresher.
+pub struct LockGuard {
+    repo: Repository,
+    current: Arc<Mutex<Id>>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl LockGuard {
+    /// Remove the lock file.
+    pub async fn release(self) -> Result<()> {
+        self.refresher.abort();
+        let id = *self.current.lock().await;
+        self.repo.storage().remove(FileType::Lock, &id).await?;
+        Ok(())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 checks for existence; EPERM means it exists but is not ours.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+fn new_lock_file(exclusive: bool) -> LockFile {
+    LockFile {
+        time: gotime::now_local(),
+        exclusive,
+        hostname: crate::ops::hostname(),
+        username: crate::ops::current_username(),
+        pid: std::process::id(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+    }
+}
+
+/// Look for a live lock that conflicts with one of kind `exclusive`, ignoring `own`.
+async fn find_conflict(
+    repo: &Repository,
+    exclusive: bool,
+    own: Option<&Id>,
+) -> Result<Option<String>> {
+    let now = gotime::now_local();
+    let host = crate::ops::hostname();
+    for (id, size) in repo.storage().list(FileType::Lock).await? {
+        if Some(&id) == own || size == 0 {
+            continue;
+        }
+        let lock = match repo.load_unpacked(FileType::Lock, &id).await {
+            Ok(bytes) => match LockFile::decode(&bytes) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(lock = %id, error = %e, "ignoring unreadable lock file");
+                    continue;
+                }
+            },
+            // A lock removed between listing and reading is simply gone.
+            Err(e) if e.class() == crate::error::ErrorClass::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(lock = %id, error = %e, "ignoring unreadable lock file");
+                continue;
+            }
+        };
+        if !(exclusive || lock.exclusive) {
+            continue;
+        }
+        if lock.is_stale(now, &host, pid_exists) {
+            tracing::warn!(lock = %id.short(), host = %lock.hostname, pid = lock.pid, "ignoring stale lock");
+            continue;
+        }
+        let kind = if lock.exclusive {
+            "exclusive"
+        } else {
+            "shared"
+        };
+        return Ok(Some(format!(
+            "{kind} lock {} held by {}@{} (pid {}) since {}",
+            id.short(),
+            lock.username,
+            lock.hostname,
+            lock.pid,
+            gotime::format(&lock.time)
+        )));
+    }
+    Ok(None)
+}
+
+/// Take a lock on `repo`. Shared locks coexist; an exclusive one conflicts with all others.
+pub async fn lock(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
+    if let Some(detail) = find_conflict(repo, exclusive, None).await? {
+        return Err(Error::Locked { detail });
+    }
+    let id = repo
+        .save_unpacked(FileType::Lock, &new_lock_file(exclusive).encode())
+        .await?;
+    tokio::time::sleep(LOCK_SETTLE_DELAY).await;
+    if let Some(detail) = find_conflict(repo, exclusive, Some(&id)).await? {
+        let _ = repo.storage().remove(FileType::Lock, &id).await;
+        return Err(Error::Locked { detail });
+    }
+    let current = Arc::new(Mutex::new(id));
+    let refresher = tokio::spawn(refresh_loop(repo.clone(), Arc::clone(&current), exclusive));
+    Ok(LockGuard {
+        repo: repo.clone(),
+        current,
+        refresher,
+    })
+}
+
+async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, exclusive: bool) {
+    let mut ticker = tokio::time::interval(LOCK_REFRESH_INTERVAL);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let mut cur = current.lock().await;
+        match repo
+            .save_unpacked(FileType::Lock, &new_lock_file(exclusive).encode())
+            .await
+        {
+            Ok(new_id) => {
+                let old = std::mem::replace(&mut *cur, new_id);
+                if let Err(e) = repo.storage().remove(FileType::Lock, &old).await {
+                    tracing::warn!(lock = %old.short(), error = %e, "could not remove old lock file");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not refresh lock"),
+        }
+    }
+}
