@@ -1,0 +1,1133 @@
+//! `restore`: write a snapshot's tree below a target directory, as `restic restore` does.
+//!
+//! Walks the trees into a plan first, creates directories and (sparse, pre-sized) files, then
+//! fetches content pack by pack with merged range reads and positional writes, and puts
+//! metadata back last (directories deepest first so their times stick). It never resolves
+//! snapshots or takes locks: the caller does.
+
+use crate::error::{Error, Result};
+use crate::format::index::IndexBlob;
+use crate::format::snapshot::SnapshotFile;
+use crate::format::tree::{Node, NodeType, Tree};
+use crate::format::{BlobId, Id, PackId, TreeId};
+use crate::fs::ExcludeMatcher;
+use crate::fs::glob::{go_clean, go_match};
+use crate::fs::write as fsw;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::index::{BlobLocation, MasterIndex};
+use crate::repo::packer::open_blob;
+use crate::storage::FileType;
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Blobs of one pack closer than this are fetched with one range read.
+const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
+/// A merged range read stops growing at this size (one blob may still exceed it).
+const MAX_RANGE_BYTES: u64 = 16 << 20;
+/// Trees loaded at once while planning.
+const TREE_LOAD_CONCURRENCY: usize = 16;
+/// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
+const SEAL_OVERHEAD_BYTES: u32 = 32;
+/// Cap on the errors listed in one verification failure message.
+const MAX_LISTED_ERRORS: usize = 10;
+
+/// Knobs for [`restore`].
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Directory the snapshot's root tree lands in.
+    pub target: PathBuf,
+    /// restic `--include` patterns, matched against the path inside the snapshot.
+    pub includes: Vec<String>,
+    /// restic `--exclude` patterns, matched against the path inside the snapshot.
+    pub excludes: Vec<String>,
+    /// Restore uid and gid (only root may).
+    pub restore_owner: bool,
+    /// Packs fetched and written at once.
+    pub pack_concurrency: usize,
+    /// Re-read every restored file and check its chunk hashes.
+    pub verify: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            target: PathBuf::new(),
+            includes: Vec::new(),
+            excludes: Vec::new(),
+            restore_owner: nix::unistd::geteuid().is_root(),
+            pack_concurrency: 8,
+            verify: false,
+        }
+    }
+}
+
+/// What a restore did. `errors` lists entries that could not be created or given their
+/// metadata; the restore went on past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files_restored: u64,
+    pub dirs_restored: u64,
+    pub bytes_restored: u64,
+    pub errors: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selection (restic's include/exclude filter semantics)
+
+/// One `--include` pattern: matching via [`ExcludeMatcher`], plus the components for restic's
+/// "a child of this path may match" test.
+#[derive(Debug)]
+struct IncludePattern {
+    negated: bool,
+    matcher: ExcludeMatcher,
+    parts: Vec<Vec<u8>>,
+}
+
+fn split_components(path: &[u8]) -> Vec<&[u8]> {
+    let mut parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    if parts.first().is_some_and(|p| p.is_empty()) {
+        parts[0] = b"/";
+    }
+    parts
+}
+
+impl IncludePattern {
+    fn new(pattern: &str) -> std::result::Result<IncludePattern, String> {
+        let (negated, body) = match pattern.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, pattern),
+        };
+        let matcher = ExcludeMatcher::new(&[body.to_string()])?;
+        let cleaned = go_clean(body);
+        let parts = split_components(cleaned.as_bytes())
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        Ok(IncludePattern {
+            negated,
+            matcher,
+            parts,
+        })
+    }
+
+    /// restic's `childMatch`: relative patterns may match below any path; rooted ones only
+    /// below paths that match their leading components (up to a `**`).
+    fn child_may_match(&self, location: &[u8]) -> bool {
+        if self.parts.first().map(Vec::as_slice) != Some(b"/".as_slice()) {
+            return true;
+        }
+        let mut strs = split_components(location);
+        if let Some(pos) = self.parts.iter().position(|p| p == b"**") {
+            strs.truncate(pos);
+        }
+        let n = strs.len().min(self.parts.len());
+        self.parts[..n]
+            .iter()
+            .zip(&strs[..n])
+            .all(|(p, s)| p.as_slice() == *s || go_match(p, s).unwrap_or(false))
+    }
+}
+
+/// Decides which snapshot paths are restored, as restic's restore `SelectFilter`.
+#[derive(Debug, Default)]
+struct Selector {
+    excludes: Option<ExcludeMatcher>,
+    includes: Vec<IncludePattern>,
+}
+
+impl Selector {
+    fn new(includes: &[String], excludes: &[String]) -> Result<Selector> {
+        let excludes = if excludes.iter().any(|p| !p.is_empty()) {
+            Some(ExcludeMatcher::new(excludes).map_err(Error::InvalidInput)?)
+        } else {
+            None
+        };
+        let includes = includes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| IncludePattern::new(p))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| Error::InvalidInput(e.replace("exclude", "include")))?;
+        Ok(Selector { excludes, includes })
+    }
+
+    /// `(selected for restore, a child may be selected)` for the snapshot path `location`.
+    fn select(&self, location: &[u8], is_dir: bool) -> (bool, bool) {
+        if self
+            .excludes
+            .as_ref()
+            .is_some_and(|ex| ex.matches_bytes(location))
+        {
+            return (false, false);
+        }
+        if self.includes.is_empty() {
+            return (true, is_dir);
+        }
+        let mut matched = false;
+        let mut child = false;
+        for p in &self.includes {
+            let m = p.matcher.matches_bytes(location);
+            if p.negated {
+                matched &= !m;
+                child &= !m;
+            } else {
+                matched |= m;
+                child |= p.child_may_match(location);
+            }
+        }
+        (matched, child && is_dir)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan
+
+#[derive(Debug)]
+struct PlanDir {
+    target: PathBuf,
+    location: Vec<u8>,
+    /// `None` for the snapshot root, which gets no metadata.
+    node: Option<Node>,
+    parent: Option<usize>,
+    depth: usize,
+    selected: bool,
+    /// Selected, or something below it was: its metadata is restored.
+    restored: bool,
+}
+
+#[derive(Debug)]
+struct PlanFile {
+    target: PathBuf,
+    location: Vec<u8>,
+    node: Node,
+    dir: usize,
+    /// Content length from the index (filled in before files are created).
+    size: u64,
+    /// Plaintext length of each content blob (only kept when verifying).
+    blob_lengths: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct PlanLink {
+    target: PathBuf,
+    location: Vec<u8>,
+    node: Node,
+    /// Index into `Plan::files` of the first name of this inode.
+    file: usize,
+}
+
+#[derive(Debug)]
+struct PlanSpecial {
+    target: PathBuf,
+    location: Vec<u8>,
+    node: Node,
+}
+
+#[derive(Debug)]
+struct Plan {
+    dirs: Vec<PlanDir>,
+    files: Vec<PlanFile>,
+    links: Vec<PlanLink>,
+    specials: Vec<PlanSpecial>,
+    errors: Vec<String>,
+    inodes: HashMap<(u64, u64), usize>,
+}
+
+fn loc_str(location: &[u8]) -> String {
+    String::from_utf8_lossy(location).into_owned()
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Plan {
+    fn new(target: &Path) -> Plan {
+        Plan {
+            dirs: vec![PlanDir {
+                target: target.to_path_buf(),
+                location: b"/".to_vec(),
+                node: None,
+                parent: None,
+                depth: 0,
+                selected: true,
+                restored: true,
+            }],
+            files: Vec::new(),
+            links: Vec::new(),
+            specials: Vec::new(),
+            errors: Vec::new(),
+            inodes: HashMap::new(),
+        }
+    }
+
+    fn mark_restored(&mut self, mut dir: usize) {
+        loop {
+            let d = &mut self.dirs[dir];
+            if d.restored {
+                return;
+            }
+            d.restored = true;
+            match d.parent {
+                Some(p) => dir = p,
+                None => return,
+            }
+        }
+    }
+
+    /// Adds the entries of `tree`, the listing of `self.dirs[dir]`; returns the subtrees to
+    /// descend into, with the index of their directory.
+    fn add_tree(
+        &mut self,
+        dir: usize,
+        tree: Tree,
+        selector: &Selector,
+    ) -> Result<Vec<(TreeId, usize)>> {
+        let mut descend = Vec::new();
+        for node in tree.nodes {
+            let parent = &self.dirs[dir];
+            let mut location = parent.location.clone();
+            if location != b"/" {
+                location.push(b'/');
+            }
+            location.extend_from_slice(&node.name);
+            if !valid_name(&node.name) {
+                self.errors.push(format!(
+                    "{}: invalid child node name {:?}",
+                    loc_str(&parent.location),
+                    String::from_utf8_lossy(&node.name)
+                ));
+                continue;
+            }
+            // restic does not restore sockets.
+            if node.node_type == NodeType::Socket {
+                continue;
+            }
+            let target = parent.target.join(OsStr::from_bytes(&node.name));
+            let depth = parent.depth + 1;
+            let is_dir = node.node_type == NodeType::Dir;
+            let (selected, child) = selector.select(&location, is_dir);
+            match node.node_type {
+                NodeType::Dir => {
+                    let Some(subtree) = node.subtree else {
+                        return Err(Error::corrupt(
+                            format!("directory {}", loc_str(&location)),
+                            "dir node without subtree",
+                        ));
+                    };
+                    if !selected && !child {
+                        continue;
+                    }
+                    let idx = self.dirs.len();
+                    self.dirs.push(PlanDir {
+                        target,
+                        location,
+                        node: Some(node),
+                        parent: Some(dir),
+                        depth,
+                        selected,
+                        restored: false,
+                    });
+                    if selected {
+                        self.mark_restored(idx);
+                    }
+                    if child {
+                        descend.push((subtree, idx));
+                    }
+                }
+                _ if !selected => {}
+                NodeType::File => {
+                    self.mark_restored(dir);
+                    if node.links > 1 {
+                        let key = (node.device_id, node.inode);
+                        if let Some(&file) = self.inodes.get(&key) {
+                            self.links.push(PlanLink {
+                                target,
+                                location,
+                                node,
+                                file,
+                            });
+                            continue;
+                        }
+                        self.inodes.insert(key, self.files.len());
+                    }
+                    self.files.push(PlanFile {
+                        target,
+                        location,
+                        node,
+                        dir,
+                        size: 0,
+                        blob_lengths: Vec::new(),
+                    });
+                }
+                _ => {
+                    self.mark_restored(dir);
+                    self.specials.push(PlanSpecial {
+                        target,
+                        location,
+                        node,
+                    });
+                }
+            }
+        }
+        Ok(descend)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content: which blobs go where, and how each pack is read
+
+/// One blob needed from a pack and every place it is written.
+#[derive(Debug, Clone)]
+struct BlobNeed {
+    id: BlobId,
+    loc: BlobLocation,
+    /// `(file index, offset in the file)`.
+    targets: Vec<(u32, u64)>,
+}
+
+/// A byte range of a pack read in one request, with the blobs (indexes into the pack's
+/// sorted blob list) it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PackRange {
+    range: Range<u64>,
+    blobs: Range<usize>,
+}
+
+fn blob_end(loc: &BlobLocation) -> u64 {
+    u64::from(loc.offset) + u64::from(loc.length)
+}
+
+/// Merges blobs (sorted by offset) into range reads: a gap under `max_gap` joins two blobs,
+/// unless the range would grow past `max_len`.
+fn merge_ranges(blobs: &[BlobNeed], max_gap: u64, max_len: u64) -> Vec<PackRange> {
+    let mut out: Vec<PackRange> = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let start = u64::from(b.loc.offset);
+        let end = blob_end(&b.loc);
+        if let Some(last) = out.last_mut() {
+            let joinable = start >= last.range.end && start - last.range.end < max_gap;
+            let overlapping = start < last.range.end;
+            if (joinable && end - last.range.start <= max_len) || overlapping {
+                last.range.end = last.range.end.max(end);
+                last.blobs.end = i + 1;
+                continue;
+            }
+        }
+        out.push(PackRange {
+            range: start..end,
+            blobs: i..i + 1,
+        });
+    }
+    out
+}
+
+fn plain_length(loc: &BlobLocation) -> u32 {
+    loc.uncompressed_length
+        .unwrap_or_else(|| loc.length.saturating_sub(SEAL_OVERHEAD_BYTES))
+}
+
+/// Looks up every content blob, fills in file sizes and returns the needs grouped by pack
+/// (blobs sorted by offset). A blob missing from the index is fatal.
+fn group_by_pack(
+    files: &mut [PlanFile],
+    index: &MasterIndex,
+    keep_lengths: bool,
+) -> Result<HashMap<PackId, Vec<BlobNeed>>> {
+    let mut by_pack: HashMap<PackId, HashMap<BlobId, BlobNeed>> = HashMap::new();
+    for (fi, file) in files.iter_mut().enumerate() {
+        let fi = u32::try_from(fi)
+            .map_err(|_| Error::InvalidInput("more than 2^32 files to restore".into()))?;
+        let mut offset = 0u64;
+        let content = file.node.content.as_deref().unwrap_or_default();
+        for id in content {
+            let loc = index.get(id).ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "data blob {id} of {} in the repository index",
+                    loc_str(&file.location)
+                ),
+            })?;
+            let len = plain_length(&loc);
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| BlobNeed {
+                    id: *id,
+                    loc,
+                    targets: Vec::new(),
+                })
+                .targets
+                .push((fi, offset));
+            if keep_lengths {
+                file.blob_lengths.push(len);
+            }
+            offset += u64::from(len);
+        }
+        file.size = offset;
+    }
+    Ok(by_pack
+        .into_iter()
+        .map(|(pack, blobs)| {
+            let mut blobs: Vec<BlobNeed> = blobs.into_values().collect();
+            blobs.sort_by_key(|b| (b.loc.offset, b.id));
+            (pack, blobs)
+        })
+        .collect())
+}
+
+/// State shared by the concurrent pack writers.
+struct ContentState {
+    files: Arc<Vec<PlanFile>>,
+    failed: Vec<AtomicBool>,
+    remaining: Vec<AtomicUsize>,
+    errors: Mutex<Vec<String>>,
+    bytes: AtomicU64,
+    progress: Arc<Progress>,
+}
+
+impl ContentState {
+    fn fail(&self, file: usize, msg: String) {
+        if !self.failed[file].swap(true, Ordering::AcqRel) {
+            if let Ok(mut errors) = self.errors.lock() {
+                errors.push(msg);
+            }
+            self.progress.add_error();
+        }
+    }
+
+    fn is_failed(&self, file: usize) -> bool {
+        self.failed[file].load(Ordering::Acquire)
+    }
+
+    fn blob_written(&self, file: usize) {
+        if self.remaining[file].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Opens, verifies and writes the blobs of one range read (runs on the blocking pool).
+fn write_range(
+    key: &crate::crypto::Key,
+    pack: &PackId,
+    data: &[u8],
+    range_start: u64,
+    blobs: &[BlobNeed],
+    state: &ContentState,
+) -> Result<()> {
+    let mut open: HashMap<u32, File> = HashMap::new();
+    for b in blobs {
+        let from = (u64::from(b.loc.offset) - range_start) as usize;
+        let to = from + b.loc.length as usize;
+        let sealed = data.get(from..to).ok_or_else(|| {
+            Error::corrupt(
+                format!("pack {pack}"),
+                format!("short read for blob {} at offset {}", b.id, b.loc.offset),
+            )
+        })?;
+        let ib = IndexBlob {
+            id: b.id,
+            blob_type: b.loc.blob_type,
+            offset: b.loc.offset,
+            length: b.loc.length,
+            uncompressed_length: b.loc.uncompressed_length,
+        };
+        let plain = open_blob(key, sealed.to_vec(), &ib).map_err(|e| {
+            Error::corrupt(
+                format!("blob {} in pack {pack} at offset {}", b.id, b.loc.offset),
+                e.to_string(),
+            )
+        })?;
+        for &(fi, offset) in &b.targets {
+            let f = fi as usize;
+            if state.is_failed(f) {
+                continue;
+            }
+            let path = &state.files[f].target;
+            let file = match open.entry(fi) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match OpenOptions::new().write(true).open(path) {
+                        Ok(file) => e.insert(file),
+                        Err(err) => {
+                            state.fail(f, format!("opening {}: {err}", path.display()));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = file.write_all_at(&plain, offset) {
+                state.fail(f, format!("writing {}: {err}", path.display()));
+                continue;
+            }
+            state.progress.add_bytes(plain.len() as u64);
+            state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            state.blob_written(f);
+        }
+    }
+    Ok(())
+}
+
+async fn restore_pack(
+    repo: &Repository,
+    pack: PackId,
+    blobs: Vec<BlobNeed>,
+    state: Arc<ContentState>,
+) -> Result<()> {
+    let blobs = Arc::new(blobs);
+    for r in merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES) {
+        let data = repo
+            .storage()
+            .read_range(FileType::Pack, pack.id(), r.range.clone())
+            .await?;
+        let key = repo.key_arc();
+        let state = Arc::clone(&state);
+        let blobs = Arc::clone(&blobs);
+        tokio::task::spawn_blocking(move || {
+            write_range(
+                &key,
+                &pack,
+                &data,
+                r.range.start,
+                &blobs[r.blobs.clone()],
+                &state,
+            )
+        })
+        .await
+        .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Re-reads a restored file and checks each chunk against its blob id.
+fn verify_file(file: &PlanFile) -> std::result::Result<(), String> {
+    let path = &file.target;
+    let mut f = File::open(path).map_err(|e| format!("verify: opening {}: {e}", path.display()))?;
+    let content = file.node.content.as_deref().unwrap_or_default();
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    for (id, &len) in content.iter().zip(&file.blob_lengths) {
+        buf.resize(len as usize, 0);
+        f.read_exact(&mut buf)
+            .map_err(|e| format!("verify: reading {} at {offset}: {e}", path.display()))?;
+        if Id::hash(&buf) != id.0 {
+            return Err(format!(
+                "verify: {} at offset {offset}: content does not match blob {id}",
+                path.display()
+            ));
+        }
+        offset += u64::from(len);
+    }
+    let mut extra = [0u8; 1];
+    match f.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(format!(
+            "verify: {} is longer than its {offset} bytes of content",
+            path.display()
+        )),
+        Err(e) => Err(format!("verify: reading {}: {e}", path.display())),
+    }
+}
+
+async fn build_plan(
+    repo: &Repository,
+    index: &MasterIndex,
+    root: TreeId,
+    target: &Path,
+    selector: &Selector,
+) -> Result<Plan> {
+    let mut plan = Plan::new(target);
+    let mut frontier = vec![(root, 0usize)];
+    while !frontier.is_empty() {
+        let batch = std::mem::take(&mut frontier);
+        let mut trees = futures::stream::iter(batch)
+            .map(|(id, dir)| async move { repo.load_tree(index, &id).await.map(|t| (t, dir)) })
+            .buffered(TREE_LOAD_CONCURRENCY);
+        while let Some(loaded) = trees.next().await {
+            let (tree, dir) = loaded?;
+            frontier.extend(plan.add_tree(dir, tree, selector)?);
+        }
+    }
+    Ok(plan)
+}
+
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("{what} task failed: {e}")))
+}
+
+/// Creates the selected directories and every file (pre-sized, sparse); returns the errors
+/// and a flag per file that could not be created.
+fn create_entries(plan: &Plan) -> (Vec<String>, Vec<bool>) {
+    let mut errors = Vec::new();
+    let mut ensured = vec![false; plan.dirs.len()];
+    for (i, d) in plan.dirs.iter().enumerate() {
+        if !d.selected {
+            continue;
+        }
+        match fsw::create_dir(&d.target) {
+            Ok(()) => ensured[i] = true,
+            Err(e) => errors.push(format!("{}: {e}", loc_str(&d.location))),
+        }
+    }
+    let mut failed = vec![false; plan.files.len()];
+    for (i, f) in plan.files.iter().enumerate() {
+        let mut result = Ok(());
+        if !ensured[f.dir] {
+            result = fsw::create_dir_all_for(&f.target);
+            ensured[f.dir] = result.is_ok();
+        }
+        if result.is_ok() {
+            result = fsw::create_file(&f.target, f.size).map(drop);
+        }
+        if let Err(e) = result {
+            errors.push(format!("{}: {e}", loc_str(&f.location)));
+            failed[i] = true;
+        }
+    }
+    (errors, failed)
+}
+
+/// Restores `snapshot` below `opts.target`. See the module docs for the order of work.
+pub async fn restore(
+    repo: &Repository,
+    snapshot: &SnapshotFile,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreSummary> {
+    if opts.target.as_os_str().is_empty() {
+        return Err(Error::InvalidInput(
+            "restore target must not be empty".into(),
+        ));
+    }
+    let target = if opts.target.is_absolute() {
+        opts.target.clone()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("resolving the current directory", e))?
+            .join(&opts.target)
+    };
+    let selector = Selector::new(&opts.includes, &opts.excludes)?;
+    let index = repo.load_index().await?;
+    let mut plan = build_plan(repo, &index, snapshot.tree, &target, &selector).await?;
+    let by_pack = group_by_pack(&mut plan.files, &index, opts.verify)?;
+    drop(index);
+
+    // Directories and files.
+    let (plan, create_errors, failed) = blocking("creating files", move || {
+        let (errors, failed) = create_entries(&plan);
+        (plan, errors, failed)
+    })
+    .await?;
+    let Plan {
+        dirs,
+        files,
+        links,
+        specials,
+        errors: mut all_errors,
+        ..
+    } = plan;
+    all_errors.extend(create_errors);
+    let files = Arc::new(files);
+    let remaining: Vec<AtomicUsize> = files
+        .iter()
+        .map(|f| AtomicUsize::new(f.node.content.as_ref().map_or(0, Vec::len)))
+        .collect();
+    for (i, rem) in remaining.iter().enumerate() {
+        if !failed[i] && rem.load(Ordering::Relaxed) == 0 {
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let state = Arc::new(ContentState {
+        files: Arc::clone(&files),
+        failed: failed.into_iter().map(AtomicBool::new).collect(),
+        remaining,
+        errors: Mutex::new(Vec::new()),
+        bytes: AtomicU64::new(0),
+        progress: Arc::clone(&progress),
+    });
+
+    // Content, pack by pack. Packs only needed by files that failed to be created are skipped.
+    let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
+        .into_iter()
+        .filter_map(|(pack, mut blobs)| {
+            for b in &mut blobs {
+                b.targets.retain(|&(fi, _)| !state.is_failed(fi as usize));
+            }
+            blobs.retain(|b| !b.targets.is_empty());
+            (!blobs.is_empty()).then_some((pack, blobs))
+        })
+        .collect();
+    packs.sort_by_key(|(pack, _)| *pack);
+    futures::stream::iter(packs)
+        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, Arc::clone(&state)))
+        .buffer_unordered(opts.pack_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    if let Ok(mut errors) = state.errors.lock() {
+        all_errors.append(&mut errors);
+    }
+
+    if opts.verify {
+        let problems: Vec<String> = futures::stream::iter(0..files.len())
+            .filter(|&i| std::future::ready(!state.is_failed(i)))
+            .map(|i| {
+                let files = Arc::clone(&files);
+                blocking("verifying", move || verify_file(&files[i]))
+            })
+            .buffer_unordered(opts.pack_concurrency.max(1))
+            .try_filter_map(|r| std::future::ready(Ok(r.err())))
+            .try_collect()
+            .await?;
+        if !problems.is_empty() {
+            let shown: Vec<&str> = problems
+                .iter()
+                .take(MAX_LISTED_ERRORS)
+                .map(String::as_str)
+                .collect();
+            return Err(Error::corrupt(
+                format!("{} restored file(s)", problems.len()),
+                shown.join("; "),
+            ));
+        }
+    }
+
+    // Metadata: files, special nodes and links, then directories deepest first.
+    let meta_opts = fsw::RestoreOptions {
+        restore_owner: opts.restore_owner,
+        ..fsw::RestoreOptions::default()
+    };
+    let state_m = Arc::clone(&state);
+    let progress_m = Arc::clone(&progress);
+    let (meta_errors, files_restored, dirs_restored) = blocking("restoring metadata", move || {
+        let mut errors = Vec::new();
+        let mut count = 0u64;
+        let files = &state_m.files;
+        for (i, f) in files.iter().enumerate() {
+            if state_m.is_failed(i) {
+                continue;
+            }
+            count += 1;
+            if let Err(e) = fsw::apply_metadata(&f.target, &f.node, &meta_opts) {
+                errors.push(format!("{}: {e}", loc_str(&f.location)));
+            }
+        }
+        for s in &specials {
+            let result = fsw::create_dir_all_for(&s.target)
+                .and_then(|()| fsw::create_node(&s.target, &s.node));
+            if let Err(e) = result {
+                errors.push(format!("{}: {e}", loc_str(&s.location)));
+                progress_m.add_error();
+                continue;
+            }
+            count += 1;
+            progress_m.files_done.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = fsw::apply_metadata(&s.target, &s.node, &meta_opts) {
+                errors.push(format!("{}: {e}", loc_str(&s.location)));
+            }
+        }
+        for l in &links {
+            if state_m.is_failed(l.file) {
+                errors.push(format!(
+                    "{}: not linked, because {} could not be restored",
+                    loc_str(&l.location),
+                    loc_str(&files[l.file].location)
+                ));
+                continue;
+            }
+            let result = fsw::create_dir_all_for(&l.target)
+                .and_then(|()| fsw::hard_link(&files[l.file].target, &l.target));
+            if let Err(e) = result {
+                errors.push(format!("{}: {e}", loc_str(&l.location)));
+                progress_m.add_error();
+                continue;
+            }
+            count += 1;
+            progress_m.files_done.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = fsw::apply_metadata(&l.target, &l.node, &meta_opts) {
+                errors.push(format!("{}: {e}", loc_str(&l.location)));
+            }
+        }
+        let mut order: Vec<usize> = (0..dirs.len())
+            .filter(|&i| dirs[i].restored && dirs[i].node.is_some())
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(dirs[i].depth));
+        let mut dir_count = 0u64;
+        for i in order {
+            let d = &dirs[i];
+            let Some(node) = &d.node else { continue };
+            if !d.target.is_dir() {
+                // Only reached when creating it failed; that error is already listed.
+                continue;
+            }
+            dir_count += 1;
+            progress_m.add_dir();
+            if let Err(e) = fsw::apply_metadata(&d.target, node, &meta_opts) {
+                errors.push(format!("{}: {e}", loc_str(&d.location)));
+            }
+        }
+        (errors, count, dir_count)
+    })
+    .await?;
+    all_errors.extend(meta_errors);
+
+    Ok(RestoreSummary {
+        files_restored,
+        dirs_restored,
+        bytes_restored: state.bytes.load(Ordering::Relaxed),
+        errors: all_errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str, subtree: u8) -> Node {
+        let mut n = Node::new(name.as_bytes().to_vec(), NodeType::Dir);
+        n.subtree = Some(TreeId(Id([subtree; 32])));
+        n
+    }
+
+    fn file(name: &str, blobs: &[u8]) -> Node {
+        let mut n = Node::new(name.as_bytes().to_vec(), NodeType::File);
+        n.content = Some(blobs.iter().map(|&b| BlobId(Id([b; 32]))).collect());
+        n
+    }
+
+    fn sel(includes: &[&str], excludes: &[&str]) -> Selector {
+        let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        Selector::new(&s(includes), &s(excludes)).unwrap()
+    }
+
+    #[test]
+    fn selector_without_patterns_takes_everything() {
+        let s = sel(&[], &[]);
+        assert_eq!(s.select(b"/a", true), (true, true));
+        assert_eq!(s.select(b"/a/b", false), (true, false));
+    }
+
+    #[test]
+    fn exclude_drops_subtree() {
+        let s = sel(&[], &["*.tmp", "/data/cache"]);
+        assert_eq!(s.select(b"/data/x.tmp", false), (false, false));
+        assert_eq!(s.select(b"/data/cache", true), (false, false));
+        assert_eq!(s.select(b"/data/cache2", true), (true, true));
+        assert_eq!(s.select(b"/data/y", false), (true, false));
+    }
+
+    #[test]
+    fn include_selects_parents_lazily_and_whole_subtrees() {
+        let s = sel(&["/tmp/src/x"], &[]);
+        // Parents are not selected but may hold selected children.
+        assert_eq!(s.select(b"/tmp", true), (false, true));
+        assert_eq!(s.select(b"/tmp/src", true), (false, true));
+        assert_eq!(s.select(b"/tmp/other", true), (false, false));
+        assert_eq!(s.select(b"/tmp/src/y", false), (false, false));
+        // The matching dir and everything below it are selected.
+        assert_eq!(s.select(b"/tmp/src/x", true), (true, true));
+        assert_eq!(s.select(b"/tmp/src/x/file", false), (true, false));
+        assert_eq!(s.select(b"/tmp/src/x/d/e", true), (true, true));
+    }
+
+    #[test]
+    fn relative_and_wildcard_includes() {
+        let s = sel(&["*.txt"], &[]);
+        assert_eq!(s.select(b"/a", true), (false, true));
+        assert_eq!(s.select(b"/a/b.txt", false), (true, false));
+        assert_eq!(s.select(b"/a/b.bin", false), (false, false));
+        let s = sel(&["/home/*/docs"], &[]);
+        assert_eq!(s.select(b"/home", true), (false, true));
+        assert_eq!(s.select(b"/home/bob", true), (false, true));
+        assert_eq!(s.select(b"/var", true), (false, false));
+        assert_eq!(s.select(b"/home/bob/docs/a", false), (true, false));
+        let s = sel(&["/a/**/z"], &[]);
+        assert_eq!(s.select(b"/a/b/c", true), (false, true));
+        assert_eq!(s.select(b"/b", true), (false, false));
+    }
+
+    #[test]
+    fn negated_include_and_exclude_together() {
+        let s = sel(&["/d", "!/d/skip"], &["*.log"]);
+        assert_eq!(s.select(b"/d/keep", false), (true, false));
+        assert_eq!(s.select(b"/d/skip", true), (false, false));
+        assert_eq!(s.select(b"/d/a.log", false), (false, false));
+    }
+
+    #[test]
+    fn bad_pattern_is_invalid_input() {
+        let err = Selector::new(&["[".to_string()], &[]).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(ref m) if m.contains("include")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plan_from_in_memory_trees() {
+        let s = sel(&[], &[]);
+        let mut plan = Plan::new(Path::new("/restore"));
+        let mut link_a = file("a", &[1, 2]);
+        link_a.links = 2;
+        link_a.inode = 7;
+        link_a.device_id = 3;
+        let mut link_b = link_a.clone();
+        link_b.name = b"b".to_vec();
+        let mut sym = Node::new(b"s".to_vec(), NodeType::Symlink);
+        sym.linktarget = b"a".to_vec();
+        let sock = Node::new(b"sock".to_vec(), NodeType::Socket);
+        let bad = file("..", &[]);
+        let root = Tree {
+            nodes: vec![bad, link_a, link_b, dir("d", 9), sym, sock],
+        };
+        let descend = plan.add_tree(0, root, &s).unwrap();
+        assert_eq!(descend, vec![(TreeId(Id([9; 32])), 1)]);
+        let sub = Tree {
+            nodes: vec![file("e", &[])],
+        };
+        assert!(plan.add_tree(1, sub, &s).unwrap().is_empty());
+
+        assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+        assert_eq!(plan.dirs.len(), 2);
+        assert_eq!(plan.dirs[1].target, Path::new("/restore/d"));
+        assert_eq!(plan.dirs[1].location, b"/d");
+        assert_eq!(plan.dirs[1].depth, 1);
+        let files: Vec<_> = plan.files.iter().map(|f| loc_str(&f.location)).collect();
+        assert_eq!(files, ["/a", "/d/e"]);
+        assert_eq!(plan.links.len(), 1);
+        assert_eq!(plan.links[0].target, Path::new("/restore/b"));
+        assert_eq!(plan.links[0].file, 0);
+        assert_eq!(plan.specials.len(), 1);
+        assert_eq!(plan.specials[0].location, b"/s");
+    }
+
+    #[test]
+    fn plan_with_include_marks_parents_restored() {
+        let s = sel(&["/x/y/f"], &[]);
+        let mut plan = Plan::new(Path::new("/t"));
+        let d = plan
+            .add_tree(
+                0,
+                Tree {
+                    nodes: vec![dir("w", 1), dir("x", 2)],
+                },
+                &s,
+            )
+            .unwrap();
+        assert_eq!(d, vec![(TreeId(Id([2; 32])), 1)]);
+        let d = plan
+            .add_tree(
+                1,
+                Tree {
+                    nodes: vec![dir("y", 3), dir("z", 4)],
+                },
+                &s,
+            )
+            .unwrap();
+        assert_eq!(d, vec![(TreeId(Id([3; 32])), 2)]);
+        assert!(!plan.dirs[1].restored);
+        plan.add_tree(
+            2,
+            Tree {
+                nodes: vec![file("f", &[5]), file("g", &[6])],
+            },
+            &s,
+        )
+        .unwrap();
+        assert_eq!(plan.files.len(), 1);
+        assert!(plan.dirs.iter().all(|d| d.restored));
+        assert!(plan.dirs.iter().skip(1).all(|d| !d.selected));
+    }
+
+    fn need(offset: u32, length: u32) -> BlobNeed {
+        BlobNeed {
+            id: BlobId(Id([offset as u8; 32])),
+            loc: BlobLocation {
+                pack: PackId::default(),
+                blob_type: crate::format::BlobType::Data,
+                offset,
+                length,
+                uncompressed_length: None,
+            },
+            targets: vec![(0, 0)],
+        }
+    }
+
+    #[test]
+    fn ranges_merge_small_gaps_only() {
+        let blobs = vec![need(0, 100), need(100, 50), need(200, 10), need(5000, 10)];
+        let r = merge_ranges(&blobs, 1000, 1 << 20);
+        assert_eq!(
+            r,
+            vec![
+                PackRange {
+                    range: 0..210,
+                    blobs: 0..3
+                },
+                PackRange {
+                    range: 5000..5010,
+                    blobs: 3..4
+                },
+            ]
+        );
+        let r = merge_ranges(&blobs, 1 << 20, 1 << 20);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].range, 0..5010);
+        // The length cap splits even adjacent blobs.
+        let r = merge_ranges(&blobs, 1 << 20, 160);
+        assert_eq!(
+            r.iter().map(|p| p.blobs.clone()).collect::<Vec<_>>(),
+            vec![0..2, 2..3, 3..4]
+        );
+        assert!(merge_ranges(&[], 1, 1).is_empty());
+    }
+
+    #[test]
+    fn plain_length_uses_uncompressed_or_strips_overhead() {
+        let mut b = need(0, 132);
+        assert_eq!(plain_length(&b.loc), 100);
+        b.loc.uncompressed_length = Some(4096);
+        assert_eq!(plain_length(&b.loc), 4096);
+    }
+
+    #[test]
+    fn verify_detects_changed_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"helloworld").unwrap();
+        let mut node = Node::new(b"f".to_vec(), NodeType::File);
+        node.content = Some(vec![BlobId(Id::hash(b"hello")), BlobId(Id::hash(b"world"))]);
+        let mut pf = PlanFile {
+            target: path.clone(),
+            location: b"/f".to_vec(),
+            node,
+            dir: 0,
+            size: 10,
+            blob_lengths: vec![5, 5],
+        };
+        assert_eq!(verify_file(&pf), Ok(()));
+        std::fs::write(&path, b"helloWorld").unwrap();
+        assert!(verify_file(&pf).unwrap_err().contains("offset 5"));
+        std::fs::write(&path, b"helloworld!").unwrap();
+        assert!(verify_file(&pf).unwrap_err().contains("longer"));
+        pf.blob_lengths = vec![5];
+        pf.node.content = Some(vec![BlobId(Id::hash(b"hello"))]);
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(verify_file(&pf), Ok(()));
+    }
+}
