@@ -346,7 +346,9 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
     let repo = open(g).await?;
     let guard = lock::lock(&repo, false).await?;
     let result = async {
-        let (id, snap) = repo.find_snapshot(&args.snapshot, &filter(&args.filter)).await?;
+        let (id, snap) = repo
+            .find_snapshot(&args.snapshot, &filter(&args.filter))
+            .await?;
         if !g.quiet && !g.json {
             println!(
                 "restoring snapshot {} of {:?} at {} to {}",
@@ -415,7 +417,10 @@ async fn snapshots(g: &cli::GlobalOptions, args: &cli::SnapshotsArgs) -> Result<
         let mut picked = Vec::new();
         for spec in &args.ids {
             let found = repo.find_snapshot(spec, &f).await?;
-            if !picked.iter().any(|(id, _): &(mover::format::SnapshotId, _)| *id == found.0) {
+            if !picked
+                .iter()
+                .any(|(id, _): &(mover::format::SnapshotId, _)| *id == found.0)
+            {
                 picked.push(found);
             }
         }
@@ -431,23 +436,33 @@ async fn snapshots(g: &cli::GlobalOptions, args: &cli::SnapshotsArgs) -> Result<
 
 async fn ls(g: &cli::GlobalOptions, args: &cli::LsArgs) -> Result<u8> {
     let repo = open(g).await?;
-    let (id, snap) = repo.find_snapshot(&args.snapshot, &filter(&args.filter)).await?;
+    let (id, snap) = repo
+        .find_snapshot(&args.snapshot, &filter(&args.filter))
+        .await?;
     let index = repo.load_index().await?;
     let entries = ops::ls::ls(&repo, &index, snap.tree, args.dir.as_deref(), true).await?;
     let mut out = std::io::stdout().lock();
     if g.json {
-        let _ = writeln!(out, "{}", serde_json::json!({
-            "struct_type": "snapshot", "time": mover::format::gotime::format(&snap.time),
-            "tree": snap.tree.to_hex(), "paths": snap.paths, "hostname": snap.hostname,
-            "id": id.to_hex(), "short_id": id.short(),
-        }));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "struct_type": "snapshot", "time": mover::format::gotime::format(&snap.time),
+                "tree": snap.tree.to_hex(), "paths": snap.paths, "hostname": snap.hostname,
+                "id": id.to_hex(), "short_id": id.short(),
+            })
+        );
         for (path, node) in &entries {
-            let _ = writeln!(out, "{}", serde_json::json!({
-                "name": String::from_utf8_lossy(&node.name), "type": node.node_type.as_str(),
-                "path": path, "uid": node.uid, "gid": node.gid, "size": node.size,
-                "mode": node.mode, "mtime": mover::format::gotime::format(&node.mtime),
-                "struct_type": "node",
-            }));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "name": String::from_utf8_lossy(&node.name), "type": node.node_type.as_str(),
+                    "path": path, "uid": node.uid, "gid": node.gid, "size": node.size,
+                    "mode": node.mode, "mtime": mover::format::gotime::format(&node.mtime),
+                    "struct_type": "node",
+                })
+            );
         }
     } else {
         if !g.quiet {
@@ -485,9 +500,11 @@ async fn dump(g: &cli::GlobalOptions, args: &cli::DumpArgs) -> Result<u8> {
     let repo = open(g).await?;
     let guard = lock::lock(&repo, false).await?;
     let result = async {
-        let (_, snap) = repo.find_snapshot(&args.snapshot, &filter(&args.filter)).await?;
+        let (_, snap) = repo
+            .find_snapshot(&args.snapshot, &filter(&args.filter))
+            .await?;
         let index = repo.load_index().await?;
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
         let n = ops::dump::dump_file(&repo, &index, snap.tree, &args.file, &mut out).await?;
         out.flush().map_err(|e| Error::io("writing to stdout", e))?;
         Ok::<u64, Error>(n)

@@ -254,8 +254,9 @@ async fn run(
         let t = std::thread::Builder::new()
             .name(format!("mover-read-{i}"))
             .spawn(move || {
+                let mut buf = Vec::new();
                 for job in rx {
-                    let res = read_file(&ctx, &job.path);
+                    let res = read_file(&ctx, &job.path, &mut buf);
                     let _ = job.result.send(res);
                 }
             })
@@ -527,30 +528,30 @@ fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Read, chunk and save one file. Chunk hashing and sealing run on rayon.
-fn read_file(ctx: &Ctx, path: &Path) -> Result<FileOutcome> {
-    let mut file = open_for_backup(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES + ctx.chunker.max_size);
+fn read_file(ctx: &Ctx, path: &Path, buf: &mut Vec<u8>) -> Result<FileOutcome> {
+    let file = open_for_backup(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let window = READ_BUFFER_BYTES + ctx.chunker.max_size;
+    // `buf` is the reader thread's own buffer, reused across files: filling it through
+    // `Take::read_to_end` never zero-fills the whole window for a small file.
+    buf.clear();
+    let mut reader = file;
     let mut content = Vec::new();
     let mut size = 0u64;
     let mut eof = false;
     while !eof {
-        // Fill the buffer up to the read-ahead size.
-        while buf.len() < READ_BUFFER_BYTES + ctx.chunker.max_size {
-            let start = buf.len();
-            buf.resize(READ_BUFFER_BYTES + ctx.chunker.max_size, 0);
-            let n = match file.read(&mut buf[start..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+        let want = window.saturating_sub(buf.len());
+        let n = loop {
+            match (&mut reader).take(want as u64).read_to_end(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io(path.display().to_string(), e)),
-            };
-            buf.truncate(start + n);
-            if n == 0 {
-                eof = true;
-                break;
             }
-            size += n as u64;
-            ctx.progress.add_bytes(n as u64);
+        };
+        if n < want {
+            eof = true;
         }
+        size += n as u64;
+        ctx.progress.add_bytes(n as u64);
         // Cut every chunk whose end is already determined.
         let mut ranges = Vec::new();
         let mut pos = 0usize;
