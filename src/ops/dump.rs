@@ -27,7 +27,7 @@ pub enum Found {
     /// The snapshot root (`/`).
     Root(TreeId),
     /// A node, with its cleaned absolute path.
-    Node(String, Node),
+    Node(String, Box<Node>),
 }
 
 /// Finds `path` (with or without leading `/`) below the root tree `root`.
@@ -55,7 +55,7 @@ pub async fn lookup(
             });
         };
         if i + 1 == parts.len() {
-            return Ok(Found::Node(item, node));
+            return Ok(Found::Node(item, Box::new(node)));
         }
         match (&node.node_type, node.subtree) {
             (NodeType::Dir, Some(sub)) => tree_id = sub,
@@ -97,8 +97,11 @@ async fn write_content(
 /// Content length of a file from the index (sizes in nodes are informational).
 fn content_length(index: &MasterIndex, content: &[BlobId], path: &str) -> Result<u64> {
     content.iter().try_fold(0u64, |acc, id| {
-        let loc = index.get(id).ok_or_else(|| Error::NotFound {
-            what: format!("data blob {id} of {path} in the repository index"),
+        let loc = index.get(id).ok_or_else(|| {
+            Error::corrupt(
+                format!("data blob {id} of {path}"),
+                "not in the repository index",
+            )
         })?;
         let len = loc
             .uncompressed_length

@@ -91,8 +91,8 @@ pub fn format_table(snaps: &[(SnapshotId, SnapshotFile)]) -> String {
     )
 }
 
-/// `restic snapshots --json`: one compact JSON array (with `id` and `short_id` per
-/// snapshot) and a newline, as Go's `json.Encoder` writes it.
+/// `restic snapshots --json`: one compact JSON array with `id` and `short_id` per snapshot.
+/// Go's `json.Encoder` follows it with a newline, which is left to the printer.
 pub fn to_json(snaps: &[(SnapshotId, SnapshotFile)]) -> String {
     let mut out = Vec::with_capacity(256 * snaps.len() + 3);
     out.push(b'[');
@@ -102,7 +102,7 @@ pub fn to_json(snaps: &[(SnapshotId, SnapshotFile)]) -> String {
         }
         gojson::write_value(&mut out, &s.to_listing_json(id));
     }
-    out.extend_from_slice(b"]\n");
+    out.push(b']');
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -166,12 +166,12 @@ mod tests {
         let a = snap(&["/x"], &[], "h");
         let id = SnapshotId(Id([0x12; 32]));
         let out = to_json(&[(id, a)]);
-        assert!(out.starts_with("[{") && out.ends_with("}]\n"), "{out}");
+        assert!(out.starts_with("[{") && out.ends_with("}]"), "{out}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v[0]["id"], id.to_hex());
         assert_eq!(v[0]["short_id"], "12121212");
         assert_eq!(v[0]["hostname"], "h");
         assert_eq!(v[0]["paths"][0], "/x");
-        assert_eq!(to_json(&[]), "[]\n");
+        assert_eq!(to_json(&[]), "[]");
     }
 }
