@@ -309,10 +309,6 @@ impl Plan {
                 ));
                 continue;
             }
-            // restic does not restore sockets.
-            if node.node_type == NodeType::Socket {
-                continue;
-            }
             let target = parent.target.join(OsStr::from_bytes(&node.name));
             let depth = parent.depth + 1;
             let is_dir = node.node_type == NodeType::Dir;
@@ -587,10 +583,7 @@ async fn restore_pack(
 ) -> Result<()> {
     let blobs = Arc::new(blobs);
     for r in merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES) {
-        let data = repo
-            .storage()
-            .read_range(FileType::Pack, pack.id(), r.range.clone())
-            .await?;
+        let data = repo.read_pack_range(&pack, r.range.clone()).await?;
         let key = repo.key_arc();
         let state = Arc::clone(&state);
         let blobs = Arc::clone(&blobs);
@@ -1012,8 +1005,10 @@ mod tests {
         assert_eq!(plan.links.len(), 1);
         assert_eq!(plan.links[0].target, Path::new("/restore/b"));
         assert_eq!(plan.links[0].file, 0);
-        assert_eq!(plan.specials.len(), 1);
+        // Sockets are recreated (restic skips them).
+        assert_eq!(plan.specials.len(), 2);
         assert_eq!(plan.specials[0].location, b"/s");
+        assert_eq!(plan.specials[1].location, b"/sock");
     }
 
     #[test]

@@ -283,6 +283,33 @@ impl Repository {
         Ok((id, blobs))
     }
 
+    /// Read a byte range of a pack. A pack the index names but storage lacks, or one too
+    /// short for the range, is damage to the repository and reported as such.
+    pub async fn read_pack_range(
+        &self,
+        pack: &PackId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        match self
+            .storage
+            .read_range(FileType::Pack, pack.id(), range)
+            .await
+        {
+            Ok(b) => Ok(b),
+            Err(e @ (StorageError::ShortRead { .. } | StorageError::NotFound { .. })) => {
+                Err(Error::corrupt(format!("pack {pack}"), e.to_string()))
+            }
+            Err(StorageError::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Err(Error::corrupt(
+                format!("pack {pack}"),
+                "missing from storage",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Fetch one blob's sealed bytes from its pack, verify and decrypt it.
     pub async fn load_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
         let loc = index
@@ -290,12 +317,7 @@ impl Repository {
             .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index file"))?;
         let start = u64::from(loc.offset);
         let raw = self
-            .storage
-            .read_range(
-                FileType::Pack,
-                loc.pack.id(),
-                start..start + u64::from(loc.length),
-            )
+            .read_pack_range(&loc.pack, start..start + u64::from(loc.length))
             .await?;
         let blob = IndexBlob {
             id: *id,

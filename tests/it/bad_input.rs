@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 fn small_tree(root: &Path) {
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::write(root.join("a.txt"), b"alpha\n").unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(root.join("sub/big.bin"), big).unwrap();
 }
 
@@ -64,7 +66,11 @@ fn truncate(path: &Path, keep: usize) {
 
 fn one_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Fatal:")).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one Fatal line in:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one Fatal line in:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic in:\n{stderr}");
     lines[0]
 }
@@ -92,7 +98,10 @@ fn missing_repository_exits_10() {
     let repo = tmp.path().join("nothing-here");
     let err = fails_with(mover().arg("-r").arg(&repo).arg("snapshots"), 10);
     assert!(one_line(&err).contains("does not exist"), "{err}");
-    assert!(!repo.exists(), "a read-only command must not create the repository");
+    assert!(
+        !repo.exists(),
+        "a read-only command must not create the repository"
+    );
 }
 
 #[test]
@@ -107,7 +116,9 @@ fn exclusive_lock_exits_11_and_stale_lock_is_ignored() {
                 &mover::storage::StorageOptions::default(),
             )
             .unwrap();
-            let r = mover::repo::Repository::open(storage, PASSWORD).await.unwrap();
+            let r = mover::repo::Repository::open(storage, PASSWORD)
+                .await
+                .unwrap();
             let lock = mover::format::lock::LockFile {
                 time: mover::format::gotime::now_local() - chrono::Duration::minutes(age_minutes),
                 exclusive: true,
@@ -128,7 +139,11 @@ fn exclusive_lock_exits_11_and_stale_lock_is_ignored() {
     assert!(one_line(&err).contains("locked"), "{err}");
     let target = tmp.path().join("t");
     let err = fails_with(
-        mover().arg("-r").arg(&repo).args(["restore", "latest", "--target"]).arg(&target),
+        mover()
+            .arg("-r")
+            .arg(&repo)
+            .args(["restore", "latest", "--target"])
+            .arg(&target),
         11,
     );
     assert!(one_line(&err).contains("exclusive lock"), "{err}");
@@ -153,13 +168,23 @@ fn bit_flipped_pack_fails_restore_and_names_the_pack() {
         .unwrap();
     flip_byte(pack, 100);
     let target = tmp.path().join("t");
-    let out = run(mover().arg("-r").arg(&repo).args(["restore", "latest", "--target"]).arg(&target));
+    let out = run(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
     assert_ne!(out.status.code(), Some(0), "corrupt restore must fail");
     let err = String::from_utf8_lossy(&out.stderr);
     let line = one_line(&err);
     let name = pack.file_name().unwrap().to_str().unwrap();
-    assert!(line.contains(&name[..8]), "error should name pack {name}: {line}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("restored "), "no success report");
+    assert!(
+        line.contains(&name[..8]),
+        "error should name pack {name}: {line}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("restored "),
+        "no success report"
+    );
 }
 
 #[test]
@@ -173,7 +198,11 @@ fn truncated_pack_fails_restore() {
         .unwrap();
     truncate(pack, 1000);
     let target = tmp.path().join("t");
-    let out = run(mover().arg("-r").arg(&repo).args(["restore", "latest", "--target"]).arg(&target));
+    let out = run(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let line = one_line(&err);
@@ -190,7 +219,10 @@ fn corrupt_index_snapshot_key_and_config_are_named() {
     truncate(&index, 20);
     let err = fails_with(mover().arg("-r").arg(&repo).args(["ls", "latest"]), 1);
     let line = one_line(&err);
-    assert!(line.contains("index") && line.contains(&index.file_name().unwrap().to_str().unwrap()[..8]), "{line}");
+    assert!(
+        line.contains("index") && line.contains(&index.file_name().unwrap().to_str().unwrap()[..8]),
+        "{line}"
+    );
     std::fs::write(&index, saved).unwrap();
 
     let snap = files_in(&repo.join("snapshots")).remove(0);
@@ -221,7 +253,11 @@ fn unknown_snapshot_and_missing_source_are_clear() {
     let err = fails_with(mover().arg("-r").arg(&repo).args(["ls", "deadbeef"]), 1);
     assert!(one_line(&err).contains("deadbeef"), "{err}");
     let err = fails_with(
-        mover().arg("-r").arg(&repo).arg("backup").arg(tmp.path().join("no-such-dir")),
+        mover()
+            .arg("-r")
+            .arg(&repo)
+            .arg("backup")
+            .arg(tmp.path().join("no-such-dir")),
         1,
     );
     assert!(one_line(&err).contains("no-such-dir"), "{err}");
@@ -240,5 +276,9 @@ fn dead_s3_endpoint_fails_fast_with_one_line() {
         1,
     );
     assert!(one_line(&err).contains("127.0.0.1:1"), "{err}");
-    assert!(started.elapsed().as_secs() < 90, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 90,
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -48,7 +48,10 @@ fn failed_upload_leaves_no_snapshot_and_next_backup_succeeds() {
             .await
             .expect_err("backup must fail when an upload fails");
         assert!(!err.to_string().is_empty());
-        assert!(repo.list_snapshots().await.unwrap().is_empty(), "no snapshot after failure");
+        assert!(
+            repo.list_snapshots().await.unwrap().is_empty(),
+            "no snapshot after failure"
+        );
         faulty.clear_put_faults();
         let summary = mover::ops::backup::backup(&repo, &opts, Arc::new(Progress::default()))
             .await
@@ -56,8 +59,14 @@ fn failed_upload_leaves_no_snapshot_and_next_backup_succeeds() {
         assert_eq!(summary.files_new, 5);
     });
     // No lock is left behind, and restic finds the repository consistent.
-    assert_eq!(std::fs::read_dir(repo_dir.join("locks")).unwrap().count(), 0);
-    ok(restic().arg("-r").arg(&repo_dir).args(["check", "--read-data"]));
+    assert_eq!(
+        std::fs::read_dir(repo_dir.join("locks")).unwrap().count(),
+        0
+    );
+    ok(restic()
+        .arg("-r")
+        .arg(&repo_dir)
+        .args(["check", "--read-data"]));
     let target = tmp.path().join("restore");
     ok(restic()
         .arg("-r")

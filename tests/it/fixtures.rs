@@ -52,8 +52,8 @@ fn check_snapshot(name: &str, repo: &std::path::Path, snap: &serde_json::Value) 
         let rel = node_path(node);
         let path = target.join(&rel);
         let ctx = format!("{name} snapshot {} {}", &id[..8], rel.display());
-        let md = std::fs::symlink_metadata(&path)
-            .unwrap_or_else(|e| panic!("{ctx}: not restored: {e}"));
+        let md =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{ctx}: not restored: {e}"));
         let kind = node["type"].as_str().unwrap();
         let ft = md.file_type();
         use std::os::unix::fs::FileTypeExt;
@@ -82,7 +82,11 @@ fn check_snapshot(name: &str, repo: &std::path::Path, snap: &serde_json::Value) 
             assert_eq!(md.gid() as u64, node["gid"].as_u64().unwrap(), "{ctx}: gid");
         }
         let mtime = &node["mtime"];
-        assert_eq!(md.mtime(), mtime["secs"].as_i64().unwrap(), "{ctx}: mtime secs");
+        assert_eq!(
+            md.mtime(),
+            mtime["secs"].as_i64().unwrap(),
+            "{ctx}: mtime secs"
+        );
         assert_eq!(
             md.mtime_nsec(),
             mtime["nanos"].as_i64().unwrap(),
@@ -91,7 +95,11 @@ fn check_snapshot(name: &str, repo: &std::path::Path, snap: &serde_json::Value) 
         match kind {
             "file" => {
                 let data = std::fs::read(&path).unwrap();
-                assert_eq!(data.len() as u64, node["size"].as_u64().unwrap(), "{ctx}: size");
+                assert_eq!(
+                    data.len() as u64,
+                    node["size"].as_u64().unwrap(),
+                    "{ctx}: size"
+                );
                 let digest = hex::encode(Sha256::digest(&data));
                 assert_eq!(digest, node["sha256"].as_str().unwrap(), "{ctx}: content");
             }
@@ -133,9 +141,11 @@ fn mover_restores_every_fixture_snapshot_like_restic() {
         let tmp = tempdir();
         let repo = unpack_fixture(name, tmp.path());
         // Same snapshot ids as restic lists.
-        let listed: serde_json::Value =
-            serde_json::from_str(&ok(mover().arg("-r").arg(&repo).args(["snapshots", "--json"])))
-                .expect("snapshots json");
+        let listed: serde_json::Value = serde_json::from_str(&ok(mover()
+            .arg("-r")
+            .arg(&repo)
+            .args(["snapshots", "--json"])))
+        .expect("snapshots json");
         let mut ours: Vec<&str> = listed
             .as_array()
             .unwrap()
@@ -184,11 +194,16 @@ fn mover_dumps_restic_stdin_snapshot() {
         .find(|s| s["tags"] == serde_json::json!(["stdin"]))
         .expect("stdin snapshot in manifest");
     let node = &snap["nodes"][0];
-    let out = run(mover()
-        .arg("-r")
-        .arg(&repo)
-        .args(["dump", snap["id"].as_str().unwrap(), "disk.img"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        run(mover()
+            .arg("-r")
+            .arg(&repo)
+            .args(["dump", snap["id"].as_str().unwrap(), "disk.img"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len() as u64, node["size"].as_u64().unwrap());
     assert_eq!(
         hex::encode(Sha256::digest(&out.stdout)),

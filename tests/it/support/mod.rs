@@ -36,7 +36,10 @@ pub fn restic() -> Command {
     let mut c = Command::new("restic");
     c.env_remove("RESTIC_REPOSITORY")
         .env("RESTIC_PASSWORD", PASSWORD)
-        .env("RESTIC_CACHE_DIR", std::env::temp_dir().join("mover-it-restic-cache"))
+        .env(
+            "RESTIC_CACHE_DIR",
+            std::env::temp_dir().join("mover-it-restic-cache"),
+        )
         .arg("--no-cache");
     c
 }
@@ -96,7 +99,10 @@ pub fn unpack_fixture(name: &str, dir: &Path) -> PathBuf {
         .arg("-C")
         .arg(dir));
     let repo = dir.join("repo");
-    assert!(repo.join("config").exists(), "fixture {name} has no repo/config");
+    assert!(
+        repo.join("config").exists(),
+        "fixture {name} has no repo/config"
+    );
     repo
 }
 
