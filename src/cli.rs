@@ -24,19 +24,42 @@ pub struct GlobalOptions {
     #[arg(short = 'r', long = "repo", env = "RESTIC_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File holding the repository location
-    #[arg(long = "repository-file", env = "RESTIC_REPOSITORY_FILE", global = true)]
+    #[arg(
+        long = "repository-file",
+        env = "RESTIC_REPOSITORY_FILE",
+        global = true
+    )]
     pub repository_file: Option<PathBuf>,
     /// File holding the repository password (RESTIC_PASSWORD is read from the environment)
-    #[arg(short = 'p', long = "password-file", env = "RESTIC_PASSWORD_FILE", global = true)]
+    #[arg(
+        short = 'p',
+        long = "password-file",
+        env = "RESTIC_PASSWORD_FILE",
+        global = true
+    )]
     pub password_file: Option<PathBuf>,
     /// Command whose output is the repository password
-    #[arg(long = "password-command", env = "RESTIC_PASSWORD_COMMAND", global = true)]
+    #[arg(
+        long = "password-command",
+        env = "RESTIC_PASSWORD_COMMAND",
+        global = true
+    )]
     pub password_command: Option<String>,
     /// PEM file with extra CA certificates for TLS to the storage endpoint
-    #[arg(long = "cacert", env = "RESTIC_CACERT", global = true, value_delimiter = ',')]
+    #[arg(
+        long = "cacert",
+        env = "RESTIC_CACERT",
+        global = true,
+        value_delimiter = ','
+    )]
     pub cacert: Vec<PathBuf>,
     /// Compression of data blobs: auto, off or max
-    #[arg(long, env = "RESTIC_COMPRESSION", global = true, default_value = "auto")]
+    #[arg(
+        long,
+        env = "RESTIC_COMPRESSION",
+        global = true,
+        default_value = "auto"
+    )]
     pub compression: String,
     /// Target pack size in MiB (4 to 128)
     #[arg(long = "pack-size", env = "RESTIC_PACK_SIZE", global = true)]
