@@ -238,7 +238,7 @@ async fn run(
         },
         excludes,
         one_file_system: opts.one_file_system,
-        chunker: opts.chunker.clone(),
+        chunker: opts.chunker,
         progress,
         errors: std::sync::Mutex::new(Vec::new()),
     });
@@ -649,7 +649,7 @@ fn save_tree(ctx: &Ctx, nodes: Vec<Node>) -> Result<TreeId> {
     Ok(TreeId(id.0))
 }
 
-fn dedup_names(nodes: &mut Vec<Node>) {
+fn dedup_names(nodes: &mut [Node]) {
     let mut i = 1;
     while i < nodes.len() {
         if nodes[i].name == nodes[i - 1].name {

@@ -17,7 +17,6 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::open_blob;
-use crate::storage::FileType;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -1134,6 +1133,7 @@ mod e2e_tests {
     use crate::error::ErrorClass;
     use crate::ops::backup::{BackupOptions, backup};
     use crate::repo::{InitOptions, SnapshotFilter};
+    use crate::storage::FileType;
     use crate::storage::Storage;
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;

@@ -24,7 +24,7 @@ pub async fn save_new_key(
         .map_err(|e| Error::InvalidInput(format!("key derivation parameters: {e}")))?;
     let salt = random_salt();
     let password = password.as_bytes().to_vec();
-    let params_c = params.clone();
+    let params_c = *params;
     let user_key = tokio::task::spawn_blocking(move || derive_key(&password, &salt, &params_c))
         .await
         .map_err(|e| Error::Other(format!("key derivation task failed: {e}")))?
