@@ -141,6 +141,16 @@ pub struct BackupArgs {
     /// Store real access times instead of the modification time
     #[arg(long = "with-atime")]
     pub with_atime: bool,
+    /// Snapshot to compare against (default: the latest with the same host and paths)
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file again, ignoring the parent snapshot
+    #[arg(short, long)]
+    pub force: bool,
+    /// Also require inode and ctime to match before skipping an unchanged file (restic's
+    /// rule; off by default because cloned volumes get new inodes and ctimes)
+    #[arg(long = "strict-change-detection")]
+    pub strict_change_detection: bool,
     /// Files read concurrently (default: number of CPUs)
     #[arg(long = "read-concurrency", env = "RESTIC_READ_CONCURRENCY")]
     pub read_concurrency: Option<usize>,

@@ -229,6 +229,12 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
     if let Some(h) = &args.host {
         opts.host = h.clone();
     }
+    opts.parent = match (&args.parent, args.force) {
+        (_, true) => ops::backup::ParentChoice::None,
+        (Some(p), false) => ops::backup::ParentChoice::Snapshot(p.clone()),
+        (None, false) => ops::backup::ParentChoice::Latest,
+    };
+    opts.strict_change_detection = args.strict_change_detection;
     if let Some(n) = args.read_concurrency {
         opts.read_threads = n.max(1);
     }
@@ -251,6 +257,9 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
         }
         println!("{v}");
     } else if !g.quiet {
+        if let Some(p) = &summary.parent {
+            println!("using parent snapshot {}", p.short());
+        }
         println!(
             "\nFiles:       {:>5} new, {:>5} changed, {:>5} unmodified",
             summary.files_new, summary.files_changed, summary.files_unmodified
@@ -263,6 +272,10 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
             "Added to the repository: {} ({} stored)",
             human_bytes(summary.data_added),
             human_bytes(summary.data_added_packed)
+        );
+        println!(
+            "Read from files:         {}",
+            human_bytes(summary.bytes_read)
         );
         println!(
             "\nprocessed {} files, {} in {}",

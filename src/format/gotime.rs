@@ -86,8 +86,17 @@ pub fn format(t: &DateTime<FixedOffset>) -> String {
 
 /// Parses an RFC 3339 timestamp (any precision, `Z` or numeric offset).
 pub fn parse(s: &str) -> Result<DateTime<FixedOffset>, FormatError> {
-    DateTime::parse_from_rfc3339(s)
-        .map_err(|e| FormatError::invalid("timestamp", format!("{s:?}: {e}")))
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| FormatError::invalid("timestamp", format!("{s:?}: {e}")))?;
+    // chrono represents second 60 as a nanosecond overflow; Go's time.Parse rejects it, and
+    // accepting it would re-encode as :59.999999999 and change tree ids.
+    if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {
+        return Err(FormatError::invalid(
+            "timestamp",
+            format!("{s:?}: second out of range"),
+        ));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -98,6 +107,12 @@ mod tests {
 
     fn at(s: &str) -> DateTime<FixedOffset> {
         parse(s).unwrap()
+    }
+
+    #[test]
+    fn rejects_leap_second_like_go() {
+        assert!(parse("2016-12-31T23:59:60Z").is_err());
+        assert!(parse("2024-05-01T12:00:60.5+02:00").is_err());
     }
 
     #[test]

@@ -6,5 +6,6 @@ mod support;
 mod bad_input;
 mod faults;
 mod fixtures;
+mod incremental;
 mod interop_local;
 mod interop_s3;

@@ -1,0 +1,422 @@
+//! `backup`: walk the targets, read and chunk changed files in parallel, save blobs, build
+//! trees bottom-up and write the snapshot last.
+//!
+//! Threads: one walker (directory listing in sorted order, change detection against the
+//! parent snapshot), `read_threads` file readers whose chunk hashing/compression/sealing runs
+//! on rayon, one tree builder that consumes the walk events in order, and the [`BlobSaver`]
+//! packer and uploads. All queues are bounded.
+
+mod read;
+mod skeleton;
+mod tree;
+mod walk;
+
+use crate::chunker::fastcdc::{FastCdcParams, first_chunk_len};
+use crate::error::{Error, Result};
+use crate::format::gotime;
+use crate::format::snapshot::{SnapshotFile, SnapshotSummary};
+use crate::format::tree::Node;
+use crate::format::{BlobId, SnapshotId, TreeId};
+use crate::fs::exclude::ExcludeMatcher;
+use crate::fs::meta::{NameCache, NodeOptions};
+use crate::ops::pipeline::{BlobSaver, PipelineOptions, save_indexes};
+use crate::progress::Progress;
+use crate::repo::index::MasterIndex;
+use crate::repo::{Repository, SnapshotFilter, lock};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use skeleton::Skeleton;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tree::Counts;
+
+/// Walk events buffered ahead of the tree builder.
+const EVENT_QUEUE: usize = 4096;
+
+/// Which snapshot a backup compares against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot with the same host and paths.
+    #[default]
+    Latest,
+    /// This snapshot (id prefix or "latest").
+    Snapshot(String),
+    /// None: read every file (`--force`).
+    None,
+}
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub with_atime: bool,
+    pub parent: ParentChoice,
+    /// Also require inode and ctime to match before skipping a file (restic's rule).
+    pub strict_change_detection: bool,
+    /// Concurrent file readers.
+    pub read_threads: usize,
+    pub pipeline: PipelineOptions,
+    pub chunker: FastCdcParams,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            paths: Vec::new(),
+            host: crate::ops::hostname(),
+            tags: Vec::new(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            with_atime: false,
+            parent: ParentChoice::Latest,
+            strict_change_detection: false,
+            read_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
+            pipeline: PipelineOptions::default(),
+            chunker: FastCdcParams::default(),
+        }
+    }
+}
+
+/// What a backup did, in restic's terms (plus the bytes actually read from files).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupSummary {
+    pub snapshot_id: SnapshotId,
+    pub parent: Option<SnapshotId>,
+    pub tree: TreeId,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    /// Bytes read from files (unchanged files are not read).
+    pub bytes_read: u64,
+    pub total_duration_seconds: f64,
+    /// Files or directories that could not be read (the snapshot is still written).
+    pub errors: Vec<String>,
+}
+
+enum Event {
+    EnterDir {
+        node: Node,
+        /// The parent snapshot had a directory of this name.
+        existed: bool,
+        /// Its own metadata is unchanged since the parent snapshot.
+        meta_unchanged: bool,
+        /// The parent snapshot's tree of this directory and its entry count.
+        parent_tree: Option<(TreeId, usize)>,
+    },
+    LeaveDir,
+    /// Not a file or directory.
+    Leaf {
+        node: Node,
+        unchanged: bool,
+    },
+    /// A file taken over from the parent snapshot without reading it.
+    Unmodified(Node),
+    /// A file being read; the result arrives on `result`.
+    File {
+        node: Node,
+        result: Receiver<Result<FileOutcome>>,
+        existed: bool,
+    },
+}
+
+struct FileJob {
+    path: PathBuf,
+    result: Sender<Result<FileOutcome>>,
+}
+
+struct FileOutcome {
+    content: Vec<BlobId>,
+    size: u64,
+}
+
+/// The chunker used for file content.
+struct FileChunker(FastCdcParams);
+
+impl FileChunker {
+    fn first_chunk_len(&self, data: &[u8], eof: bool) -> Option<usize> {
+        first_chunk_len(data, eof, &self.0)
+    }
+
+    fn max_size(&self) -> usize {
+        self.0.max_size
+    }
+}
+
+/// Shared state of the walk, read and tree stages.
+struct Ctx {
+    repo: Repository,
+    index: Arc<MasterIndex>,
+    runtime: tokio::runtime::Handle,
+    saver: Arc<BlobSaver>,
+    names: NameCache,
+    node_opts: NodeOptions,
+    excludes: ExcludeMatcher,
+    one_file_system: bool,
+    strict_change_detection: bool,
+    chunker: FileChunker,
+    progress: Arc<Progress>,
+    bytes_read: AtomicU64,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.progress.add_error();
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(msg);
+        }
+    }
+}
+
+/// Run a backup of `opts.paths` into `repo`.
+pub async fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidInput("backup needs at least one path".into()));
+    }
+    let started = std::time::Instant::now();
+    let start_time = gotime::now_local();
+    let (skeleton, abs_paths) = Skeleton::build(&opts.paths)?;
+    let excludes = ExcludeMatcher::new(&opts.excludes).map_err(Error::InvalidInput)?;
+    let guard = lock::lock(repo, false).await?;
+    let result = run(
+        repo, opts, progress, skeleton, excludes, abs_paths, start_time,
+    )
+    .await;
+    let released = guard.release().await;
+    let mut summary = result?;
+    released?;
+    summary.total_duration_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The parent snapshot: the latest with the same host and paths, or the one asked for.
+async fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    abs_paths: &[String],
+) -> Result<Option<(SnapshotId, SnapshotFile)>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(spec) => repo
+            .find_snapshot(spec, &SnapshotFilter::default())
+            .await
+            .map(Some),
+        ParentChoice::Latest => {
+            let snaps = repo.list_snapshots().await?;
+            Ok(snaps.into_iter().rev().find(|(_, s)| {
+                let mut paths = s.paths.clone();
+                paths.sort();
+                s.hostname == opts.host && paths == abs_paths
+            }))
+        }
+    }
+}
+
+async fn run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+    skeleton: Skeleton,
+    excludes: ExcludeMatcher,
+    abs_paths: Vec<String>,
+    start_time: chrono::DateTime<chrono::FixedOffset>,
+) -> Result<BackupSummary> {
+    let index = Arc::new(repo.load_index().await?);
+    let parent = find_parent(repo, opts, &abs_paths).await?;
+    let parent_root = match &parent {
+        Some((id, snap)) => match repo.load_tree(&index, &snap.tree).await {
+            Ok(t) => Some((snap.tree, t)),
+            Err(e) => {
+                tracing::warn!(parent = %id, error = %e, "cannot load the parent snapshot's tree; reading every file");
+                None
+            }
+        },
+        None => None,
+    };
+    let (saver, handle) = BlobSaver::start(repo, Arc::clone(&index), &opts.pipeline);
+    let ctx = Arc::new(Ctx {
+        repo: repo.clone(),
+        index,
+        runtime: tokio::runtime::Handle::current(),
+        saver: Arc::clone(&saver),
+        names: NameCache::default(),
+        node_opts: NodeOptions {
+            with_atime: opts.with_atime,
+        },
+        excludes,
+        one_file_system: opts.one_file_system,
+        strict_change_detection: opts.strict_change_detection,
+        chunker: FileChunker(opts.chunker),
+        progress,
+        bytes_read: AtomicU64::new(0),
+        errors: std::sync::Mutex::new(Vec::new()),
+    });
+
+    let (event_tx, event_rx) = bounded::<Event>(EVENT_QUEUE);
+    let readers = opts.read_threads.max(1);
+    let (job_tx, job_rx) = bounded::<FileJob>(readers * 2);
+
+    let mut threads = Vec::new();
+    for i in 0..readers {
+        let ctx = Arc::clone(&ctx);
+        let rx = job_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("mover-read-{i}"))
+            .spawn(move || {
+                let mut buf = Vec::new();
+                for job in rx {
+                    let res = read::read_file(&ctx, &job.path, &mut buf);
+                    let _ = job.result.send(res);
+                }
+            })
+            .map_err(|e| Error::Other(format!("cannot start reader thread: {e}")))?;
+        threads.push(t);
+    }
+    drop(job_rx);
+    let walk_ctx = Arc::clone(&ctx);
+    let root_parent = parent_root.as_ref().map(|(id, t)| (*id, t.nodes.len()));
+    let walker = std::thread::Builder::new()
+        .name("mover-walk".into())
+        .spawn(move || {
+            let out = walk::Outputs {
+                events: &event_tx,
+                jobs: &job_tx,
+            };
+            let parent_tree = parent_root.as_ref().map(|(_, t)| t);
+            walk::walk_skeleton(&walk_ctx, &skeleton, Path::new("/"), parent_tree, &out);
+        })
+        .map_err(|e| Error::Other(format!("cannot start walker thread: {e}")))?;
+
+    let tree_ctx = Arc::clone(&ctx);
+    let built =
+        tokio::task::spawn_blocking(move || tree::build_trees(&tree_ctx, event_rx, root_parent))
+            .await
+            .map_err(|e| Error::Other(format!("tree builder failed: {e}")));
+    // The walker and readers end once the tree builder has drained or dropped their queues.
+    let walked = tokio::task::spawn_blocking(move || {
+        let walked = walker.join();
+        for t in threads {
+            let _ = t.join();
+        }
+        walked
+    })
+    .await
+    .map_err(|e| Error::Other(format!("walker join failed: {e}")))?;
+    if walked.is_err() {
+        saver
+            .abort
+            .abort(Error::Other("walker thread panicked".into()));
+    }
+    let built = match built.and_then(|r| r) {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            saver.abort.abort(Error::Other(e.to_string()));
+            Err(e)
+        }
+    };
+    let errors = ctx
+        .errors
+        .lock()
+        .map(|mut e| std::mem::take(&mut *e))
+        .unwrap_or_default();
+    let bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
+    drop(ctx);
+    let stats = (
+        saver.stats.data_blobs.load(Ordering::Relaxed),
+        saver.stats.tree_blobs.load(Ordering::Relaxed),
+        saver.stats.data_added.load(Ordering::Relaxed),
+        saver.stats.data_added_packed.load(Ordering::Relaxed),
+    );
+    let packs = handle.finish(saver).await;
+    let (root, counts) = built?;
+    let packs = packs?;
+    // Order matters: packs are uploaded, then the index naming them, then the snapshot.
+    save_indexes(repo, packs).await?;
+    let summary = snapshot_summary(start_time, &counts, stats);
+    let parent_id = parent.as_ref().map(|(id, _)| *id);
+    let snap = SnapshotFile {
+        time: start_time,
+        parent: parent_id,
+        tree: root,
+        paths: abs_paths,
+        hostname: opts.host.clone(),
+        username: crate::ops::current_username(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        excludes: opts.excludes.clone(),
+        tags: opts
+            .tags
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect(),
+        original: None,
+        program_version: format!("mover {}", env!("CARGO_PKG_VERSION")),
+        summary: Some(summary.clone()),
+    };
+    let snapshot_id = repo.save_snapshot(&snap).await?;
+    Ok(BackupSummary {
+        snapshot_id,
+        parent: parent_id,
+        tree: root,
+        files_new: summary.files_new,
+        files_changed: summary.files_changed,
+        files_unmodified: summary.files_unmodified,
+        dirs_new: summary.dirs_new,
+        dirs_changed: summary.dirs_changed,
+        dirs_unmodified: summary.dirs_unmodified,
+        data_blobs: summary.data_blobs,
+        tree_blobs: summary.tree_blobs,
+        data_added: summary.data_added,
+        data_added_packed: summary.data_added_packed,
+        total_files_processed: summary.total_files_processed,
+        total_bytes_processed: summary.total_bytes_processed,
+        bytes_read,
+        total_duration_seconds: 0.0,
+        errors,
+    })
+}
+
+fn snapshot_summary(
+    start_time: chrono::DateTime<chrono::FixedOffset>,
+    counts: &Counts,
+    (data_blobs, tree_blobs, data_added, data_added_packed): (u64, u64, u64, u64),
+) -> SnapshotSummary {
+    SnapshotSummary {
+        backup_start: start_time,
+        backup_end: gotime::now_local(),
+        files_new: counts.files_new,
+        files_changed: counts.files_changed,
+        files_unmodified: counts.files_unmodified,
+        dirs_new: counts.dirs_new,
+        dirs_changed: counts.dirs_changed,
+        dirs_unmodified: counts.dirs_unmodified,
+        data_blobs,
+        tree_blobs,
+        data_added,
+        data_added_packed,
+        total_files_processed: counts.files(),
+        total_bytes_processed: counts.bytes,
+    }
+}

@@ -1,0 +1,83 @@
+//! Reading one file: windows of the file are cut into chunks, and the chunks are hashed,
+//! deduplicated, compressed and sealed on rayon.
+
+use super::{Ctx, FileOutcome};
+use crate::error::{Error, Result};
+use crate::format::{BlobId, BlobType};
+use rayon::prelude::*;
+use std::io::Read;
+use std::ops::Range;
+use std::path::Path;
+
+/// How much of a file is read ahead of the chunker at once.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NOATIME keeps the backup from touching access times; it is refused for files we do
+    // not own unless we are root, so fall back to a plain open.
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(_) => std::fs::File::open(path),
+    }
+}
+
+/// Cut every chunk of `buf` whose end is already determined.
+fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        match ctx.chunker.first_chunk_len(&buf[pos..], eof) {
+            Some(len) if len > 0 => {
+                ranges.push(pos..pos + len);
+                pos += len;
+            }
+            _ => break,
+        }
+    }
+    ranges
+}
+
+/// Read, chunk and save one file. `buf` is the reader thread's own buffer, reused across
+/// files: filling it through `Take::read_to_end` never zero-fills the whole window.
+pub fn read_file(ctx: &Ctx, path: &Path, buf: &mut Vec<u8>) -> Result<FileOutcome> {
+    let mut reader = open_for_backup(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let window = READ_BUFFER_BYTES + ctx.chunker.max_size();
+    buf.clear();
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let mut eof = false;
+    while !eof {
+        let want = window.saturating_sub(buf.len());
+        let n = (&mut reader)
+            .take(want as u64)
+            .read_to_end(buf)
+            .map_err(|e| Error::io(path.display().to_string(), e))?;
+        if n < want {
+            eof = true;
+        }
+        size += n as u64;
+        ctx.progress.add_bytes(n as u64);
+        ctx.bytes_read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let ranges = cut_ranges(ctx, buf, eof);
+        let consumed = ranges.last().map_or(0, |r| r.end);
+        let ids: Vec<Result<(BlobId, bool)>> = ranges
+            .par_iter()
+            .map(|r| ctx.saver.save(BlobType::Data, &buf[r.clone()]))
+            .collect();
+        for (range, r) in ranges.iter().zip(ids) {
+            let (id, new) = r?;
+            if new {
+                ctx.progress.add_added(range.len() as u64);
+            }
+            content.push(id);
+        }
+        buf.drain(..consumed);
+    }
+    Ok(FileOutcome { content, size })
+}

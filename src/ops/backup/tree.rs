@@ -1,0 +1,202 @@
+//! The tree builder: consumes walk events in order and saves one tree blob per directory,
+//! bottom-up. A directory whose entries are all unchanged since the parent snapshot reuses
+//! the parent's tree blob without encoding it again.
+
+use super::{Ctx, Event};
+use crate::error::{Error, Result};
+use crate::format::BlobType;
+use crate::format::TreeId;
+use crate::format::tree::{Node, Tree};
+use crossbeam_channel::Receiver;
+
+/// restic's summary counters, plus the root tree.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Counts {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub bytes: u64,
+}
+
+impl Counts {
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unmodified
+    }
+}
+
+/// One open directory.
+struct Frame {
+    node: Option<Node>,
+    nodes: Vec<Node>,
+    /// The parent snapshot's tree for this directory and its entry count.
+    parent_tree: Option<(TreeId, usize)>,
+    existed: bool,
+    meta_unchanged: bool,
+    /// Every entry so far is unchanged since the parent snapshot.
+    all_unchanged: bool,
+}
+
+impl Frame {
+    fn push(&mut self, node: Node, unchanged: bool) {
+        self.nodes.push(node);
+        self.all_unchanged &= unchanged;
+    }
+}
+
+fn top(stack: &mut [Frame]) -> Result<&mut Frame> {
+    stack
+        .last_mut()
+        .ok_or_else(|| Error::Other("walk events out of order".into()))
+}
+
+/// Build all trees; `root_parent` is the parent snapshot's root tree and its entry count.
+pub fn build_trees(
+    ctx: &Ctx,
+    events: Receiver<Event>,
+    root_parent: Option<(TreeId, usize)>,
+) -> Result<(TreeId, Counts)> {
+    let mut counts = Counts::default();
+    let mut stack = vec![Frame {
+        node: None,
+        nodes: Vec::new(),
+        parent_tree: root_parent,
+        existed: root_parent.is_some(),
+        meta_unchanged: true,
+        all_unchanged: true,
+    }];
+    for ev in events {
+        match ev {
+            Event::EnterDir {
+                node,
+                existed,
+                meta_unchanged,
+                parent_tree,
+            } => stack.push(Frame {
+                node: Some(node),
+                nodes: Vec::new(),
+                parent_tree,
+                existed,
+                meta_unchanged,
+                all_unchanged: true,
+            }),
+            Event::Leaf { node, unchanged } => top(&mut stack)?.push(node, unchanged),
+            Event::Unmodified(node) => {
+                counts.files_unmodified += 1;
+                counts.bytes += node.size;
+                ctx.progress.add_file(0);
+                top(&mut stack)?.push(node, true);
+            }
+            Event::File {
+                mut node,
+                result,
+                existed,
+            } => {
+                let outcome = result
+                    .recv()
+                    .map_err(|_| Error::Other("file reader stopped".into()))?;
+                match outcome {
+                    Ok(out) => {
+                        node.size = out.size;
+                        node.content = Some(out.content);
+                        if existed {
+                            counts.files_changed += 1;
+                        } else {
+                            counts.files_new += 1;
+                        }
+                        counts.bytes += out.size;
+                        ctx.progress.add_file(0);
+                        top(&mut stack)?.push(node, false);
+                    }
+                    Err(e) if ctx.saver.abort.is_aborted() => return Err(e),
+                    Err(e) => {
+                        ctx.warn(format!("skipping file: {}", e.chain_string()));
+                        // A file that vanished or could not be read changes its directory.
+                        top(&mut stack)?.all_unchanged = false;
+                    }
+                }
+            }
+            Event::LeaveDir => {
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| Error::Other("walk events out of order".into()))?;
+                let meta_unchanged = frame.meta_unchanged;
+                let (node, subtree, tree_unchanged) = finish_frame(ctx, frame, &mut counts)?;
+                let mut node =
+                    node.ok_or_else(|| Error::Other("walk events out of order".into()))?;
+                node.subtree = Some(subtree);
+                ctx.progress.add_dir();
+                top(&mut stack)?.push(node, meta_unchanged && tree_unchanged);
+            }
+        }
+    }
+    if let Some(e) = ctx.saver.abort.take_error() {
+        return Err(e);
+    }
+    let root = match (stack.pop(), stack.is_empty()) {
+        (Some(root), true) => root,
+        _ => return Err(Error::Other("walk ended inside a directory".into())),
+    };
+    let mut root_counts = Counts::default();
+    let (_, id, _) = finish_frame(ctx, root, &mut root_counts)?;
+    Ok((id, counts))
+}
+
+/// Close a directory: reuse the parent's tree or encode and save a new one. Returns the
+/// directory node, its tree id and whether that tree is the parent's.
+fn finish_frame(
+    ctx: &Ctx,
+    frame: Frame,
+    counts: &mut Counts,
+) -> Result<(Option<Node>, TreeId, bool)> {
+    if let Some((parent_id, parent_len)) = frame.parent_tree {
+        if frame.all_unchanged && frame.nodes.len() == parent_len {
+            counts.dirs_unmodified += 1;
+            return Ok((frame.node, parent_id, true));
+        }
+    }
+    let id = save_tree(ctx, frame.nodes)?;
+    let same = frame.parent_tree.is_some_and(|(p, _)| p == id);
+    if same {
+        counts.dirs_unmodified += 1;
+    } else if frame.existed {
+        counts.dirs_changed += 1;
+    } else {
+        counts.dirs_new += 1;
+    }
+    Ok((frame.node, id, same))
+}
+
+fn save_tree(ctx: &Ctx, nodes: Vec<Node>) -> Result<TreeId> {
+    let mut tree = Tree { nodes };
+    tree.sort();
+    // Two targets with the same base name would collide; restic appends -1, -2, ...
+    dedup_names(&mut tree.nodes);
+    let bytes = tree.encode();
+    let (id, _) = ctx.saver.save(BlobType::Tree, &bytes)?;
+    Ok(TreeId(id.0))
+}
+
+fn dedup_names(nodes: &mut [Node]) {
+    let mut i = 1;
+    while i < nodes.len() {
+        if nodes[i].name == nodes[i - 1].name {
+            let mut n = 1;
+            loop {
+                let mut cand = nodes[i].name.clone();
+                cand.extend_from_slice(format!("-{n}").as_bytes());
+                if !nodes.iter().any(|x| x.name == cand) {
+                    nodes[i].name = cand;
+                    break;
+                }
+                n += 1;
+            }
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            i = 1;
+            continue;
+        }
+        i += 1;
+    }
+}
