@@ -103,6 +103,9 @@ pub struct InitArgs {
     /// Repository format version: 1, 2, latest or stable
     #[arg(long = "repository-version", default_value = "stable")]
     pub repository_version: String,
+    /// Chunker recorded for the repository: fastcdc (default) or rabin (restic's)
+    #[arg(long, default_value = "fastcdc")]
+    pub chunker: String,
 }
 
 #[derive(Debug, Args, Default)]
@@ -141,6 +144,10 @@ pub struct BackupArgs {
     /// Store real access times instead of the modification time
     #[arg(long = "with-atime")]
     pub with_atime: bool,
+    /// Chunker for this run: rabin (restic's, deduplicates with restic's data) or fastcdc
+    /// (default: what the repository records; rabin for repositories restic created)
+    #[arg(long)]
+    pub chunker: Option<String>,
     /// Snapshot to compare against (default: the latest with the same host and paths)
     #[arg(long)]
     pub parent: Option<String>,

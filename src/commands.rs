@@ -153,8 +153,19 @@ fn parse_version(v: &str) -> Result<u32> {
 async fn init(g: &cli::GlobalOptions, args: &cli::InitArgs) -> Result<u8> {
     let storage = storage(g)?;
     let pw = password(g)?;
+    let chunker: ops::backup::ChunkerKind = args
+        .chunker
+        .parse()
+        .map_err(|e: String| Error::InvalidInput(format!("--chunker: {e}")))?;
     let opts = InitOptions {
         version: parse_version(&args.repository_version)?,
+        chunker: Some(
+            match chunker {
+                ops::backup::ChunkerKind::FastCdc => "fastcdc",
+                ops::backup::ChunkerKind::Rabin => "rabin",
+            }
+            .to_string(),
+        ),
         ..InitOptions::default()
     };
     let location = storage.display().to_string();
@@ -235,6 +246,12 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
         (None, false) => ops::backup::ParentChoice::Latest,
     };
     opts.strict_change_detection = args.strict_change_detection;
+    if let Some(c) = &args.chunker {
+        opts.chunker = Some(
+            c.parse()
+                .map_err(|e: String| Error::InvalidInput(format!("--chunker: {e}")))?,
+        );
+    }
     if let Some(n) = args.read_concurrency {
         opts.read_threads = n.max(1);
     }

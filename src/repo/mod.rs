@@ -44,7 +44,7 @@ impl Default for InitOptions {
         InitOptions {
             version: 2,
             kdf: KdfParams::default(),
-            chunker: None,
+            chunker: Some("fastcdc".to_string()),
         }
     }
 }

@@ -11,7 +11,10 @@ mod skeleton;
 mod tree;
 mod walk;
 
-use crate::chunker::fastcdc::{FastCdcParams, first_chunk_len};
+use crate::chunker::Chunker;
+use crate::chunker::fastcdc::FastCdcParams;
+use crate::chunker::polynomial::Polynomial;
+use crate::chunker::rabin::RabinChunker;
 use crate::error::{Error, Result};
 use crate::format::gotime;
 use crate::format::snapshot::{SnapshotFile, SnapshotSummary};
@@ -60,7 +63,8 @@ pub struct BackupOptions {
     /// Concurrent file readers.
     pub read_threads: usize,
     pub pipeline: PipelineOptions,
-    pub chunker: FastCdcParams,
+    /// Overrides the repository's chunker for this run.
+    pub chunker: Option<ChunkerKind>,
 }
 
 impl Default for BackupOptions {
@@ -79,7 +83,7 @@ impl Default for BackupOptions {
                 .unwrap_or(2)
                 .max(2),
             pipeline: PipelineOptions::default(),
-            chunker: FastCdcParams::default(),
+            chunker: None,
         }
     }
 }
@@ -145,17 +149,48 @@ struct FileOutcome {
     size: u64,
 }
 
-/// The chunker used for file content.
-struct FileChunker(FastCdcParams);
+/// Which content-defined chunker cuts files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkerKind {
+    /// mover's default for repositories it creates.
+    FastCdc,
+    /// restic's Rabin chunker with the repository's polynomial: deduplicates against data
+    /// restic wrote.
+    Rabin,
+}
 
-impl FileChunker {
-    fn first_chunk_len(&self, data: &[u8], eof: bool) -> Option<usize> {
-        first_chunk_len(data, eof, &self.0)
+impl std::str::FromStr for ChunkerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fastcdc" => Ok(ChunkerKind::FastCdc),
+            "rabin" => Ok(ChunkerKind::Rabin),
+            other => Err(format!("unknown chunker {other:?}: use rabin or fastcdc")),
+        }
     }
+}
 
-    fn max_size(&self) -> usize {
-        self.0.max_size
-    }
+/// The chunker for this repository: the override if given, else what the config records
+/// (`mover_chunker`), else restic's Rabin chunker (a repository restic created).
+pub fn repository_chunker(repo: &Repository, choice: Option<ChunkerKind>) -> Result<Chunker> {
+    let kind = match choice {
+        Some(k) => k,
+        None => match repo.config().mover_chunker.as_deref() {
+            None => ChunkerKind::Rabin,
+            Some(name) => name.parse().map_err(|e| {
+                Error::corrupt("repository config", format!("field mover_chunker: {e}"))
+            })?,
+        },
+    };
+    Ok(match kind {
+        ChunkerKind::FastCdc => Chunker::FastCdc(FastCdcParams::default()),
+        ChunkerKind::Rabin => {
+            let pol = Polynomial(repo.config().chunker_polynomial);
+            Chunker::Rabin(RabinChunker::new(pol).map_err(|e| {
+                Error::corrupt("repository config", format!("chunker polynomial: {e}"))
+            })?)
+        }
+    })
 }
 
 /// Shared state of the walk, read and tree stages.
@@ -169,7 +204,7 @@ struct Ctx {
     excludes: ExcludeMatcher,
     one_file_system: bool,
     strict_change_detection: bool,
-    chunker: FileChunker,
+    chunker: Chunker,
     progress: Arc<Progress>,
     bytes_read: AtomicU64,
     errors: std::sync::Mutex<Vec<String>>,
@@ -242,6 +277,7 @@ async fn run(
     abs_paths: Vec<String>,
     start_time: chrono::DateTime<chrono::FixedOffset>,
 ) -> Result<BackupSummary> {
+    let chunker = repository_chunker(repo, opts.chunker)?;
     let index = Arc::new(repo.load_index().await?);
     let parent = find_parent(repo, opts, &abs_paths).await?;
     let parent_root = match &parent {
@@ -267,7 +303,7 @@ async fn run(
         excludes,
         one_file_system: opts.one_file_system,
         strict_change_detection: opts.strict_change_detection,
-        chunker: FileChunker(opts.chunker),
+        chunker,
         progress,
         bytes_read: AtomicU64::new(0),
         errors: std::sync::Mutex::new(Vec::new()),

@@ -2,6 +2,7 @@
 //! deduplicated, compressed and sealed on rayon.
 
 use super::{Ctx, FileOutcome};
+use crate::chunker::parallel::{CutFinder, parallel_chunk_lengths};
 use crate::error::{Error, Result};
 use crate::format::{BlobId, BlobType};
 use rayon::prelude::*;
@@ -26,20 +27,22 @@ fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-/// Cut every chunk of `buf` whose end is already determined.
+/// Segment size for chunking one window on several cores.
+const CHUNK_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Cut every chunk of `buf` whose end is already determined, in parallel; the cut points
+/// are exactly those of a sequential pass.
 fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
-    let mut ranges = Vec::new();
+    let (lengths, _) = parallel_chunk_lengths(&ctx.chunker, buf, eof, CHUNK_SEGMENT_BYTES);
     let mut pos = 0usize;
-    while pos < buf.len() {
-        match ctx.chunker.first_chunk_len(&buf[pos..], eof) {
-            Some(len) if len > 0 => {
-                ranges.push(pos..pos + len);
-                pos += len;
-            }
-            _ => break,
-        }
-    }
-    ranges
+    lengths
+        .into_iter()
+        .map(|len| {
+            let r = pos..pos + len;
+            pos += len;
+            r
+        })
+        .collect()
 }
 
 /// Read, chunk and save one file. `buf` is the reader thread's own buffer, reused across
