@@ -76,42 +76,46 @@ fn step<C: CutFinder + ?Sized>(c: &C, data: &[u8], pos: usize, eof: bool) -> Opt
         .map(|len| len.clamp(1, rest.len()))
 }
 
-/// Cuts made by chunking from `start` as if a chunk started there, until a chunk starts at
-/// or after `end` or a chunk is undetermined.
-struct SegmentPass {
+/// Cuts made by chunking onward from some position, as if a chunk started there.
+struct Run {
     /// Chunk end offsets (absolute, ascending).
     cuts: Vec<usize>,
-    /// The pass stopped on an undetermined chunk (only when not at eof).
+    /// The run stopped on an undetermined chunk (only when not at eof).
     stalled: bool,
 }
 
-fn segment_pass<C: CutFinder + ?Sized>(
+/// Chunks from `pos` until `done(position)` holds or a chunk is undetermined.
+fn run_from<C: CutFinder + ?Sized>(
     c: &C,
     data: &[u8],
-    start: usize,
-    end: usize,
+    mut pos: usize,
     eof: bool,
-) -> SegmentPass {
+    done: impl Fn(usize) -> bool,
+) -> Run {
     let mut cuts = Vec::new();
-    let mut pos = start;
-    while pos < end {
+    while !done(pos) {
         match step(c, data, pos, eof) {
             Some(len) => {
                 pos += len;
                 cuts.push(pos);
             }
             None => {
-                return SegmentPass {
+                return Run {
                     cuts,
                     stalled: true,
                 };
             }
         }
     }
-    SegmentPass {
+    Run {
         cuts,
         stalled: false,
     }
+}
+
+/// Does the run that started at `start` begin a chunk at `pos`?
+fn starts_chunk(run: &Run, start: usize, pos: usize) -> bool {
+    pos == start || run.cuts.binary_search(&pos).is_ok()
 }
 
 /// Chunk lengths of `data` exactly as [`sequential_chunk_lengths`] gives them, computed on
@@ -125,43 +129,62 @@ pub fn parallel_chunk_lengths<C: CutFinder + ?Sized>(
     eof: bool,
     segment_bytes: usize,
 ) -> (Vec<usize>, usize) {
+    let n = data.len();
     let seg = segment_bytes.max(c.max_size()).max(1);
-    if data.len() <= seg {
+    if n <= seg {
         return sequential_chunk_lengths(c, data, eof);
     }
-    let segments = data.len().div_ceil(seg);
-    // Segment 0's pass is the true sequence for its segment, so it runs here too.
-    let passes: Vec<SegmentPass> = (0..segments)
+    let segments = n.div_ceil(seg);
+    let seg_start = |k: usize| (k * seg).min(n);
+    // Phase 1: each segment chunked from its own start until a chunk starts past its end.
+    // Segment 0's pass is the true sequence for its segment.
+    let passes: Vec<Run> = (0..segments)
         .into_par_iter()
-        .map(|k| segment_pass(c, data, k * seg, ((k + 1) * seg).min(data.len()), eof))
+        .map(|k| run_from(c, data, seg_start(k), eof, |p| p >= seg_start(k + 1)))
+        .collect();
+    // Phase 2: continue each pass into the next segment until it meets a cut of that
+    // segment's pass. If the true sequence ever joins pass k, it follows this extension
+    // into pass k + 1, so the stitching below needs no sequential work in the usual case.
+    let extensions: Vec<Run> = (0..segments - 1)
+        .into_par_iter()
+        .map(|k| match passes[k].cuts.last() {
+            Some(&last) if !passes[k].stalled => run_from(c, data, last, eof, |p| {
+                p >= seg_start(k + 2) || starts_chunk(&passes[k + 1], seg_start(k + 1), p)
+            }),
+            _ => Run {
+                cuts: Vec::new(),
+                stalled: passes[k].stalled,
+            },
+        })
         .collect();
 
     let mut cuts: Vec<usize> = Vec::with_capacity(passes.iter().map(|p| p.cuts.len()).sum());
     let mut pos = 0;
-    while pos < data.len() {
+    while pos < n {
         let k = pos / seg;
         let pass = &passes[k];
-        // Is `pos` a chunk start in segment k's own pass?
-        let adopt_from = if pos == k * seg {
-            Some(0)
-        } else {
-            pass.cuts.binary_search(&pos).ok().map(|i| i + 1)
-        };
-        if let Some(i) = adopt_from {
-            let rest = &pass.cuts[i..];
-            cuts.extend_from_slice(rest);
-            if let Some(&last) = rest.last() {
-                pos = last;
-            }
+        if starts_chunk(pass, seg_start(k), pos) {
+            // The true sequence is at a chunk start of pass k: from here on they agree.
+            let from = pass.cuts.partition_point(|&cut| cut <= pos);
+            cuts.extend_from_slice(&pass.cuts[from..]);
             if pass.stalled {
                 break;
             }
-            if !rest.is_empty() {
+            if let Some(ext) = extensions.get(k) {
+                cuts.extend_from_slice(&ext.cuts);
+                if ext.stalled {
+                    break;
+                }
+            }
+            let last = cuts.last().copied().unwrap_or(0);
+            if last > pos {
+                pos = last;
                 continue;
             }
-            // A pass that neither stalled nor cut past `pos` cannot occur (it runs until a
-            // chunk starts at the segment end); fall through to a sequential step anyway.
+            // Unreachable: a pass that did not stall cuts past its segment end. A
+            // sequential step below keeps the loop making progress regardless.
         }
+        // Not (yet) in step with pass k: cut one chunk sequentially and look again.
         match step(c, data, pos, eof) {
             Some(len) => {
                 pos += len;
