@@ -10,3 +10,4 @@ mod fixtures;
 mod incremental;
 mod interop_local;
 mod interop_s3;
+mod pipeline;

@@ -62,6 +62,8 @@ pub struct BackupOptions {
     pub strict_change_detection: bool,
     /// Concurrent file readers.
     pub read_threads: usize,
+    /// Threads for chunking, hashing, compressing and sealing (default: one per CPU).
+    pub cpu_threads: Option<usize>,
     pub pipeline: PipelineOptions,
     /// Overrides the repository's chunker for this run.
     pub chunker: Option<ChunkerKind>,
@@ -82,6 +84,7 @@ impl Default for BackupOptions {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .max(2),
+            cpu_threads: None,
             pipeline: PipelineOptions::default(),
             chunker: None,
         }
@@ -205,6 +208,8 @@ struct Ctx {
     one_file_system: bool,
     strict_change_detection: bool,
     chunker: Chunker,
+    /// The CPU stages run here.
+    pool: rayon::ThreadPool,
     progress: Arc<Progress>,
     bytes_read: AtomicU64,
     errors: std::sync::Mutex<Vec<String>>,
@@ -278,6 +283,13 @@ async fn run(
     start_time: chrono::DateTime<chrono::FixedOffset>,
 ) -> Result<BackupSummary> {
     let chunker = repository_chunker(repo, opts.chunker)?;
+    let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("mover-cpu-{i}"));
+    if let Some(n) = opts.cpu_threads {
+        pool = pool.num_threads(n.max(1));
+    }
+    let pool = pool
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start CPU thread pool: {e}")))?;
     let index = Arc::new(repo.load_index().await?);
     let parent = find_parent(repo, opts, &abs_paths).await?;
     let parent_root = match &parent {
@@ -304,6 +316,7 @@ async fn run(
         one_file_system: opts.one_file_system,
         strict_change_detection: opts.strict_change_detection,
         chunker,
+        pool,
         progress,
         bytes_read: AtomicU64::new(0),
         errors: std::sync::Mutex::new(Vec::new()),

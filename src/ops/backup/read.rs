@@ -67,12 +67,16 @@ pub fn read_file(ctx: &Ctx, path: &Path, buf: &mut Vec<u8>) -> Result<FileOutcom
         ctx.progress.add_bytes(n as u64);
         ctx.bytes_read
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        let ranges = cut_ranges(ctx, buf, eof);
+        let window: &[u8] = buf;
+        let (ranges, ids) = ctx.pool.install(|| {
+            let ranges = cut_ranges(ctx, window, eof);
+            let ids: Vec<Result<(BlobId, bool)>> = ranges
+                .par_iter()
+                .map(|r| ctx.saver.save(BlobType::Data, &window[r.clone()]))
+                .collect();
+            (ranges, ids)
+        });
         let consumed = ranges.last().map_or(0, |r| r.end);
-        let ids: Vec<Result<(BlobId, bool)>> = ranges
-            .par_iter()
-            .map(|r| ctx.saver.save(BlobType::Data, &buf[r.clone()]))
-            .collect();
         for (range, r) in ranges.iter().zip(ids) {
             let (id, new) = r?;
             if new {
