@@ -123,9 +123,19 @@ pub struct FilterArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Files and directories to back up
-    #[arg(required = true)]
+    /// Files and directories to back up, or one block device (stored as a single file)
+    #[arg(required_unless_present = "stdin")]
     pub paths: Vec<PathBuf>,
+    /// Read the data to back up from standard input
+    #[arg(long, conflicts_with = "paths")]
+    pub stdin: bool,
+    /// File name for the data read from standard input
+    #[arg(long = "stdin-filename", default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Treat a regular file given as the path as a volume image (stored like a block
+    /// device: one file, holes not read)
+    #[arg(long)]
+    pub image: bool,
     /// Host name recorded in the snapshot (default: this machine's)
     #[arg(short = 'H', long, env = "RESTIC_HOST")]
     pub host: Option<String>,
@@ -168,8 +178,14 @@ pub struct RestoreArgs {
     /// Snapshot id (prefix) or "latest"
     pub snapshot: String,
     /// Directory to restore into
-    #[arg(short, long)]
-    pub target: PathBuf,
+    #[arg(short, long, required_unless_present = "target_device")]
+    pub target: Option<PathBuf>,
+    /// Write the snapshot's single file (a volume) onto this block device or image file
+    #[arg(long = "target-device", conflicts_with = "target")]
+    pub target_device: Option<PathBuf>,
+    /// With --target-device: the device already reads zeros, so zero regions are skipped
+    #[arg(long = "zeroed-target", requires = "target_device")]
+    pub zeroed_target: bool,
     /// Only restore paths matching this pattern (repeatable)
     #[arg(short = 'i', long = "include")]
     pub include: Vec<String>,

@@ -261,7 +261,20 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
 
     let progress = Arc::new(Progress::default());
     let reporter = spawn_reporter(Arc::clone(&progress), g.json, g.quiet);
-    let result = ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await;
+    let result = match volume_source(args)? {
+        Some((source, name)) => {
+            let vopts = ops::block::VolumeBackupOptions {
+                name,
+                host: opts.host.clone(),
+                tags: opts.tags.clone(),
+                parent: opts.parent.clone(),
+                pipeline: opts.pipeline.clone(),
+                chunker: opts.chunker,
+            };
+            ops::block::backup_volume(&repo, &vopts, source, Arc::clone(&progress)).await
+        }
+        None => ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await,
+    };
     reporter.abort();
     let summary = result?;
     for e in &summary.errors {
@@ -307,6 +320,37 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
     } else {
         eprintln!("Warning: at least one source file could not be read");
         Ok(EXIT_PARTIAL_BACKUP)
+    }
+}
+
+/// A volume to back up as one file (stdin, a block device, or an image with `--image`), or
+/// `None` for a tree backup.
+fn volume_source(
+    args: &cli::BackupArgs,
+) -> Result<Option<(ops::block::VolumeSource, Option<String>)>> {
+    use mover::fs::block::{VolumeKind, volume_kind};
+    if args.stdin {
+        return Ok(Some((
+            ops::block::VolumeSource::Stdin,
+            Some(args.stdin_filename.clone()),
+        )));
+    }
+    let kinds = args
+        .paths
+        .iter()
+        .map(|p| volume_kind(p).unwrap_or(VolumeKind::Other))
+        .collect::<Vec<_>>();
+    let volume = |k: &VolumeKind| {
+        *k == VolumeKind::BlockDevice || (args.image && *k == VolumeKind::RegularFile)
+    };
+    match (args.paths.as_slice(), kinds.as_slice()) {
+        ([path], [kind]) if volume(kind) => {
+            Ok(Some((ops::block::VolumeSource::Path(path.clone()), None)))
+        }
+        (_, kinds) if args.image || kinds.iter().any(volume) => Err(Error::InvalidInput(
+            "a block device or --image backs up exactly one volume: give a single path".into(),
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -373,6 +417,13 @@ fn human_duration(secs: f64) -> String {
 }
 
 async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> {
+    if let Some(device) = &args.target_device {
+        return restore_volume(g, args, device).await;
+    }
+    let target = args
+        .target
+        .clone()
+        .ok_or_else(|| Error::InvalidInput("restore needs --target or --target-device".into()))?;
     let repo = open(g).await?;
     let guard = lock::lock(&repo, false).await?;
     let result = async {
@@ -385,11 +436,11 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
                 id.short(),
                 snap.paths,
                 snap.time,
-                args.target.display()
+                target.display()
             );
         }
         let opts = ops::restore::RestoreOptions {
-            target: args.target.clone(),
+            target: target.clone(),
             includes: args.include.clone(),
             excludes: args.exclude.clone(),
             verify: args.verify,
@@ -432,6 +483,57 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
             summary.errors.len()
         )))
     }
+}
+
+/// `restore --target-device`: the snapshot's single file onto a device or image file.
+async fn restore_volume(
+    g: &cli::GlobalOptions,
+    args: &cli::RestoreArgs,
+    device: &std::path::Path,
+) -> Result<u8> {
+    let repo = open(g).await?;
+    let guard = lock::lock(&repo, false).await?;
+    let result = async {
+        let (id, snap) = repo
+            .find_snapshot(&args.snapshot, &filter(&args.filter))
+            .await?;
+        if !g.quiet && !g.json {
+            println!(
+                "restoring volume {:?} of snapshot {} at {} to {}",
+                snap.paths,
+                id.short(),
+                snap.time,
+                device.display()
+            );
+        }
+        let opts = ops::block::VolumeRestoreOptions {
+            target: device.to_path_buf(),
+            zeroed_target: args.zeroed_target,
+            verify: args.verify,
+            ..Default::default()
+        };
+        ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await
+    }
+    .await;
+    let released = guard.release().await;
+    let summary = result?;
+    released?;
+    if g.json {
+        let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_type".into(), "summary".into());
+        }
+        println!("{v}");
+    } else if !g.quiet {
+        println!(
+            "restored {} to {} ({} of zero regions left as holes or unwritten){}",
+            human_bytes(summary.size),
+            device.display(),
+            human_bytes(summary.zero_bytes_skipped),
+            if summary.verified { ", verified" } else { "" }
+        );
+    }
+    Ok(0)
 }
 
 async fn snapshots(g: &cli::GlobalOptions, args: &cli::SnapshotsArgs) -> Result<u8> {

@@ -2,6 +2,7 @@
 //! directory listing, exclude patterns and restore-side file creation and metadata; knows
 //! nothing about repositories, blobs or encryption.
 
+pub mod block;
 pub mod exclude;
 pub mod glob;
 pub mod meta;

@@ -2,6 +2,7 @@
 //! beyond progress callbacks; the binary decides how to show results.
 
 pub mod backup;
+pub mod block;
 pub mod cat;
 pub mod dump;
 pub mod ls;

@@ -384,11 +384,11 @@ impl Plan {
 
 /// One blob needed from a pack and every place it is written.
 #[derive(Debug, Clone)]
-struct BlobNeed {
-    id: BlobId,
-    loc: BlobLocation,
+pub(crate) struct BlobNeed {
+    pub(crate) id: BlobId,
+    pub(crate) loc: BlobLocation,
     /// `(file index, offset in the file)`.
-    targets: Vec<(u32, u64)>,
+    pub(crate) targets: Vec<(u32, u64)>,
 }
 
 /// A byte range of a pack read in one request, with the blobs (indexes into the pack's
@@ -427,7 +427,7 @@ fn merge_ranges(blobs: &[BlobNeed], max_gap: u64, max_len: u64) -> Vec<PackRange
     out
 }
 
-fn plain_length(loc: &BlobLocation) -> u32 {
+pub(crate) fn plain_length(loc: &BlobLocation) -> u32 {
     loc.uncompressed_length
         .unwrap_or_else(|| loc.length.saturating_sub(SEAL_OVERHEAD_BYTES))
 }
@@ -489,6 +489,8 @@ struct ContentState {
     errors: Mutex<Vec<String>>,
     bytes: AtomicU64,
     progress: Arc<Progress>,
+    /// All-zero blobs are not written (the target already reads zeros there).
+    skip_zero_blobs: bool,
 }
 
 impl ContentState {
@@ -544,9 +546,15 @@ fn write_range(
                 e.to_string(),
             )
         })?;
+        let skip = state.skip_zero_blobs && crate::fs::block::is_zero(&plain);
         for &(fi, offset) in &b.targets {
             let f = fi as usize;
             if state.is_failed(f) {
+                continue;
+            }
+            if skip {
+                state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                state.blob_written(f);
                 continue;
             }
             let path = &state.files[f].target;
@@ -695,6 +703,59 @@ fn create_entries(plan: &Plan) -> (Vec<String>, Vec<bool>) {
     (errors, failed)
 }
 
+/// Writes the blobs of `by_pack` into the one existing file or block device `target` (file
+/// index 0 of every [`BlobNeed`]), pack by pack with merged range reads, as [`restore`]
+/// writes file content. With `skip_zero_blobs`, all-zero blobs are not written. Returns the
+/// bytes placed; any write error fails the whole restore.
+pub(crate) async fn restore_blobs_into(
+    repo: &Repository,
+    target: &Path,
+    by_pack: HashMap<PackId, Vec<BlobNeed>>,
+    skip_zero_blobs: bool,
+    pack_concurrency: usize,
+    progress: Arc<Progress>,
+) -> Result<u64> {
+    let placements: usize = by_pack
+        .values()
+        .flat_map(|blobs| blobs.iter().map(|b| b.targets.len()))
+        .sum();
+    let location = target.as_os_str().as_bytes().to_vec();
+    let file = PlanFile {
+        target: target.to_path_buf(),
+        location: location.clone(),
+        node: Node::new(location, NodeType::File),
+        dir: 0,
+        size: 0,
+        blob_lengths: Vec::new(),
+    };
+    let state = Arc::new(ContentState {
+        files: Arc::new(vec![file]),
+        failed: vec![AtomicBool::new(false)],
+        remaining: vec![AtomicUsize::new(placements)],
+        errors: Mutex::new(Vec::new()),
+        bytes: AtomicU64::new(0),
+        progress,
+        skip_zero_blobs,
+    });
+    let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
+        .into_iter()
+        .map(|(pack, mut blobs)| {
+            blobs.sort_by_key(|b| (b.loc.offset, b.id));
+            (pack, blobs)
+        })
+        .collect();
+    packs.sort_by_key(|(pack, _)| *pack);
+    futures::stream::iter(packs)
+        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, Arc::clone(&state)))
+        .buffer_unordered(pack_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    if let Some(e) = state.errors.lock().ok().and_then(|e| e.first().cloned()) {
+        return Err(Error::Other(e));
+    }
+    Ok(state.bytes.load(Ordering::Relaxed))
+}
+
 /// Restores `snapshot` below `opts.target`. See the module docs for the order of work.
 pub async fn restore(
     repo: &Repository,
@@ -752,6 +813,7 @@ pub async fn restore(
         errors: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
         progress: Arc::clone(&progress),
+        skip_zero_blobs: false,
     });
 
     // Content, pack by pack. Packs only needed by files that failed to be created are skipped.
