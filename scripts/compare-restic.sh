@@ -1,0 +1,460 @@
+#!/usr/bin/env bash
+# compare-restic.sh: back up and restore one directory with restic and with mover, several
+# rounds in one run, and print median wall time, CPU time, peak memory and repository size
+# for each tool with the ratios mover/restic.
+#
+# Usage: scripts/compare-restic.sh DIR [ROUNDS] [--s3] [--work WORKDIR] [--keep]
+#
+#   DIR       tree to back up (copied once into the work directory, see stage_source)
+#   ROUNDS    rounds per measurement, default 3; medians are reported
+#   --s3      also start a local moto_server, measure it alone, and compare backups to S3
+#             with backups to a local directory
+#   --work    work directory, default $TMPDIR/mover-compare (wiped at start)
+#   --keep    leave the copies and repositories in the work directory (logs/ and
+#             results.txt always stay)
+#
+# Environment: RESTIC_PASSWORD (default: a fixed one), RESTIC (restic binary),
+# MOVER (mover binary, default target/release/mover, built when missing).
+#
+# Every backup goes into a fresh repository. The tools alternate within each round (round 1
+# restic first, round 2 mover first, ...) so neither always runs on the warmer machine.
+# Page caches are dropped before every timed run when /proc/sys/vm/drop_caches is writable
+# (root); the output says whether they were.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GNU_TIME=/usr/bin/time
+TOOLS=(restic mover)
+
+die() {
+    echo "compare-restic: $*" >&2
+    exit 1
+}
+
+log() {
+    echo "== $*" >&2
+}
+
+usage() {
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+# ---------------------------------------------------------------------------------------
+# Arguments and tools
+
+DIR=""
+ROUNDS=3
+WITH_S3=0
+KEEP=0
+WORK="${TMPDIR:-/tmp}/mover-compare"
+
+parse_args() {
+    local positional=()
+    while (($#)); do
+        case "$1" in
+        --s3) WITH_S3=1 ;;
+        --keep) KEEP=1 ;;
+        --work)
+            (($# >= 2)) || die "--work needs a directory"
+            WORK=$2
+            shift
+            ;;
+        --work=*) WORK=${1#--work=} ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) positional+=("$1") ;;
+        esac
+        shift
+    done
+    ((${#positional[@]} >= 1 && ${#positional[@]} <= 2)) || {
+        usage >&2
+        exit 2
+    }
+    DIR=${positional[0]}
+    ROUNDS=${positional[1]:-3}
+    [[ -d $DIR ]] || die "$DIR is not a directory"
+    [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got $ROUNDS"
+    DIR=$(cd "$DIR" && pwd)
+    # The work directory is wiped: refuse anything that looks like a real directory.
+    case "$WORK" in
+    / | /tmp | /usr | /home | /root | "$HOME" | "$ROOT") die "refusing to use $WORK as the work directory" ;;
+    esac
+}
+
+check_tools() {
+    RESTIC=${RESTIC:-$(command -v restic || true)}
+    [[ -n $RESTIC && -x $RESTIC ]] ||
+        die "restic not found: install it (Debian: apt-get install restic) or set RESTIC=/path/to/restic"
+    [[ -x $GNU_TIME ]] && "$GNU_TIME" --version 2>&1 | grep -q 'GNU' ||
+        die "$GNU_TIME is not GNU time: install it (Debian: apt-get install time)"
+    local t
+    for t in diff du cp awk sort sync; do
+        command -v "$t" >/dev/null || die "$t not found"
+    done
+    MOVER=${MOVER:-$ROOT/target/release/mover}
+    if [[ ! -x $MOVER ]]; then
+        command -v cargo >/dev/null || die "$MOVER is missing and cargo is not installed to build it"
+        log "building mover (release): $MOVER is missing"
+        (cd "$ROOT" && cargo build --release --bin mover) || die "cargo build --release failed"
+        [[ -x $MOVER ]] || die "cargo built no $MOVER"
+    fi
+    if ((WITH_S3)); then
+        command -v moto_server >/dev/null || die "--s3 needs moto_server (pip install 'moto[server]')"
+        command -v curl >/dev/null || die "--s3 needs curl"
+    fi
+}
+
+tool_bin() {
+    case "$1" in
+    restic) echo "$RESTIC" ;;
+    mover) echo "$MOVER" ;;
+    *) die "unknown tool $1" ;;
+    esac
+}
+
+# The tools in round $1's order: odd rounds restic first, even rounds mover first.
+round_order() {
+    if (($1 % 2)); then echo "${TOOLS[0]} ${TOOLS[1]}"; else echo "${TOOLS[1]} ${TOOLS[0]}"; fi
+}
+
+# ---------------------------------------------------------------------------------------
+# Measurement
+
+# Cold reads for every timed run, so the second tool of a round does not read from the
+# page cache the first one filled. Fails (status 1) where the caches cannot be dropped.
+drop_caches() {
+    sync
+    [[ -w /proc/sys/vm/drop_caches ]] && { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null
+}
+
+# measure NAME CMD...: runs CMD under GNU time with caches dropped; stdout and stderr go to
+# $WORK/logs/NAME.{out,err}. Prints "WALL_S CPU_S RSS_KIB" on stdout; exits on failure.
+measure() {
+    local name=$1
+    shift
+    local out="$WORK/logs/$name"
+    drop_caches || true
+    if ! "$GNU_TIME" -o "$out.time" -f '%e %U %S %M' "$@" >"$out.out" 2>"$out.err"; then
+        echo "compare-restic: $name failed: $*" >&2
+        tail -n 20 "$out.err" >&2
+        exit 1
+    fi
+    # GNU time writes its line last; anything before it is the command's own noise.
+    tail -n 1 "$out.time" | awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }'
+}
+
+# Appends one result row: TOOL PHASE ROUND WALL_S CPU_S RSS_KIB REPO_BYTES.
+record() {
+    echo "$*" >>"$WORK/results.txt"
+    printf '   %-7s %-16s round %-2s wall %8ss  cpu %8ss  rss %6d MiB\n' \
+        "$1" "$2" "$3" "$4" "$5" "$(($6 / 1024))" >&2
+}
+
+# median TOOL PHASE COLUMN: median of a column (4 wall, 5 cpu, 6 rss, 7 repo) over rounds.
+median() {
+    awk -v t="$1" -v p="$2" -v c="$3" '$1 == t && $2 == p { print $c }' "$WORK/results.txt" |
+        sort -g | awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print "nan"; exit }
+            if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ratio A B: A/B with two decimals, "n/a" when B is zero or missing.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+# A number for the JSON line: "n/a" and "nan" become null.
+jnum() {
+    case "$1" in n/a | nan | "") echo null ;; *) echo "$1" ;; esac
+}
+
+# Field of the last JSON line a backup printed (its summary), or "n/a".
+summary_field() {
+    local v
+    v=$(tail -n 1 "$WORK/logs/$1.out" | grep -o "\"$2\":[0-9.]*" | head -n 1 | cut -d: -f2 || true)
+    echo "${v:-n/a}"
+}
+
+# ---------------------------------------------------------------------------------------
+# Steps
+
+# Backups read $SRC, a cp -a copy of DIR inside the work directory, never DIR itself: the
+# cloned-volume case needs a second copy swapped in at the same path, which we cannot do to
+# DIR. $CLONE is that second copy (same contents and mtimes, new inodes).
+stage_source() {
+    SRC="$WORK/src/vol"
+    CLONE="$WORK/src/vol.clone"
+    mkdir -p "$WORK/src"
+    log "copying $DIR to $SRC and to its clone $CLONE"
+    cp -a "$DIR" "$SRC"
+    cp -a "$SRC" "$CLONE"
+    SRC_BYTES=$(du -sb "$SRC" | cut -f1)
+    SRC_FILES=$(find "$SRC" -type f | wc -l)
+}
+
+# Exchanges $SRC and $CLONE by rename: same path and contents, other inodes. mover skips
+# such files (it ignores inode and ctime by default); restic 0.14 reads them all again.
+swap_clone() {
+    mv "$SRC" "$SRC.parked"
+    mv "$CLONE" "$SRC"
+    mv "$SRC.parked" "$CLONE"
+}
+
+init_repo() {
+    local tool=$1 repo=$2
+    "$(tool_bin "$tool")" -r "$repo" init >"$WORK/logs/init-$tool.log" 2>&1 ||
+        die "$tool init $repo failed: $(tail -n 5 "$WORK/logs/init-$tool.log")"
+}
+
+# restore_and_verify TOOL REPO ROUND PHASE: restores the latest snapshot into a fresh
+# directory, times it, and checks the restored tree equals $SRC byte for byte (symlinks
+# compared as links, not followed).
+restore_and_verify() {
+    local tool=$1 repo=$2 round=$3 phase=$4 target="$WORK/restore"
+    rm -rf "$target"
+    local m
+    m=$(measure "$phase-$tool-$round" "$(tool_bin "$tool")" -r "$repo" restore latest --target "$target")
+    record "$tool" "$phase" "$round" $m 0
+    if ! diff -r --no-dereference "$SRC" "$target$SRC" >"$WORK/logs/diff-$phase-$tool-$round.txt" 2>&1; then
+        echo "compare-restic: FAILURE: $tool $phase differs from the source (round $round):" >&2
+        head -n 20 "$WORK/logs/diff-$phase-$tool-$round.txt" >&2
+        exit 1
+    fi
+    rm -rf "$target"
+}
+
+compare_local() {
+    local round tool repo m
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "round $round/$ROUNDS: $(round_order "$round")"
+        for tool in $(round_order "$round"); do
+            repo="$WORK/repo-$tool"
+            rm -rf "$repo"
+            init_repo "$tool" "$repo"
+            m=$(measure "backup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
+            record "$tool" backup "$round" $m "$(du -sb "$repo" | cut -f1)"
+            restore_and_verify "$tool" "$repo" "$round" restore
+        done
+        swap_clone
+        for tool in $(round_order "$round"); do
+            repo="$WORK/repo-$tool"
+            m=$(measure "rebackup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
+            record "$tool" rebackup "$round" $m 0
+            echo "   $tool re-backup of the clone: files_unmodified=$(summary_field "rebackup-$tool-$round" files_unmodified)" \
+                "files_changed=$(summary_field "rebackup-$tool-$round" files_changed)" \
+                "data_added=$(summary_field "rebackup-$tool-$round" data_added)" >&2
+        done
+    done
+    rm -rf "$WORK/repo-restic" "$WORK/repo-mover"
+}
+
+# ---------------------------------------------------------------------------------------
+# S3 (moto_server)
+
+MOTO_PID=""
+S3_URL=""
+
+# Stops moto and frees the disk; logs/ and results.txt stay for a look after a failure.
+cleanup() {
+    if [[ -n $MOTO_PID ]]; then
+        kill "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
+    fi
+    if ((KEEP == 0)) && [[ -n ${WORK_CREATED:-} ]]; then
+        rm -rf "$WORK/src" "$WORK/restore" "$WORK"/repo-* "$WORK/probe.bin"
+    fi
+}
+
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    else
+        echo $((20000 + RANDOM % 20000))
+    fi
+}
+
+start_moto() {
+    local port
+    port=$(free_port)
+    S3_URL="http://127.0.0.1:$port"
+    log "starting moto_server on $S3_URL"
+    moto_server -H 127.0.0.1 -p "$port" >"$WORK/logs/moto.log" 2>&1 &
+    MOTO_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS -o /dev/null "$S3_URL/" 2>/dev/null && break
+        kill -0 "$MOTO_PID" 2>/dev/null || die "moto_server exited: $(tail -n 5 "$WORK/logs/moto.log")"
+        sleep 0.2
+    done
+    curl -fsS -X PUT "$S3_URL/bucket" >/dev/null || die "could not create the bucket on $S3_URL"
+    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+}
+
+# The server alone: a 256 MiB object up and down with curl. moto is Python and keeps objects
+# in memory, so this is the ceiling any S3 backup here can reach.
+probe_moto() {
+    local obj="$WORK/probe.bin"
+    head -c $((256 << 20)) /dev/urandom >"$obj"
+    # Signed like the tools sign (moto refuses anonymous reads of private objects).
+    local sign=(--aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
+    local up down
+    up=$(curl -fsS "${sign[@]}" -o /dev/null -w '%{time_total}' -T "$obj" "$S3_URL/bucket/probe.bin") ||
+        die "upload to moto failed"
+    down=$(curl -fsS "${sign[@]}" -o /dev/null -w '%{time_total}' "$S3_URL/bucket/probe.bin") ||
+        die "download from moto failed"
+    curl -fsS "${sign[@]}" -o /dev/null -X DELETE "$S3_URL/bucket/probe.bin" || true
+    rm -f "$obj"
+    MOTO_UP_MIBS=$(awk -v t="$up" 'BEGIN { printf "%.0f", 256 / t }')
+    MOTO_DOWN_MIBS=$(awk -v t="$down" 'BEGIN { printf "%.0f", 256 / t }')
+    log "moto alone: upload 256 MiB in ${up}s ($MOTO_UP_MIBS MiB/s), download in ${down}s ($MOTO_DOWN_MIBS MiB/s)"
+}
+
+# Per round and tool (alternating): backup to a fresh local repository and to a fresh S3
+# prefix (alternating which goes first), then restore mover's S3 snapshot and verify it.
+compare_s3() {
+    start_moto
+    probe_moto
+    local round tool m repo where first
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "S3 round $round/$ROUNDS"
+        for tool in $(round_order "$round"); do
+            # Which target goes first alternates with the round and differs between the
+            # two tools of a round (the names have 6 and 5 letters).
+            if (((round + ${#tool}) % 2)); then first="local s3"; else first="s3 local"; fi
+            for where in $first; do
+                if [[ $where == local ]]; then
+                    repo="$WORK/repo-$tool-local-$round"
+                else
+                    repo="s3:$S3_URL/bucket/$tool-$round"
+                fi
+                init_repo "$tool" "$repo"
+                m=$(measure "s3-backup-$tool-$where-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
+                record "$tool" "backup-$where" "$round" $m 0
+                if [[ $where == local ]]; then rm -rf "$repo"; fi
+            done
+        done
+        restore_and_verify mover "s3:$S3_URL/bucket/mover-$round" "$round" restore-s3
+    done
+}
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+# row LABEL RESTIC MOVER RATIO
+row() {
+    printf '%-36s %12s %12s %14s\n' "$@"
+}
+
+mib() {
+    awk -v b="$1" 'BEGIN { if (b == "nan") print "nan"; else printf "%.1f\n", b / 1048576 }'
+}
+
+report() {
+    local t p
+    declare -A M
+    for t in "${TOOLS[@]}"; do
+        for p in backup restore rebackup; do
+            M[$t.$p.wall]=$(median "$t" "$p" 4)
+            M[$t.$p.cpu]=$(median "$t" "$p" 5)
+            M[$t.$p.rss]=$(mib "$(awk -v k="$(median "$t" "$p" 6)" 'BEGIN { print k * 1024 }')")
+        done
+        M[$t.repo]=$(mib "$(median "$t" backup 7)")
+        M[$t.frac]=$(ratio "${M[$t.rebackup.wall]}" "${M[$t.backup.wall]}")
+        M[$t.mibs]=$(awk -v b="$SRC_BYTES" -v w="${M[$t.backup.wall]}" 'BEGIN { printf "%.0f", b / 1048576 / w }')
+    done
+
+    echo
+    echo "Source: $DIR ($(mib "$SRC_BYTES") MiB, $SRC_FILES files), $ROUNDS rounds, medians; page caches $CACHES"
+    echo "restic: $("$RESTIC" version | head -n 1)"
+    echo "mover:  $("$MOVER" version 2>/dev/null | head -n 1) ($MOVER)"
+    echo "Load: start [$LOAD_START]  end [$(uptime | sed 's/.*load average: //')]; $(nproc) CPUs"
+    echo
+    row "" restic mover "mover/restic"
+    local k label
+    for k in backup restore rebackup; do
+        case $k in
+        backup) label="backup" ;;
+        restore) label="restore" ;;
+        rebackup) label="clone re-backup" ;;
+        esac
+        row "$label wall (s)" "${M[restic.$k.wall]}" "${M[mover.$k.wall]}" "$(ratio "${M[mover.$k.wall]}" "${M[restic.$k.wall]}")"
+        row "$label CPU user+sys (s)" "${M[restic.$k.cpu]}" "${M[mover.$k.cpu]}" "$(ratio "${M[mover.$k.cpu]}" "${M[restic.$k.cpu]}")"
+        row "$label peak RSS (MiB)" "${M[restic.$k.rss]}" "${M[mover.$k.rss]}" "$(ratio "${M[mover.$k.rss]}" "${M[restic.$k.rss]}")"
+    done
+    row "backup throughput (MiB/s)" "${M[restic.mibs]}" "${M[mover.mibs]}" "$(ratio "${M[mover.mibs]}" "${M[restic.mibs]}")"
+    row "repository size (MiB)" "${M[restic.repo]}" "${M[mover.repo]}" "$(ratio "${M[mover.repo]}" "${M[restic.repo]}")"
+    row "re-backup / first backup (wall)" "${M[restic.frac]}" "${M[mover.frac]}" ""
+
+    local s3json='null'
+    if ((WITH_S3)); then
+        for t in "${TOOLS[@]}"; do
+            M[$t.s3]=$(median "$t" backup-s3 4)
+            M[$t.s3local]=$(median "$t" backup-local 4)
+            M[$t.s3ratio]=$(ratio "${M[$t.s3]}" "${M[$t.s3local]}")
+        done
+        M[mover.s3restore]=$(median mover restore-s3 4)
+        echo
+        echo "S3 (moto_server at $S3_URL; alone: upload $MOTO_UP_MIBS MiB/s, download $MOTO_DOWN_MIBS MiB/s for a 256 MiB object)"
+        row "" restic mover "mover/restic"
+        row "backup to local dir wall (s)" "${M[restic.s3local]}" "${M[mover.s3local]}" "$(ratio "${M[mover.s3local]}" "${M[restic.s3local]}")"
+        row "backup to S3 wall (s)" "${M[restic.s3]}" "${M[mover.s3]}" "$(ratio "${M[mover.s3]}" "${M[restic.s3]}")"
+        row "S3 / local (wall)" "${M[restic.s3ratio]}" "${M[mover.s3ratio]}" ""
+        row "restore from S3 wall (s)" "" "${M[mover.s3restore]}" ""
+        s3json=$(printf '{"moto_upload_mib_s":%s,"moto_download_mib_s":%s,"restic":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s},"mover":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s,"s3_restore_wall_s":%s}}' \
+            "$MOTO_UP_MIBS" "$MOTO_DOWN_MIBS" "${M[restic.s3local]}" "${M[restic.s3]}" "$(jnum "${M[restic.s3ratio]}")" \
+            "${M[mover.s3local]}" "${M[mover.s3]}" "$(jnum "${M[mover.s3ratio]}")" "${M[mover.s3restore]}")
+    fi
+
+    echo
+    local tj=()
+    for t in "${TOOLS[@]}"; do
+        tj+=("$(printf '"%s":{"backup":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"restore":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"rebackup":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"repo_mib":%s,"rebackup_over_backup":%s}' \
+            "$t" "${M[$t.backup.wall]}" "${M[$t.backup.cpu]}" "${M[$t.backup.rss]}" \
+            "${M[$t.restore.wall]}" "${M[$t.restore.cpu]}" "${M[$t.restore.rss]}" \
+            "${M[$t.rebackup.wall]}" "${M[$t.rebackup.cpu]}" "${M[$t.rebackup.rss]}" \
+            "${M[$t.repo]}" "$(jnum "${M[$t.frac]}")")")
+    done
+    printf '{"dir":"%s","source_bytes":%s,"source_files":%s,"rounds":%s,"caches_dropped":%s,%s,%s,"ratio_mover_over_restic":{"backup_wall":%s,"backup_cpu":%s,"restore_wall":%s,"restore_cpu":%s,"clone_rebackup_wall":%s,"repo_size":%s},"s3":%s}\n' \
+        "$DIR" "$SRC_BYTES" "$SRC_FILES" "$ROUNDS" \
+        "$([[ $CACHES == dropped* ]] && echo true || echo false)" \
+        "${tj[0]}" "${tj[1]}" \
+        "$(jnum "$(ratio "${M[mover.backup.wall]}" "${M[restic.backup.wall]}")")" \
+        "$(jnum "$(ratio "${M[mover.backup.cpu]}" "${M[restic.backup.cpu]}")")" \
+        "$(jnum "$(ratio "${M[mover.restore.wall]}" "${M[restic.restore.wall]}")")" \
+        "$(jnum "$(ratio "${M[mover.restore.cpu]}" "${M[restic.restore.cpu]}")")" \
+        "$(jnum "$(ratio "${M[mover.rebackup.wall]}" "${M[restic.rebackup.wall]}")")" \
+        "$(jnum "$(ratio "${M[mover.repo]}" "${M[restic.repo]}")")" \
+        "$s3json"
+}
+
+main() {
+    parse_args "$@"
+    check_tools
+    export RESTIC_PASSWORD=${RESTIC_PASSWORD:-mover-compare-password}
+    LOAD_START=$(uptime | sed 's/.*load average: //')
+    # measure() runs in command substitutions, so whether dropping works is found out here.
+    if drop_caches; then
+        CACHES="dropped before every timed run"
+    else
+        CACHES="NOT dropped (no write access to /proc/sys/vm/drop_caches): runs read warm caches"
+    fi
+    log "page caches: $CACHES"
+    rm -rf "$WORK"
+    mkdir -p "$WORK/logs"
+    WORK_CREATED=1
+    trap cleanup EXIT
+    : >"$WORK/results.txt"
+    stage_source
+    compare_local
+    if ((WITH_S3)); then
+        compare_s3
+    fi
+    report
+    if ((KEEP)); then log "kept $WORK"; fi
+}
+
+main "$@"
