@@ -118,6 +118,27 @@ pub fn zero_runs(buf: &[u8], block: usize, min_run: usize) -> Vec<Range<usize>> 
     out
 }
 
+/// Writes `data` at `offset` of a file that reads zeros where nothing was written (a sparse
+/// file, a zeroed device), leaving out zero runs of at least `min_run` bytes so that they
+/// stay holes.
+pub fn write_skipping_zeros(
+    file: &File,
+    data: &[u8],
+    offset: u64,
+    min_run: usize,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = 0;
+    for run in zero_runs(data, 4096, min_run) {
+        file.write_all_at(&data[pos..run.start], offset + pos as u64)?;
+        pos = run.end;
+    }
+    if pos < data.len() {
+        file.write_all_at(&data[pos..], offset + pos as u64)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +186,21 @@ mod tests {
         assert_eq!(zero_runs(&buf, 32, 64), vec![64..320]);
         assert_eq!(zero_runs(&[0u8; 100], 32, 64), vec![0..100]);
         assert!(zero_runs(&[0u8; 100], 32, 128).is_empty());
+    }
+
+    #[test]
+    fn skipped_zeros_stay_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(8 << 20).unwrap();
+        let mut data = vec![0u8; 4 << 20];
+        data[..4096].fill(1);
+        data[(4 << 20) - 10..].fill(2);
+        write_skipping_zeros(&f, &data, 1 << 20, 65536).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[1 << 20..5 << 20], &data[..]);
+        use std::os::unix::fs::MetadataExt;
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 < 1 << 20);
     }
 }

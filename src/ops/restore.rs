@@ -570,7 +570,12 @@ fn write_range(
                     }
                 }
             };
-            if let Err(err) = file.write_all_at(&plain, offset) {
+            let written = if state.skip_zero_blobs {
+                crate::fs::block::write_skipping_zeros(file, &plain, offset, 64 * 1024)
+            } else {
+                file.write_all_at(&plain, offset)
+            };
+            if let Err(err) = written {
                 state.fail(f, format!("writing {}: {err}", path.display()));
                 continue;
             }

@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod block;
 mod dedup_restic;
 mod faults;
 mod fixtures;
