@@ -27,13 +27,13 @@ fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
-/// Segment size for chunking one window on several cores.
-const CHUNK_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
-
 /// Cut every chunk of `buf` whose end is already determined, in parallel; the cut points
 /// are exactly those of a sequential pass.
 fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
-    let (lengths, _) = parallel_chunk_lengths(&ctx.chunker, buf, eof, CHUNK_SEGMENT_BYTES);
+    // One segment per CPU thread: each segment costs some extra chunking past its end to
+    // meet the next segment's cuts, so fewer, larger segments waste less.
+    let segment = buf.len().div_ceil(ctx.pool.current_num_threads().max(1));
+    let (lengths, _) = parallel_chunk_lengths(&ctx.chunker, buf, eof, segment);
     let mut pos = 0usize;
     lengths
         .into_iter()
@@ -49,7 +49,9 @@ fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
 /// files: filling it through `Take::read_to_end` never zero-fills the whole window.
 pub fn read_file(ctx: &Ctx, path: &Path, buf: &mut Vec<u8>) -> Result<FileOutcome> {
     let mut reader = open_for_backup(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    let window = READ_BUFFER_BYTES + ctx.chunker.max_size();
+    // The window grows with the CPU pool so that one large file keeps every core busy.
+    let window = READ_BUFFER_BYTES.max(2 * ctx.pool.current_num_threads() * ctx.chunker.max_size())
+        + ctx.chunker.max_size();
     buf.clear();
     let mut content = Vec::new();
     let mut size = 0u64;
