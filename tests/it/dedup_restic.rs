@@ -5,13 +5,21 @@ use crate::support::tree_gen::{GenOptions, generate_tree_with_summary};
 use crate::support::*;
 use std::path::Path;
 
+// Both tools are given the target as a relative path, so the root tree holds just `src`:
+// an absolute path would also store /tmp, whose mtime other tests keep changing.
+fn relative(src: &Path) -> (&Path, &std::ffi::OsStr) {
+    (src.parent().unwrap(), src.file_name().unwrap())
+}
+
 fn mover_backup_json(repo: &Path, src: &Path, extra: &[&str]) -> serde_json::Value {
+    let (cwd, name) = relative(src);
     let out = ok(mover()
+        .current_dir(cwd)
         .arg("-r")
         .arg(repo)
         .args(["--json", "backup", "--host", "parity"])
         .args(extra)
-        .arg(src));
+        .arg(name));
     let last = out
         .lines()
         .rev()
@@ -21,11 +29,13 @@ fn mover_backup_json(repo: &Path, src: &Path, extra: &[&str]) -> serde_json::Val
 }
 
 fn restic_backup_json(repo: &Path, src: &Path) -> serde_json::Value {
+    let (cwd, name) = relative(src);
     let out = ok(restic()
+        .current_dir(cwd)
         .arg("-r")
         .arg(repo)
         .args(["backup", "--json", "--host", "parity"])
-        .arg(src));
+        .arg(name));
     let last = out
         .lines()
         .rev()
