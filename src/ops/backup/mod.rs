@@ -402,48 +402,79 @@ async fn run(
     let packs = packs?;
     // Order matters: packs are uploaded, then the index naming them, then the snapshot.
     save_indexes(repo, packs).await?;
-    let summary = snapshot_summary(start_time, &counts, stats);
-    let parent_id = parent.as_ref().map(|(id, _)| *id);
+    save_backup_snapshot(
+        repo,
+        &opts.host,
+        &opts.tags,
+        start_time,
+        FinishedBackup {
+            root,
+            parent: parent.as_ref().map(|(id, _)| *id),
+            paths: abs_paths,
+            excludes: opts.excludes.clone(),
+            summary: snapshot_summary(start_time, &counts, stats),
+            bytes_read,
+            errors,
+        },
+    )
+    .await
+}
+
+/// What a finished backup hands to [`save_backup_snapshot`].
+pub(crate) struct FinishedBackup {
+    pub root: TreeId,
+    pub parent: Option<SnapshotId>,
+    pub paths: Vec<String>,
+    pub excludes: Vec<String>,
+    pub summary: SnapshotSummary,
+    pub bytes_read: u64,
+    pub errors: Vec<String>,
+}
+
+/// Write the snapshot (last, after packs and index) and report the backup's summary.
+pub(crate) async fn save_backup_snapshot(
+    repo: &Repository,
+    host: &str,
+    tags: &[String],
+    start_time: chrono::DateTime<chrono::FixedOffset>,
+    done: FinishedBackup,
+) -> Result<BackupSummary> {
+    let s = done.summary;
     let snap = SnapshotFile {
         time: start_time,
-        parent: parent_id,
-        tree: root,
-        paths: abs_paths,
-        hostname: opts.host.clone(),
+        parent: done.parent,
+        tree: done.root,
+        paths: done.paths,
+        hostname: host.to_string(),
         username: crate::ops::current_username(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
-        excludes: opts.excludes.clone(),
-        tags: opts
-            .tags
-            .iter()
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .collect(),
+        excludes: done.excludes,
+        tags: tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
         original: None,
         program_version: format!("mover {}", env!("CARGO_PKG_VERSION")),
-        summary: Some(summary.clone()),
+        summary: Some(s.clone()),
     };
     let snapshot_id = repo.save_snapshot(&snap).await?;
     Ok(BackupSummary {
         snapshot_id,
-        parent: parent_id,
-        tree: root,
-        files_new: summary.files_new,
-        files_changed: summary.files_changed,
-        files_unmodified: summary.files_unmodified,
-        dirs_new: summary.dirs_new,
-        dirs_changed: summary.dirs_changed,
-        dirs_unmodified: summary.dirs_unmodified,
-        data_blobs: summary.data_blobs,
-        tree_blobs: summary.tree_blobs,
-        data_added: summary.data_added,
-        data_added_packed: summary.data_added_packed,
-        total_files_processed: summary.total_files_processed,
-        total_bytes_processed: summary.total_bytes_processed,
-        bytes_read,
+        parent: done.parent,
+        tree: done.root,
+        files_new: s.files_new,
+        files_changed: s.files_changed,
+        files_unmodified: s.files_unmodified,
+        dirs_new: s.dirs_new,
+        dirs_changed: s.dirs_changed,
+        dirs_unmodified: s.dirs_unmodified,
+        data_blobs: s.data_blobs,
+        tree_blobs: s.tree_blobs,
+        data_added: s.data_added,
+        data_added_packed: s.data_added_packed,
+        total_files_processed: s.total_files_processed,
+        total_bytes_processed: s.total_bytes_processed,
+        bytes_read: done.bytes_read,
         total_duration_seconds: 0.0,
-        errors,
+        errors: done.errors,
     })
 }
 

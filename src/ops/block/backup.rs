@@ -14,7 +14,10 @@ use crate::format::snapshot::{SnapshotFile, SnapshotSummary};
 use crate::format::tree::{Node, NodeType, Tree};
 use crate::format::{BlobId, BlobType, SnapshotId, TreeId, gotime};
 use crate::fs::block::{VolumeKind, data_ranges, is_zero, volume_kind, volume_size, zero_runs};
-use crate::ops::backup::{BackupSummary, ChunkerKind, ParentChoice, repository_chunker};
+use crate::ops::backup::{
+    BackupSummary, ChunkerKind, FinishedBackup, ParentChoice, repository_chunker,
+    save_backup_snapshot,
+};
 use crate::ops::dump::{Found, lookup};
 use crate::ops::pipeline::{BlobSaver, PipelineOptions, save_indexes};
 use crate::progress::Progress;
@@ -251,48 +254,22 @@ async fn run(
         total_files_processed: 1,
         total_bytes_processed: streamed.size,
     };
-    let parent_id = parent.as_ref().map(|(id, _)| *id);
-    let snap = SnapshotFile {
-        time: start_time,
-        parent: parent_id,
-        tree: streamed.root,
-        paths: vec![vpath],
-        hostname: opts.host.clone(),
-        username: crate::ops::current_username(),
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        excludes: Vec::new(),
-        tags: opts
-            .tags
-            .iter()
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .collect(),
-        original: None,
-        program_version: format!("mover {}", env!("CARGO_PKG_VERSION")),
-        summary: Some(summary.clone()),
-    };
-    let snapshot_id = repo.save_snapshot(&snap).await?;
-    Ok(BackupSummary {
-        snapshot_id,
-        parent: parent_id,
-        tree: streamed.root,
-        files_new: summary.files_new,
-        files_changed: summary.files_changed,
-        files_unmodified: summary.files_unmodified,
-        dirs_new: summary.dirs_new,
-        dirs_changed: summary.dirs_changed,
-        dirs_unmodified: summary.dirs_unmodified,
-        data_blobs: summary.data_blobs,
-        tree_blobs: summary.tree_blobs,
-        data_added: summary.data_added,
-        data_added_packed: summary.data_added_packed,
-        total_files_processed: 1,
-        total_bytes_processed: streamed.size,
-        bytes_read: streamed.bytes_read,
-        total_duration_seconds: 0.0,
-        errors: Vec::new(),
-    })
+    save_backup_snapshot(
+        repo,
+        &opts.host,
+        &opts.tags,
+        start_time,
+        FinishedBackup {
+            root: streamed.root,
+            parent: parent.as_ref().map(|(id, _)| *id),
+            paths: vec![vpath],
+            excludes: Vec::new(),
+            summary,
+            bytes_read: streamed.bytes_read,
+            errors: Vec::new(),
+        },
+    )
+    .await
 }
 
 /// Reads the source into pieces; stops early when the consumer hangs up.
