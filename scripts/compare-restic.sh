@@ -132,19 +132,26 @@ drop_caches() {
 }
 
 # measure NAME CMD...: runs CMD under GNU time with caches dropped; stdout and stderr go to
-# $WORK/logs/NAME.{out,err}. Prints "WALL_S CPU_S RSS_KIB" on stdout; exits on failure.
+# $WORK/logs/NAME.{out,err}. Prints "WALL_S CPU_S RSS_KIB" on stdout. On failure it prints
+# the error and returns 1: the caller records it and the run goes on, so one failure does
+# not throw away the other measurements of a long run.
 measure() {
     local name=$1
     shift
     local out="$WORK/logs/$name"
     drop_caches || true
     if ! "$GNU_TIME" -o "$out.time" -f '%e %U %S %M' "$@" >"$out.out" 2>"$out.err"; then
-        echo "compare-restic: $name failed: $*" >&2
-        tail -n 20 "$out.err" >&2
-        exit 1
+        echo "compare-restic: FAILURE: $name: $*" >&2
+        tail -n 10 "$out.err" >&2
+        return 1
     fi
     # GNU time writes its line last; anything before it is the command's own noise.
     tail -n 1 "$out.time" | awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }'
+}
+
+# fail WHAT: notes a failure; the report lists them and the script exits 1.
+fail() {
+    echo "$*" >>"$WORK/failures.txt"
 }
 
 # Appends one result row: TOOL PHASE ROUND WALL_S CPU_S RSS_KIB REPO_BYTES.
@@ -217,32 +224,46 @@ restore_and_verify() {
     local tool=$1 repo=$2 round=$3 phase=$4 target="$WORK/restore"
     rm -rf "$target"
     local m
-    m=$(measure "$phase-$tool-$round" "$(tool_bin "$tool")" -r "$repo" restore latest --target "$target")
-    record "$tool" "$phase" "$round" $m 0
-    if ! diff -r --no-dereference "$SRC" "$target$SRC" >"$WORK/logs/diff-$phase-$tool-$round.txt" 2>&1; then
-        echo "compare-restic: FAILURE: $tool $phase differs from the source (round $round):" >&2
-        head -n 20 "$WORK/logs/diff-$phase-$tool-$round.txt" >&2
-        exit 1
+    if m=$(measure "$phase-$tool-$round" "$(tool_bin "$tool")" -r "$repo" restore latest --target "$target"); then
+        if diff -r --no-dereference "$SRC" "$target$SRC" >"$WORK/logs/diff-$phase-$tool-$round.txt" 2>&1; then
+            record "$tool" "$phase" "$round" $m 0
+        else
+            echo "compare-restic: FAILURE: $tool $phase differs from the source (round $round):" >&2
+            head -n 20 "$WORK/logs/diff-$phase-$tool-$round.txt" >&2
+            fail "$tool $phase round $round: restored tree differs from the source (logs/diff-$phase-$tool-$round.txt)"
+        fi
+    else
+        fail "$tool $phase round $round: $(grep -m 1 -i 'error\|fatal' "$WORK/logs/$phase-$tool-$round.err" || echo "exit status non-zero")"
     fi
     rm -rf "$target"
 }
 
 compare_local() {
     local round tool repo m
+    declare -A backed_up
     for ((round = 1; round <= ROUNDS; round++)); do
         log "round $round/$ROUNDS: $(round_order "$round")"
         for tool in $(round_order "$round"); do
             repo="$WORK/repo-$tool"
             rm -rf "$repo"
             init_repo "$tool" "$repo"
-            m=$(measure "backup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
+            backed_up[$tool]=0
+            if ! m=$(measure "backup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC"); then
+                fail "$tool backup round $round failed (logs/backup-$tool-$round.err)"
+                continue
+            fi
+            backed_up[$tool]=1
             record "$tool" backup "$round" $m "$(du -sb "$repo" | cut -f1)"
             restore_and_verify "$tool" "$repo" "$round" restore
         done
         swap_clone
         for tool in $(round_order "$round"); do
+            ((backed_up[$tool])) || continue
             repo="$WORK/repo-$tool"
-            m=$(measure "rebackup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
+            if ! m=$(measure "rebackup-$tool-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC"); then
+                fail "$tool clone re-backup round $round failed (logs/rebackup-$tool-$round.err)"
+                continue
+            fi
             record "$tool" rebackup "$round" $m 0
             echo "   $tool re-backup of the clone: files_unmodified=$(summary_field "rebackup-$tool-$round" files_unmodified)" \
                 "files_changed=$(summary_field "rebackup-$tool-$round" files_changed)" \
@@ -332,8 +353,11 @@ compare_s3() {
                     repo="s3:$S3_URL/bucket/$tool-$round"
                 fi
                 init_repo "$tool" "$repo"
-                m=$(measure "s3-backup-$tool-$where-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC")
-                record "$tool" "backup-$where" "$round" $m 0
+                if m=$(measure "s3-backup-$tool-$where-$round" "$(tool_bin "$tool")" -r "$repo" backup --json "$SRC"); then
+                    record "$tool" "backup-$where" "$round" $m 0
+                else
+                    fail "$tool backup to $where round $round failed (logs/s3-backup-$tool-$where-$round.err)"
+                fi
                 if [[ $where == local ]]; then rm -rf "$repo"; fi
             done
         done
@@ -410,6 +434,13 @@ report() {
     fi
 
     echo
+    local failures='[]'
+    if [[ -s $WORK/failures.txt ]]; then
+        echo "FAILURES (medians above leave these runs out; logs in $WORK/logs):"
+        sed 's/^/  /' "$WORK/failures.txt"
+        failures=$(awk '{ gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); printf "%s\"%s\"", (NR > 1 ? "," : "["), $0 } END { print "]" }' "$WORK/failures.txt")
+        echo
+    fi
     local tj=()
     for t in "${TOOLS[@]}"; do
         tj+=("$(printf '"%s":{"backup":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"restore":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"rebackup":{"wall_s":%s,"cpu_s":%s,"rss_mib":%s},"repo_mib":%s,"rebackup_over_backup":%s}' \
@@ -418,7 +449,7 @@ report() {
             "${M[$t.rebackup.wall]}" "${M[$t.rebackup.cpu]}" "${M[$t.rebackup.rss]}" \
             "${M[$t.repo]}" "$(jnum "${M[$t.frac]}")")")
     done
-    printf '{"dir":"%s","source_bytes":%s,"source_files":%s,"rounds":%s,"caches_dropped":%s,%s,%s,"ratio_mover_over_restic":{"backup_wall":%s,"backup_cpu":%s,"restore_wall":%s,"restore_cpu":%s,"clone_rebackup_wall":%s,"repo_size":%s},"s3":%s}\n' \
+    printf '{"dir":"%s","source_bytes":%s,"source_files":%s,"rounds":%s,"caches_dropped":%s,%s,%s,"ratio_mover_over_restic":{"backup_wall":%s,"backup_cpu":%s,"restore_wall":%s,"restore_cpu":%s,"clone_rebackup_wall":%s,"repo_size":%s},"s3":%s,"failures":%s}\n' \
         "$DIR" "$SRC_BYTES" "$SRC_FILES" "$ROUNDS" \
         "$([[ $CACHES == dropped* ]] && echo true || echo false)" \
         "${tj[0]}" "${tj[1]}" \
@@ -428,7 +459,8 @@ report() {
         "$(jnum "$(ratio "${M[mover.restore.cpu]}" "${M[restic.restore.cpu]}")")" \
         "$(jnum "$(ratio "${M[mover.rebackup.wall]}" "${M[restic.rebackup.wall]}")")" \
         "$(jnum "$(ratio "${M[mover.repo]}" "${M[restic.repo]}")")" \
-        "$s3json"
+        "$s3json" "$failures" |
+        sed 's/:nan\([,}]\)/:null\1/g' # a phase with no successful run has no median
 }
 
 main() {
@@ -448,6 +480,7 @@ main() {
     WORK_CREATED=1
     trap cleanup EXIT
     : >"$WORK/results.txt"
+    : >"$WORK/failures.txt"
     stage_source
     compare_local
     if ((WITH_S3)); then
@@ -455,6 +488,9 @@ main() {
     fi
     report
     if ((KEEP)); then log "kept $WORK"; fi
+    if [[ -s $WORK/failures.txt ]]; then
+        exit 1
+    fi
 }
 
 main "$@"
