@@ -73,8 +73,8 @@ pub struct GlobalOptions {
     /// Print more (repeat for debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Concurrent storage operations
-    #[arg(long, global = true, default_value_t = 8)]
+    /// Concurrent storage operations (restic's default for S3 is 5)
+    #[arg(long, global = true, default_value_t = 5)]
     pub connections: usize,
 }
 

@@ -257,7 +257,12 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
     }
     opts.pipeline.compression = compression(g)?;
     opts.pipeline.pack_size_bytes = pack_size_bytes(g)?;
-    opts.pipeline.upload_concurrency = g.connections.max(1);
+    // A local disk gains nothing from many packs in flight; each one holds a pack in memory.
+    opts.pipeline.upload_concurrency = if repo.storage().is_local() {
+        g.connections.clamp(1, 2)
+    } else {
+        g.connections.max(1)
+    };
 
     let progress = Arc::new(Progress::default());
     let reporter = spawn_reporter(Arc::clone(&progress), g.json, g.quiet);

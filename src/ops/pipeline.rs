@@ -38,7 +38,7 @@ impl Default for PipelineOptions {
             pack_size_bytes: DEFAULT_PACK_SIZE_BYTES,
             compression: CompressionMode::Auto,
             upload_concurrency: 4,
-            channel_capacity: 64,
+            channel_capacity: 16,
         }
     }
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 /// Blobs of one pack closer than this are fetched with one range read.
 const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 /// A merged range read stops growing at this size (one blob may still exceed it).
-const MAX_RANGE_BYTES: u64 = 16 << 20;
+const MAX_RANGE_BYTES: u64 = 8 << 20;
 /// Trees loaded at once while planning.
 const TREE_LOAD_CONCURRENCY: usize = 16;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
@@ -64,7 +64,7 @@ impl Default for RestoreOptions {
             includes: Vec::new(),
             excludes: Vec::new(),
             restore_owner: nix::unistd::geteuid().is_root(),
-            pack_concurrency: 8,
+            pack_concurrency: 4,
             verify: false,
         }
     }

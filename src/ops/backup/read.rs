@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// How much of a file is read ahead of the chunker at once.
-pub const READ_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+pub const READ_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -50,7 +50,7 @@ fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
 pub fn read_file(ctx: &Ctx, path: &Path, buf: &mut Vec<u8>) -> Result<FileOutcome> {
     let mut reader = open_for_backup(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     // The window grows with the CPU pool so that one large file keeps every core busy.
-    let window = READ_BUFFER_BYTES.max(2 * ctx.pool.current_num_threads() * ctx.chunker.max_size())
+    let window = READ_BUFFER_BYTES.max(ctx.pool.current_num_threads() * ctx.chunker.max_size())
         + ctx.chunker.max_size();
     buf.clear();
     let mut content = Vec::new();
