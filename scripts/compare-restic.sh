@@ -166,7 +166,7 @@ median() {
     awk -v t="$1" -v p="$2" -v c="$3" '$1 == t && $2 == p { print $c }' "$WORK/results.txt" |
         sort -g | awk '{ v[NR] = $1 } END {
             if (NR == 0) { print "nan"; exit }
-            if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+            if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # ratio A B: A/B with two decimals, "n/a" when B is zero or missing.
