@@ -33,6 +33,8 @@ use std::sync::{Arc, Mutex};
 const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 /// A merged range read stops growing at this size (one blob may still exceed it).
 const MAX_RANGE_BYTES: u64 = 8 << 20;
+/// Files kept open while one pack range is written.
+const MAX_OPEN_FILES_PER_RANGE: usize = 32;
 /// Trees loaded at once while planning.
 const TREE_LOAD_CONCURRENCY: usize = 16;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
@@ -558,6 +560,11 @@ fn write_range(
                 continue;
             }
             let path = &state.files[f].target;
+            // A range of small files touches many of them; keep only a few open so that
+            // several packs restored at once stay well inside the open-file limit.
+            if open.len() >= MAX_OPEN_FILES_PER_RANGE && !open.contains_key(&fi) {
+                open.clear();
+            }
             let file = match open.entry(fi) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
