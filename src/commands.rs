@@ -430,8 +430,7 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
         .clone()
         .ok_or_else(|| Error::InvalidInput("restore needs --target or --target-device".into()))?;
     let repo = open(g).await?;
-    let guard = lock::lock(&repo, false).await?;
-    let result = async {
+    let work = async {
         let (id, snap) = repo
             .find_snapshot(&args.snapshot, &filter(&args.filter))
             .await?;
@@ -453,11 +452,8 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
         };
         let progress = Arc::new(Progress::default());
         ops::restore::restore(&repo, &snap, &opts, progress).await
-    }
-    .await;
-    let released = guard.release().await;
-    let summary = result?;
-    released?;
+    };
+    let summary = lock::while_locked(&repo, false, work).await?;
     for e in &summary.errors {
         eprintln!("error: {e}");
     }
@@ -497,8 +493,7 @@ async fn restore_volume(
     device: &std::path::Path,
 ) -> Result<u8> {
     let repo = open(g).await?;
-    let guard = lock::lock(&repo, false).await?;
-    let result = async {
+    let work = async {
         let (id, snap) = repo
             .find_snapshot(&args.snapshot, &filter(&args.filter))
             .await?;
@@ -518,11 +513,8 @@ async fn restore_volume(
             ..Default::default()
         };
         ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await
-    }
-    .await;
-    let released = guard.release().await;
-    let summary = result?;
-    released?;
+    };
+    let summary = lock::while_locked(&repo, false, work).await?;
     if g.json {
         let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
@@ -635,8 +627,7 @@ async fn cat(g: &cli::GlobalOptions, args: &cli::CatArgs) -> Result<u8> {
 
 async fn dump(g: &cli::GlobalOptions, args: &cli::DumpArgs) -> Result<u8> {
     let repo = open(g).await?;
-    let guard = lock::lock(&repo, false).await?;
-    let result = async {
+    let work = async {
         let (_, snap) = repo
             .find_snapshot(&args.snapshot, &filter(&args.filter))
             .await?;
@@ -645,10 +636,7 @@ async fn dump(g: &cli::GlobalOptions, args: &cli::DumpArgs) -> Result<u8> {
         let n = ops::dump::dump_file(&repo, &index, snap.tree, &args.file, &mut out).await?;
         out.flush().map_err(|e| Error::io("writing to stdout", e))?;
         Ok::<u64, Error>(n)
-    }
-    .await;
-    let released = guard.release().await;
-    result?;
-    released?;
+    };
+    lock::while_locked(&repo, false, work).await?;
     Ok(0)
 }

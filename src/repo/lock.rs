@@ -139,6 +139,21 @@ pub async fn lock(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     })
 }
 
+/// Run `work` while holding a lock on `repo`, and release the lock whether or not it
+/// succeeded. The work's own error wins over a failure to remove the lock file.
+pub async fn while_locked<T>(
+    repo: &Repository,
+    exclusive: bool,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let guard = lock(repo, exclusive).await?;
+    let result = work.await;
+    let released = guard.release().await;
+    let value = result?;
+    released?;
+    Ok(value)
+}
+
 async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, exclusive: bool) {
     let mut ticker = tokio::time::interval(LOCK_REFRESH_INTERVAL);
     ticker.tick().await;

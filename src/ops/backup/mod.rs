@@ -238,14 +238,10 @@ pub async fn backup(
     let start_time = gotime::now_local();
     let (skeleton, abs_paths) = Skeleton::build(&opts.paths)?;
     let excludes = ExcludeMatcher::new(&opts.excludes).map_err(Error::InvalidInput)?;
-    let guard = lock::lock(repo, false).await?;
-    let result = run(
+    let work = run(
         repo, opts, progress, skeleton, excludes, abs_paths, start_time,
-    )
-    .await;
-    let released = guard.release().await;
-    let mut summary = result?;
-    released?;
+    );
+    let mut summary = lock::while_locked(repo, false, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

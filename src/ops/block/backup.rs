@@ -116,11 +116,8 @@ pub async fn backup_volume(
             )));
         }
     }
-    let guard = lock::lock(repo, false).await?;
-    let result = run(repo, opts, source, vpath, start_time, progress).await;
-    let released = guard.release().await;
-    let mut summary = result?;
-    released?;
+    let work = run(repo, opts, source, vpath, start_time, progress);
+    let mut summary = lock::while_locked(repo, false, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
