@@ -79,12 +79,28 @@ impl std::fmt::Display for CompressionMode {
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
     // Invariant: the output buffer holds compress_bound(len) bytes, so zstd cannot run out of
-    // room, and out-of-range levels are clamped by zstd itself. The only remaining failure
-    // is the context allocation, which is an out-of-memory condition like any Vec growth.
-    zstd::zstd_safe::compress(&mut out, data, level)
+    // room, and out-of-range levels are clamped by zstd itself.
+    CCTX.with_borrow_mut(|cctx| cctx.compress(&mut out, data, level))
         .map_err(zstd::zstd_safe::get_error_name)
         .expect("zstd compression into a compress_bound buffer cannot fail");
     out
+}
+
+thread_local! {
+    // One context per thread, reused: a fresh context per blob costs an allocation and the
+    // initialisation of its tables (about a megabyte at level 3) every time.
+    static CCTX: std::cell::RefCell<zstd::zstd_safe::CCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::CCtx::create());
+    static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// One frame of known size into an exact allocation, with this thread's context.
+fn decompress_sized(data: &[u8], size: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(size);
+    DCTX.with_borrow_mut(|dctx| dctx.decompress(&mut out, data))
+        .ok()
+        .map(|_| out)
 }
 
 /// Decompresses zstd data, producing and allocating at most `max_len` bytes.
@@ -97,7 +113,7 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>, CompressError>
             return Err(CompressError::TooLarge { limit: max_len });
         }
         // size <= max_len, so it fits in usize.
-        if let Ok(out) = zstd::bulk::decompress(data, size as usize) {
+        if let Some(out) = decompress_sized(data, size as usize) {
             if out.len() as u64 == size {
                 return Ok(out);
             }
