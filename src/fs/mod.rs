@@ -3,6 +3,7 @@
 //! nothing about repositories, blobs or encryption.
 
 pub mod block;
+pub mod direct;
 pub mod exclude;
 pub mod glob;
 pub mod meta;
