@@ -73,10 +73,14 @@ fn one_thread_and_many_threads_store_the_same_snapshot() {
             )
             .await
             .unwrap();
-            for threads in [2, 8] {
+            // Reads through the page cache must give the same snapshot as direct reads.
+            for (threads, direct_io) in [(2, true), (8, true), (8, false)] {
                 let many = backup(
                     &repo,
-                    &opts(&src, threads, chunker),
+                    &BackupOptions {
+                        direct_io,
+                        ..opts(&src, threads, chunker)
+                    },
                     Arc::new(Progress::default()),
                 )
                 .await
@@ -84,7 +88,7 @@ fn one_thread_and_many_threads_store_the_same_snapshot() {
                 assert_eq!(
                     subtree_of(&repo, many.tree, &src).await,
                     subtree_of(&repo, single.tree, &src).await,
-                    "{chunker:?} with {threads} threads"
+                    "{chunker:?} with {threads} threads, direct I/O {direct_io}"
                 );
                 assert_eq!(
                     many.data_blobs, 0,

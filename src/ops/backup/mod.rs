@@ -13,6 +13,7 @@ mod walk;
 
 use crate::chunker::Chunker;
 use crate::chunker::fastcdc::FastCdcParams;
+use crate::chunker::parallel::CutFinder;
 use crate::chunker::polynomial::Polynomial;
 use crate::chunker::rabin::RabinChunker;
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tree::Counts;
+
+/// Least number of concurrent file readers.
+pub const DEFAULT_READ_THREADS: usize = 8;
 
 /// Walk events buffered ahead of the tree builder.
 const EVENT_QUEUE: usize = 4096;
@@ -60,8 +64,11 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     /// Also require inode and ctime to match before skipping a file (restic's rule).
     pub strict_change_detection: bool,
-    /// Concurrent file readers.
+    /// Concurrent file readers: a cold disk answers many requests at once, so this is
+    /// higher than the CPU count; each holds a small window.
     pub read_threads: usize,
+    /// Read files with O_DIRECT, bypassing the page cache (see `fs::direct`).
+    pub direct_io: bool,
     /// Threads for chunking, hashing, compressing and sealing (default: one per CPU).
     pub cpu_threads: Option<usize>,
     pub pipeline: PipelineOptions,
@@ -83,7 +90,8 @@ impl Default for BackupOptions {
             read_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
-                .max(2),
+                .max(DEFAULT_READ_THREADS),
+            direct_io: true,
             cpu_threads: None,
             pipeline: PipelineOptions::default(),
             chunker: None,
@@ -207,6 +215,7 @@ struct Ctx {
     excludes: ExcludeMatcher,
     one_file_system: bool,
     strict_change_detection: bool,
+    direct_io: bool,
     chunker: Chunker,
     /// The CPU stages run here.
     pool: rayon::ThreadPool,
@@ -311,6 +320,7 @@ async fn run(
         excludes,
         one_file_system: opts.one_file_system,
         strict_change_detection: opts.strict_change_detection,
+        direct_io: opts.direct_io,
         chunker,
         pool,
         progress,
@@ -322,16 +332,23 @@ async fn run(
     let readers = opts.read_threads.max(1);
     let (job_tx, job_rx) = bounded::<FileJob>(readers * 2);
 
+    let cpu_threads = ctx.pool.current_num_threads();
+    let large = Arc::new(read::LargeWindows::new(
+        1 + cpu_threads / 8,
+        cpu_threads,
+        ctx.chunker.max_size(),
+    ));
     let mut threads = Vec::new();
     for i in 0..readers {
         let ctx = Arc::clone(&ctx);
+        let large = Arc::clone(&large);
         let rx = job_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("mover-read-{i}"))
             .spawn(move || {
-                let mut buf = Vec::new();
+                let mut small = crate::fs::direct::ReadWindow::new(read::SMALL_WINDOW_BYTES);
                 for job in rx {
-                    let res = read::read_file(&ctx, &job.path, &mut buf);
+                    let res = read::read_file(&ctx, &large, &job.path, &mut small);
                     let _ = job.result.send(res);
                 }
             })
