@@ -11,6 +11,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, NodeType, Tree};
 use crate::format::{BlobId, Id, PackId, TreeId};
 use crate::fs::ExcludeMatcher;
+use crate::fs::direct::{AlignedBuf, TargetFile};
 use crate::fs::glob::{go_clean, go_match};
 use crate::fs::write as fsw;
 use crate::progress::Progress;
@@ -20,11 +21,10 @@ use crate::repo::packer::open_blob;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,8 @@ const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 const MAX_RANGE_BYTES: u64 = 8 << 20;
 /// Files kept open while one pack range is written.
 const MAX_OPEN_FILES_PER_RANGE: usize = 32;
+/// Size of each thread's aligned staging buffer for direct writes.
+const STAGING_BYTES: usize = 1 << 20;
 /// Trees loaded at once while planning.
 const TREE_LOAD_CONCURRENCY: usize = 16;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
@@ -57,6 +59,8 @@ pub struct RestoreOptions {
     pub pack_concurrency: usize,
     /// Re-read every restored file and check its chunk hashes.
     pub verify: bool,
+    /// Write file content with O_DIRECT, bypassing the page cache.
+    pub direct_io: bool,
 }
 
 impl Default for RestoreOptions {
@@ -68,6 +72,7 @@ impl Default for RestoreOptions {
             restore_owner: nix::unistd::geteuid().is_root(),
             pack_concurrency: 4,
             verify: false,
+            direct_io: true,
         }
     }
 }
@@ -493,6 +498,8 @@ struct ContentState {
     progress: Arc<Progress>,
     /// All-zero blobs are not written (the target already reads zeros there).
     skip_zero_blobs: bool,
+    /// Whole pages are written with O_DIRECT (see `fs::direct`).
+    direct_io: bool,
 }
 
 impl ContentState {
@@ -516,6 +523,13 @@ impl ContentState {
     }
 }
 
+thread_local! {
+    /// Aligned copy of the whole pages of a blob on their way to a direct write; one per
+    /// blocking-pool thread, reused.
+    static STAGING: std::cell::RefCell<AlignedBuf> =
+        std::cell::RefCell::new(AlignedBuf::new(STAGING_BYTES));
+}
+
 /// Opens, verifies and writes the blobs of one range read (runs on the blocking pool).
 fn write_range(
     key: &crate::crypto::Key,
@@ -525,7 +539,7 @@ fn write_range(
     blobs: &[BlobNeed],
     state: &ContentState,
 ) -> Result<()> {
-    let mut open: HashMap<u32, File> = HashMap::new();
+    let mut open: HashMap<u32, TargetFile> = HashMap::new();
     for b in blobs {
         let from = (u64::from(b.loc.offset) - range_start) as usize;
         let to = from + b.loc.length as usize;
@@ -568,7 +582,7 @@ fn write_range(
             let file = match open.entry(fi) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match OpenOptions::new().write(true).open(path) {
+                    match TargetFile::open(path, state.direct_io) {
                         Ok(file) => e.insert(file),
                         Err(err) => {
                             state.fail(f, format!("opening {}: {err}", path.display()));
@@ -578,9 +592,9 @@ fn write_range(
                 }
             };
             let written = if state.skip_zero_blobs {
-                crate::fs::block::write_skipping_zeros(file, &plain, offset, 64 * 1024)
+                crate::fs::block::write_skipping_zeros(file.plain(), &plain, offset, 64 * 1024)
             } else {
-                file.write_all_at(&plain, offset)
+                STAGING.with_borrow_mut(|staging| file.write_at(&plain, offset, staging))
             };
             if let Err(err) = written {
                 state.fail(f, format!("writing {}: {err}", path.display()));
@@ -748,6 +762,7 @@ pub(crate) async fn restore_blobs_into(
         bytes: AtomicU64::new(0),
         progress,
         skip_zero_blobs,
+        direct_io: false,
     });
     let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
         .into_iter()
@@ -826,6 +841,7 @@ pub async fn restore(
         bytes: AtomicU64::new(0),
         progress: Arc::clone(&progress),
         skip_zero_blobs: false,
+        direct_io: opts.direct_io,
     });
 
     // Content, pack by pack. Packs only needed by files that failed to be created are skipped.

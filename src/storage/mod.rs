@@ -4,6 +4,7 @@
 //! decoding, and never a secret in a message or a log line.
 
 mod backends;
+mod direct_read;
 pub mod url;
 
 pub use url::Location;
@@ -297,6 +298,16 @@ impl Storage {
             return Ok(Bytes::new());
         }
         let path = self.path(ft, id);
+        if let (FileType::Pack, Some(root)) = (ft, &self.local_root) {
+            let name = id.to_hex();
+            let file = root.join("data").join(&name[..2]).join(&name);
+            let r = range.clone();
+            if let Ok(Ok(Some(data))) =
+                tokio::task::spawn_blocking(move || direct_read::read_range(&file, r)).await
+            {
+                return Ok(data);
+            }
+        }
         let data = self
             .store
             .get_range(&path, range.clone())
