@@ -168,9 +168,12 @@ pub struct BackupArgs {
     /// rule; off by default because cloned volumes get new inodes and ctimes)
     #[arg(long = "strict-change-detection")]
     pub strict_change_detection: bool,
-    /// Files read concurrently (default: number of CPUs)
+    /// Files read concurrently (default: 8, or the number of CPUs if higher)
     #[arg(long = "read-concurrency", env = "RESTIC_READ_CONCURRENCY")]
     pub read_concurrency: Option<usize>,
+    /// Read files through the page cache instead of with O_DIRECT
+    #[arg(long = "no-direct-io", env = "MOVER_NO_DIRECT_IO")]
+    pub no_direct_io: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +200,9 @@ pub struct RestoreArgs {
     /// Re-read restored files and check their content
     #[arg(long)]
     pub verify: bool,
+    /// Write files through the page cache instead of with O_DIRECT
+    #[arg(long = "no-direct-io", env = "MOVER_NO_DIRECT_IO")]
+    pub no_direct_io: bool,
 }
 
 #[derive(Debug, Args)]

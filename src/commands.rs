@@ -255,6 +255,7 @@ async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
     if let Some(n) = args.read_concurrency {
         opts.read_threads = n.max(1);
     }
+    opts.direct_io = !args.no_direct_io;
     opts.pipeline.compression = compression(g)?;
     opts.pipeline.pack_size_bytes = pack_size_bytes(g)?;
     // A local disk gains nothing from many packs in flight; each one holds a pack in memory.
@@ -448,6 +449,7 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
             includes: args.include.clone(),
             excludes: args.exclude.clone(),
             verify: args.verify,
+            direct_io: !args.no_direct_io,
             ..Default::default()
         };
         let progress = Arc::new(Progress::default());
