@@ -148,6 +148,30 @@ pub fn decompress_exact(data: &[u8], expected_len: usize) -> Result<Vec<u8>, Com
     }
 }
 
+/// Like [`decompress_exact`] but into `out`, replacing its contents and reusing its
+/// allocation (restore opens millions of blobs on a few threads).
+pub fn decompress_exact_into(
+    data: &[u8],
+    expected_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    out.clear();
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if size == expected_len as u64 {
+            out.reserve_exact(expected_len);
+            let done = DCTX.with_borrow_mut(|dctx| dctx.decompress(out, data));
+            if done.is_ok() && out.len() == expected_len {
+                return Ok(());
+            }
+            out.clear();
+        }
+    }
+    // Anything unusual (no declared size, a wrong one, several frames) takes the bounded
+    // general path, which also produces the precise error.
+    *out = decompress_exact(data, expected_len)?;
+    Ok(())
+}
+
 /// The plaintext of a v2 index, snapshot or lock file: 0x02 ‖ zstd(json) (spec §6).
 pub fn encode_unpacked_v2(json: &[u8]) -> Vec<u8> {
     let frame = compress(json, LEVEL_AUTO);

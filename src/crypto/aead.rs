@@ -215,6 +215,18 @@ impl Key {
         Ok(plain)
     }
 
+    /// Like [`Key::open`] but writes the plaintext into `out` (replacing its contents and
+    /// reusing its allocation); on error `out` is left unchanged.
+    pub fn open_into(&self, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        let iv = self.verify(sealed)?;
+        let body = &sealed[IV_LEN..sealed.len() - MAC_LEN];
+        out.clear();
+        out.extend_from_slice(body);
+        let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv).into());
+        cipher.apply_keystream(out);
+        Ok(())
+    }
+
     /// Like [`Key::open`] but reuses `buf`: on success it holds only the plaintext; on error
     /// it is left unchanged.
     pub fn open_in_place(&self, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
