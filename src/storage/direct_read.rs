@@ -8,9 +8,65 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Offsets, lengths and buffer addresses of direct reads are multiples of this.
 const ALIGN: u64 = 4096;
+/// Read buffers kept for reuse once their data is dropped.
+const POOLED_BUFFERS: usize = 8;
+/// Reads smaller than this (tree blobs, headers) use an exact buffer of their own.
+const MIN_POOLED_READ: usize = 256 << 10;
+/// New pooled buffers are at least this large (a restore's merged range read of 8 MiB plus
+/// alignment), so that one buffer serves any later ordinary read. Pages a read never
+/// touches are never made resident.
+const MIN_BUFFER_BYTES: usize = 9 << 20;
+/// Buffers larger than this (a range read of one huge blob) are freed, not kept.
+const MAX_POOLED_BYTES: usize = 16 << 20;
+
+/// Freed read buffers. A restore reads thousands of ranges of a few MiB each; allocating a
+/// fresh buffer for each one costs fresh pages and, with glibc, lets the heap grow far past
+/// the few buffers that are ever in flight.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn take_buffer(len: usize) -> Vec<u8> {
+    if len < MIN_POOLED_READ {
+        return vec![0u8; len];
+    }
+    let reused = POOL.lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|b| b.len() >= len)?;
+        Some(pool.swap_remove(i))
+    });
+    reused.unwrap_or_else(|| vec![0u8; len.max(MIN_BUFFER_BYTES)])
+}
+
+fn give_back(buf: Vec<u8>) {
+    if buf.len() < MIN_POOLED_READ || buf.len() > MAX_POOLED_BYTES {
+        return;
+    }
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
+/// The bytes of one read, inside a pooled buffer that goes back to the pool on drop.
+struct PooledRange {
+    buf: Vec<u8>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for PooledRange {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl Drop for PooledRange {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Reads `range` of `path`, bypassing the page cache. `Ok(None)` when the filesystem does
 /// not take direct reads or the file ends early (the caller then reads the ordinary way
@@ -29,22 +85,32 @@ pub fn read_range(path: &Path, range: Range<u64>) -> io::Result<Option<Bytes>> {
     let end = range.end.div_ceil(ALIGN) * ALIGN;
     let len = usize::try_from(end - start).map_err(io::Error::other)?;
     let align = ALIGN as usize;
-    let mut raw = vec![0u8; len + align];
+    let mut raw = take_buffer(len + align);
     let offset = raw.as_ptr().align_offset(align);
-    if offset >= align {
+    if offset >= align || offset + len > raw.len() {
+        give_back(raw);
         return Ok(None);
     }
     let got = match fill(&file, &mut raw[offset..offset + len], start) {
         Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => {
+            give_back(raw);
+            return match e.raw_os_error() {
+                Some(libc::EINVAL) => Ok(None),
+                _ => Err(e),
+            };
+        }
     };
     let from = offset + (range.start - start) as usize;
     let to = offset + (range.end - start) as usize;
     if offset + got < to {
+        give_back(raw);
         return Ok(None);
     }
-    Ok(Some(Bytes::from(raw).slice(from..to)))
+    Ok(Some(Bytes::from_owner(PooledRange {
+        buf: raw,
+        range: from..to,
+    })))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -85,6 +151,10 @@ mod tests {
         ] {
             let got = read_range(&path, a..b)?.expect("direct read");
             assert_eq!(&got[..], &data[a as usize..b as usize], "range {a}..{b}");
+            // Held and dropped reads alike leave later reads of reused buffers exact.
+            let held = read_range(&path, b / 2..b)?.expect("direct read");
+            drop(got);
+            assert_eq!(&held[..], &data[(b / 2) as usize..b as usize]);
         }
         assert!(read_range(&path, 10..20_001)?.is_none(), "past the end");
         Ok(())
