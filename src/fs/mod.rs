@@ -16,7 +16,8 @@ pub use meta::{NodeOptions, go_mode_from_unix, node_from_metadata, unix_mode_fro
 pub use names::NameCache;
 pub use walk::{DirEntryInfo, read_dir_sorted};
 pub use write::{
-    RestoreOptions, apply_metadata, create_dir_all_for, create_file, create_node, hard_link,
+    Metadata, RestoreOptions, apply_metadata, create_dir_all_for, create_file, create_node,
+    hard_link,
 };
 
 #[cfg(test)]

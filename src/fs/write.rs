@@ -147,23 +147,64 @@ fn timespec(t: &chrono::DateTime<chrono::FixedOffset>) -> TimeSpec {
     TimeSpec::new(t.timestamp(), i64::from(t.timestamp_subsec_nanos()))
 }
 
-/// Puts `node`'s metadata on `path`: owner (lchown, when `restore_owner`), mode (not for
-/// symlinks; after chown, which clears setuid/setgid), xattrs, then atime/mtime last so that
-/// nothing above changes them. Every step is tried; the first failure is returned.
-pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Result<()> {
+/// The metadata [`apply_metadata`] puts back, without the rest of a [`Node`]: a restore
+/// keeps one per file until the end, so it is kept small.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// Permission bits of st_mode (`None` for symlinks, whose mode is not set).
+    mode: Option<u32>,
+    uid: u32,
+    gid: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+    xattrs: Box<[crate::format::tree::ExtendedAttribute]>,
+}
+
+impl Metadata {
+    /// The metadata of `node`; takes its extended attributes.
+    pub fn take(node: &mut Node) -> Metadata {
+        let mut m = Metadata::of_node_without_xattrs(node);
+        m.xattrs = std::mem::take(&mut node.extended_attributes).into_boxed_slice();
+        m
+    }
+
+    fn of_node_without_xattrs(node: &Node) -> Metadata {
+        Metadata {
+            mode: (node.node_type != NodeType::Symlink)
+                .then(|| unix_mode_from_go(node.mode, &node.node_type) & 0o7777),
+            uid: node.uid,
+            gid: node.gid,
+            atime: timespec(&node.atime),
+            mtime: timespec(&node.mtime),
+            xattrs: Box::default(),
+        }
+    }
+
+    /// Puts this metadata on `path`: owner (lchown, when `restore_owner`), mode (not for
+    /// symlinks; after chown, which clears setuid/setgid), xattrs, then atime/mtime last so
+    /// that nothing above changes them. Every step is tried; the first failure is returned.
+    pub fn apply(&self, path: &Path, opts: &RestoreOptions) -> io::Result<()> {
+        apply(path, self, &self.xattrs, opts)
+    }
+}
+
+fn apply(
+    path: &Path,
+    meta: &Metadata,
+    xattrs: &[crate::format::tree::ExtendedAttribute],
+    opts: &RestoreOptions,
+) -> io::Result<()> {
     let mut first = None;
-    let is_symlink = node.node_type == NodeType::Symlink;
     if opts.restore_owner {
-        let result = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        let result = std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid));
         keep_first(&mut first, path, "changing owner of", result);
     }
-    if !is_symlink {
-        let mode = unix_mode_from_go(node.mode, &node.node_type) & 0o7777;
+    if let Some(mode) = meta.mode {
         let result = std::fs::set_permissions(path, Permissions::from_mode(mode));
         keep_first(&mut first, path, "changing mode of", result);
     }
     if opts.restore_xattrs {
-        for attr in &node.extended_attributes {
+        for attr in xattrs {
             let result = match xattr::set(path, &attr.name, &attr.value) {
                 Err(e) if is_unsupported(&e) => Ok(()),
                 other => other,
@@ -175,8 +216,8 @@ pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Re
     let result = nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
-        &timespec(&node.atime),
-        &timespec(&node.mtime),
+        &meta.atime,
+        &meta.mtime,
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(io::Error::from);
@@ -185,6 +226,12 @@ pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Re
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Puts `node`'s metadata on `path`, as [`Metadata::apply`].
+pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Result<()> {
+    let meta = Metadata::of_node_without_xattrs(node);
+    apply(path, &meta, &node.extended_attributes, opts)
 }
 
 #[cfg(test)]

@@ -17,14 +17,14 @@ use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
-use crate::repo::packer::open_blob;
+use crate::repo::packer::{OpenBuffers, open_blob_into};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,11 +211,16 @@ struct PlanDir {
     restored: bool,
 }
 
+/// One file to restore. There is one per file in the snapshot and all live until the end,
+/// so only what the restore needs is kept: the target path is derived from the location
+/// ([`target_path`]) and the node shrinks to its [`fsw::Metadata`].
 #[derive(Debug)]
 struct PlanFile {
-    target: PathBuf,
-    location: Vec<u8>,
-    node: Node,
+    /// Path inside the snapshot, `/`-rooted.
+    location: Box<[u8]>,
+    meta: fsw::Metadata,
+    /// Data blobs, in order.
+    content: Box<[BlobId]>,
     dir: usize,
     /// Content length from the index (filled in before files are created).
     size: u64,
@@ -247,6 +252,18 @@ struct Plan {
     specials: Vec<PlanSpecial>,
     errors: Vec<String>,
     inodes: HashMap<(u64, u64), usize>,
+}
+
+/// Where snapshot path `location` is restored below `root`; an empty root leaves the
+/// location as it is.
+fn target_path(root: &Path, location: &[u8]) -> PathBuf {
+    let mut bytes = root.as_os_str().as_bytes().to_vec();
+    let rest = match bytes.last() {
+        Some(b'/') => location.strip_prefix(b"/").unwrap_or(location),
+        _ => location,
+    };
+    bytes.extend_from_slice(rest);
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 fn loc_str(location: &[u8]) -> String {
@@ -300,7 +317,7 @@ impl Plan {
         selector: &Selector,
     ) -> Result<Vec<(TreeId, usize)>> {
         let mut descend = Vec::new();
-        for node in tree.nodes {
+        for mut node in tree.nodes {
             let parent = &self.dirs[dir];
             let mut location = parent.location.clone();
             if location != b"/" {
@@ -315,7 +332,6 @@ impl Plan {
                 ));
                 continue;
             }
-            let target = parent.target.join(OsStr::from_bytes(&node.name));
             let depth = parent.depth + 1;
             let is_dir = node.node_type == NodeType::Dir;
             let (selected, child) = selector.select(&location, is_dir);
@@ -331,6 +347,7 @@ impl Plan {
                         continue;
                     }
                     let idx = self.dirs.len();
+                    let target = self.dirs[dir].target.join(OsStr::from_bytes(&node.name));
                     self.dirs.push(PlanDir {
                         target,
                         location,
@@ -353,6 +370,7 @@ impl Plan {
                     if node.links > 1 {
                         let key = (node.device_id, node.inode);
                         if let Some(&file) = self.inodes.get(&key) {
+                            let target = self.dirs[dir].target.join(OsStr::from_bytes(&node.name));
                             self.links.push(PlanLink {
                                 target,
                                 location,
@@ -364,9 +382,9 @@ impl Plan {
                         self.inodes.insert(key, self.files.len());
                     }
                     self.files.push(PlanFile {
-                        target,
-                        location,
-                        node,
+                        location: location.into_boxed_slice(),
+                        meta: fsw::Metadata::take(&mut node),
+                        content: node.content.take().unwrap_or_default().into_boxed_slice(),
                         dir,
                         size: 0,
                         blob_lengths: Vec::new(),
@@ -374,6 +392,7 @@ impl Plan {
                 }
                 _ => {
                     self.mark_restored(dir);
+                    let target = self.dirs[dir].target.join(OsStr::from_bytes(&node.name));
                     self.specials.push(PlanSpecial {
                         target,
                         location,
@@ -451,8 +470,7 @@ fn group_by_pack(
         let fi = u32::try_from(fi)
             .map_err(|_| Error::InvalidInput("more than 2^32 files to restore".into()))?;
         let mut offset = 0u64;
-        let content = file.node.content.as_deref().unwrap_or_default();
-        for id in content {
+        for id in &file.content {
             let loc = index.get(id).ok_or_else(|| {
                 Error::corrupt(
                     format!("data blob {id} of {}", loc_str(&file.location)),
@@ -490,6 +508,8 @@ fn group_by_pack(
 
 /// State shared by the concurrent pack writers.
 struct ContentState {
+    /// Restore root: file targets are [`target_path`] of it and their locations.
+    root: PathBuf,
     files: Arc<Vec<PlanFile>>,
     failed: Vec<AtomicBool>,
     remaining: Vec<AtomicUsize>,
@@ -500,9 +520,65 @@ struct ContentState {
     skip_zero_blobs: bool,
     /// Whole pages are written with O_DIRECT (see `fs::direct`).
     direct_io: bool,
+    /// Buffers of finished range writes, for the next ones (see [`WriteBuffers`]).
+    spare_buffers: Mutex<Vec<WriteBuffers>>,
+}
+
+/// What one range write needs besides the range: decryption and decompression buffers and
+/// the aligned staging buffer of direct writes. They are pooled, not allocated per blob
+/// or kept per thread: per blob would allocate and free millions of times (fresh pages,
+/// and glibc's arenas grow far past what is in flight), and the blocking pool runs many
+/// more threads than range writes are ever in flight.
+struct WriteBuffers {
+    open: OpenBuffers,
+    staging: AlignedBuf,
 }
 
 impl ContentState {
+    fn new(
+        root: PathBuf,
+        files: Arc<Vec<PlanFile>>,
+        failed: Vec<AtomicBool>,
+        remaining: Vec<AtomicUsize>,
+        progress: Arc<Progress>,
+        skip_zero_blobs: bool,
+        direct_io: bool,
+    ) -> ContentState {
+        ContentState {
+            root,
+            files,
+            failed,
+            remaining,
+            errors: Mutex::new(Vec::new()),
+            bytes: AtomicU64::new(0),
+            progress,
+            skip_zero_blobs,
+            direct_io,
+            spare_buffers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn target(&self, file: usize) -> PathBuf {
+        target_path(&self.root, &self.files[file].location)
+    }
+
+    fn take_buffers(&self) -> WriteBuffers {
+        self.spare_buffers
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| WriteBuffers {
+                open: OpenBuffers::default(),
+                staging: AlignedBuf::new(STAGING_BYTES),
+            })
+    }
+
+    fn return_buffers(&self, bufs: WriteBuffers) {
+        if let Ok(mut spare) = self.spare_buffers.lock() {
+            spare.push(bufs);
+        }
+    }
+
     fn fail(&self, file: usize, msg: String) {
         if !self.failed[file].swap(true, Ordering::AcqRel) {
             if let Ok(mut errors) = self.errors.lock() {
@@ -523,13 +599,6 @@ impl ContentState {
     }
 }
 
-thread_local! {
-    /// Aligned copy of the whole pages of a blob on their way to a direct write; one per
-    /// blocking-pool thread, reused.
-    static STAGING: std::cell::RefCell<AlignedBuf> =
-        std::cell::RefCell::new(AlignedBuf::new(STAGING_BYTES));
-}
-
 /// Opens, verifies and writes the blobs of one range read (runs on the blocking pool).
 fn write_range(
     key: &crate::crypto::Key,
@@ -538,6 +607,21 @@ fn write_range(
     range_start: u64,
     blobs: &[BlobNeed],
     state: &ContentState,
+) -> Result<()> {
+    let mut bufs = state.take_buffers();
+    let result = write_range_with(key, pack, data, range_start, blobs, state, &mut bufs);
+    state.return_buffers(bufs);
+    result
+}
+
+fn write_range_with(
+    key: &crate::crypto::Key,
+    pack: &PackId,
+    data: &[u8],
+    range_start: u64,
+    blobs: &[BlobNeed],
+    state: &ContentState,
+    bufs: &mut WriteBuffers,
 ) -> Result<()> {
     let mut open: HashMap<u32, TargetFile> = HashMap::new();
     for b in blobs {
@@ -556,13 +640,13 @@ fn write_range(
             length: b.loc.length,
             uncompressed_length: b.loc.uncompressed_length,
         };
-        let plain = open_blob(key, sealed.to_vec(), &ib).map_err(|e| {
+        let plain = open_blob_into(key, sealed, &ib, &mut bufs.open).map_err(|e| {
             Error::corrupt(
                 format!("blob {} in pack {pack} at offset {}", b.id, b.loc.offset),
                 e.to_string(),
             )
         })?;
-        let skip = state.skip_zero_blobs && crate::fs::block::is_zero(&plain);
+        let skip = state.skip_zero_blobs && crate::fs::block::is_zero(plain);
         for &(fi, offset) in &b.targets {
             let f = fi as usize;
             if state.is_failed(f) {
@@ -573,7 +657,6 @@ fn write_range(
                 state.blob_written(f);
                 continue;
             }
-            let path = &state.files[f].target;
             // A range of small files touches many of them; keep only a few open so that
             // several packs restored at once stay well inside the open-file limit.
             if open.len() >= MAX_OPEN_FILES_PER_RANGE && !open.contains_key(&fi) {
@@ -582,7 +665,8 @@ fn write_range(
             let file = match open.entry(fi) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match TargetFile::open(path, state.direct_io) {
+                    let path = state.target(f);
+                    match TargetFile::open(&path, state.direct_io) {
                         Ok(file) => e.insert(file),
                         Err(err) => {
                             state.fail(f, format!("opening {}: {err}", path.display()));
@@ -592,11 +676,12 @@ fn write_range(
                 }
             };
             let written = if state.skip_zero_blobs {
-                crate::fs::block::write_skipping_zeros(file.plain(), &plain, offset, 64 * 1024)
+                crate::fs::block::write_skipping_zeros(file.plain(), plain, offset, 64 * 1024)
             } else {
-                STAGING.with_borrow_mut(|staging| file.write_at(&plain, offset, staging))
+                file.write_at(plain, offset, &mut bufs.staging)
             };
             if let Err(err) = written {
+                let path = state.target(f);
                 state.fail(f, format!("writing {}: {err}", path.display()));
                 continue;
             }
@@ -637,13 +722,11 @@ async fn restore_pack(
 }
 
 /// Re-reads a restored file and checks each chunk against its blob id.
-fn verify_file(file: &PlanFile) -> std::result::Result<(), String> {
-    let path = &file.target;
+fn verify_file(path: &Path, file: &PlanFile) -> std::result::Result<(), String> {
     let mut f = File::open(path).map_err(|e| format!("verify: opening {}: {e}", path.display()))?;
-    let content = file.node.content.as_deref().unwrap_or_default();
     let mut buf = Vec::new();
     let mut offset = 0u64;
-    for (id, &len) in content.iter().zip(&file.blob_lengths) {
+    for (id, &len) in file.content.iter().zip(&file.blob_lengths) {
         buf.resize(len as usize, 0);
         f.read_exact(&mut buf)
             .map_err(|e| format!("verify: reading {} at {offset}: {e}", path.display()))?;
@@ -711,15 +794,17 @@ fn create_entries(plan: &Plan) -> (Vec<String>, Vec<bool>) {
             Err(e) => errors.push(format!("{}: {e}", loc_str(&d.location))),
         }
     }
+    let root = &plan.dirs[0].target;
     let mut failed = vec![false; plan.files.len()];
     for (i, f) in plan.files.iter().enumerate() {
+        let target = target_path(root, &f.location);
         let mut result = Ok(());
         if !ensured[f.dir] {
-            result = fsw::create_dir_all_for(&f.target);
+            result = fsw::create_dir_all_for(&target);
             ensured[f.dir] = result.is_ok();
         }
         if result.is_ok() {
-            result = fsw::create_file(&f.target, f.size).map(drop);
+            result = fsw::create_file(&target, f.size).map(drop);
         }
         if let Err(e) = result {
             errors.push(format!("{}: {e}", loc_str(&f.location)));
@@ -745,25 +830,23 @@ pub(crate) async fn restore_blobs_into(
         .values()
         .flat_map(|blobs| blobs.iter().map(|b| b.targets.len()))
         .sum();
-    let location = target.as_os_str().as_bytes().to_vec();
     let file = PlanFile {
-        target: target.to_path_buf(),
-        location: location.clone(),
-        node: Node::new(location, NodeType::File),
+        location: target.as_os_str().as_bytes().into(),
+        meta: fsw::Metadata::take(&mut Node::new(Vec::new(), NodeType::File)),
+        content: Box::default(),
         dir: 0,
         size: 0,
         blob_lengths: Vec::new(),
     };
-    let state = Arc::new(ContentState {
-        files: Arc::new(vec![file]),
-        failed: vec![AtomicBool::new(false)],
-        remaining: vec![AtomicUsize::new(placements)],
-        errors: Mutex::new(Vec::new()),
-        bytes: AtomicU64::new(0),
+    let state = Arc::new(ContentState::new(
+        PathBuf::new(),
+        Arc::new(vec![file]),
+        vec![AtomicBool::new(false)],
+        vec![AtomicUsize::new(placements)],
         progress,
         skip_zero_blobs,
-        direct_io: false,
-    });
+        false,
+    ));
     let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
         .into_iter()
         .map(|(pack, mut blobs)| {
@@ -826,23 +909,22 @@ pub async fn restore(
     let files = Arc::new(files);
     let remaining: Vec<AtomicUsize> = files
         .iter()
-        .map(|f| AtomicUsize::new(f.node.content.as_ref().map_or(0, Vec::len)))
+        .map(|f| AtomicUsize::new(f.content.len()))
         .collect();
     for (i, rem) in remaining.iter().enumerate() {
         if !failed[i] && rem.load(Ordering::Relaxed) == 0 {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let state = Arc::new(ContentState {
-        files: Arc::clone(&files),
-        failed: failed.into_iter().map(AtomicBool::new).collect(),
+    let state = Arc::new(ContentState::new(
+        target.clone(),
+        Arc::clone(&files),
+        failed.into_iter().map(AtomicBool::new).collect(),
         remaining,
-        errors: Mutex::new(Vec::new()),
-        bytes: AtomicU64::new(0),
-        progress: Arc::clone(&progress),
-        skip_zero_blobs: false,
-        direct_io: opts.direct_io,
-    });
+        Arc::clone(&progress),
+        false,
+        opts.direct_io,
+    ));
 
     // Content, pack by pack. Packs only needed by files that failed to be created are skipped.
     let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
@@ -870,7 +952,8 @@ pub async fn restore(
             .filter(|&i| std::future::ready(!state.is_failed(i)))
             .map(|i| {
                 let files = Arc::clone(&files);
-                blocking("verifying", move || verify_file(&files[i]))
+                let path = target_path(&target, &files[i].location);
+                blocking("verifying", move || verify_file(&path, &files[i]))
             })
             .buffer_unordered(opts.pack_concurrency.max(1))
             .try_filter_map(|r| std::future::ready(Ok(r.err())))
@@ -905,7 +988,7 @@ pub async fn restore(
                 continue;
             }
             count += 1;
-            if let Err(e) = fsw::apply_metadata(&f.target, &f.node, &meta_opts) {
+            if let Err(e) = f.meta.apply(&state_m.target(i), &meta_opts) {
                 errors.push(format!("{}: {e}", loc_str(&f.location)));
             }
         }
@@ -933,7 +1016,7 @@ pub async fn restore(
                 continue;
             }
             let result = fsw::create_dir_all_for(&l.target)
-                .and_then(|()| fsw::hard_link(&files[l.file].target, &l.target));
+                .and_then(|()| fsw::hard_link(&state_m.target(l.file), &l.target));
             if let Err(e) = result {
                 errors.push(format!("{}: {e}", loc_str(&l.location)));
                 progress_m.add_error();
@@ -1093,6 +1176,16 @@ mod tests {
         assert_eq!(files, ["/a", "/d/e"]);
         assert_eq!(plan.links.len(), 1);
         assert_eq!(plan.links[0].target, Path::new("/restore/b"));
+        assert_eq!(
+            target_path(&plan.dirs[0].target, &plan.files[1].location),
+            Path::new("/restore/d/e")
+        );
+        assert_eq!(target_path(Path::new("/"), b"/d/e"), Path::new("/d/e"));
+        assert_eq!(target_path(Path::new("r/"), b"/e"), Path::new("r/e"));
+        assert_eq!(
+            target_path(Path::new(""), b"/dev/vdb"),
+            Path::new("/dev/vdb")
+        );
         assert_eq!(plan.links[0].file, 0);
         // Sockets are recreated (restic skips them).
         assert_eq!(plan.specials.len(), 2);
@@ -1194,25 +1287,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"helloworld").unwrap();
-        let mut node = Node::new(b"f".to_vec(), NodeType::File);
-        node.content = Some(vec![BlobId(Id::hash(b"hello")), BlobId(Id::hash(b"world"))]);
         let mut pf = PlanFile {
-            target: path.clone(),
-            location: b"/f".to_vec(),
-            node,
+            location: b"/f".to_vec().into(),
+            meta: fsw::Metadata::take(&mut Node::new(b"f".to_vec(), NodeType::File)),
+            content: vec![BlobId(Id::hash(b"hello")), BlobId(Id::hash(b"world"))].into(),
             dir: 0,
             size: 10,
             blob_lengths: vec![5, 5],
         };
-        assert_eq!(verify_file(&pf), Ok(()));
+        assert_eq!(verify_file(&path, &pf), Ok(()));
         std::fs::write(&path, b"helloWorld").unwrap();
-        assert!(verify_file(&pf).unwrap_err().contains("offset 5"));
+        assert!(verify_file(&path, &pf).unwrap_err().contains("offset 5"));
         std::fs::write(&path, b"helloworld!").unwrap();
-        assert!(verify_file(&pf).unwrap_err().contains("longer"));
+        assert!(verify_file(&path, &pf).unwrap_err().contains("longer"));
         pf.blob_lengths = vec![5];
-        pf.node.content = Some(vec![BlobId(Id::hash(b"hello"))]);
+        pf.content = vec![BlobId(Id::hash(b"hello"))].into();
         std::fs::write(&path, b"hello").unwrap();
-        assert_eq!(verify_file(&pf), Ok(()));
+        assert_eq!(verify_file(&path, &pf), Ok(()));
     }
 }
 
