@@ -19,6 +19,7 @@ use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::{OpenBuffers, open_blob_into};
 use futures::{StreamExt, TryStreamExt};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -32,7 +33,9 @@ use std::sync::{Arc, Mutex};
 /// Blobs of one pack closer than this are fetched with one range read.
 const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 /// A merged range read stops growing at this size (one blob may still exceed it).
-const MAX_RANGE_BYTES: u64 = 8 << 20;
+const MAX_RANGE_BYTES: u64 = 4 << 20;
+/// Range reads of one pack issued ahead of the range being written.
+const RANGE_READ_AHEAD: usize = 1;
 /// Files kept open while one pack range is written.
 const MAX_OPEN_FILES_PER_RANGE: usize = 32;
 /// Size of each thread's aligned staging buffer for direct writes.
@@ -41,6 +44,10 @@ const STAGING_BYTES: usize = 1 << 20;
 const TREE_LOAD_CONCURRENCY: usize = 16;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
 const SEAL_OVERHEAD_BYTES: u32 = 32;
+/// Threads that create files and put metadata back: each call waits on the disk far more
+/// than it computes.
+const FS_THREADS: usize = 8;
+
 /// Cap on the errors listed in one verification failure message.
 const MAX_LISTED_ERRORS: usize = 10;
 
@@ -70,7 +77,7 @@ impl Default for RestoreOptions {
             includes: Vec::new(),
             excludes: Vec::new(),
             restore_owner: nix::unistd::geteuid().is_root(),
-            pack_concurrency: 4,
+            pack_concurrency: 8,
             verify: false,
             direct_io: true,
         }
@@ -700,8 +707,16 @@ async fn restore_pack(
     state: Arc<ContentState>,
 ) -> Result<()> {
     let blobs = Arc::new(blobs);
-    for r in merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES) {
-        let data = repo.read_pack_range(&pack, r.range.clone()).await?;
+    // The next range is read while the current one is opened and written.
+    let mut reads =
+        futures::stream::iter(merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES))
+            .map(|r| async move {
+                let data = repo.read_pack_range(&pack, r.range.clone()).await?;
+                Ok::<_, Error>((r, data))
+            })
+            .buffered(RANGE_READ_AHEAD + 1);
+    while let Some(read) = reads.next().await {
+        let (r, data) = read?;
         let key = repo.key_arc();
         let state = Arc::clone(&state);
         let blobs = Arc::clone(&blobs);
@@ -780,38 +795,178 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Other(format!("{what} task failed: {e}")))
 }
 
-/// Creates the selected directories and every file (pre-sized, sparse); returns the errors
-/// and a flag per file that could not be created.
-fn create_entries(plan: &Plan) -> (Vec<String>, Vec<bool>) {
-    let mut errors = Vec::new();
-    let mut ensured = vec![false; plan.dirs.len()];
-    for (i, d) in plan.dirs.iter().enumerate() {
-        if !d.selected {
+fn fs_pool() -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(FS_THREADS)
+        .thread_name(|i| format!("mover-fs-{i}"))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the file-creation threads: {e}")))
+}
+
+/// Indexes of the directories to visit, grouped by depth, shallowest first.
+fn dirs_by_depth(dirs: &[PlanDir], wanted: impl Fn(&PlanDir) -> bool) -> Vec<Vec<usize>> {
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        if !wanted(d) {
             continue;
         }
-        match fsw::create_dir(&d.target) {
-            Ok(()) => ensured[i] = true,
-            Err(e) => errors.push(format!("{}: {e}", loc_str(&d.location))),
+        if levels.len() <= d.depth {
+            levels.resize_with(d.depth + 1, Vec::new);
         }
+        levels[d.depth].push(i);
+    }
+    levels
+}
+
+/// Creates the selected directories and every file (pre-sized, sparse) on `pool`: one
+/// directory level after the other, then all files; returns the errors (in plan order) and
+/// a flag per file that could not be created. Creating a file waits on the disk for the
+/// directory and inode tables, so many are created at once.
+fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> (Vec<String>, Vec<bool>) {
+    let mut errors = Vec::new();
+    let ensured: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
+    for level in dirs_by_depth(&plan.dirs, |d| d.selected) {
+        let results: Vec<Option<String>> = pool.install(|| {
+            level
+                .par_iter()
+                .map(|&i| {
+                    let d = &plan.dirs[i];
+                    match fsw::create_dir(&d.target) {
+                        Ok(()) => {
+                            ensured[i].store(true, Ordering::Relaxed);
+                            None
+                        }
+                        Err(e) => Some(format!("{}: {e}", loc_str(&d.location))),
+                    }
+                })
+                .collect()
+        });
+        errors.extend(results.into_iter().flatten());
     }
     let root = &plan.dirs[0].target;
-    let mut failed = vec![false; plan.files.len()];
-    for (i, f) in plan.files.iter().enumerate() {
-        let target = target_path(root, &f.location);
-        let mut result = Ok(());
-        if !ensured[f.dir] {
-            result = fsw::create_dir_all_for(&target);
-            ensured[f.dir] = result.is_ok();
-        }
-        if result.is_ok() {
-            result = fsw::create_file(&target, f.size).map(drop);
-        }
+    let results: Vec<Option<String>> = pool.install(|| {
+        plan.files
+            .par_iter()
+            .map(|f| {
+                let target = target_path(root, &f.location);
+                let mut result = Ok(());
+                // Only for parents that are not selected themselves (or failed): create_dir_all
+                // tolerates the other threads doing the same.
+                if !ensured[f.dir].load(Ordering::Relaxed) {
+                    result = fsw::create_dir_all_for(&target);
+                    if result.is_ok() {
+                        ensured[f.dir].store(true, Ordering::Relaxed);
+                    }
+                }
+                result
+                    .and_then(|()| fsw::create_file(&target, f.size).map(drop))
+                    .err()
+                    .map(|e| format!("{}: {e}", loc_str(&f.location)))
+            })
+            .collect()
+    });
+    let failed = results.iter().map(Option::is_some).collect();
+    errors.extend(results.into_iter().flatten());
+    (errors, failed)
+}
+
+/// What the metadata phase needs of the plan besides the files.
+struct MetadataEntries {
+    dirs: Vec<PlanDir>,
+    links: Vec<PlanLink>,
+    specials: Vec<PlanSpecial>,
+}
+
+/// Puts metadata back: files (on `pool`), then special nodes and hard links (created here,
+/// after their targets are complete), then directories deepest level first (in parallel
+/// within a level), so that nothing created later changes a directory's times. Returns
+/// the errors, the files and the directories restored.
+fn restore_metadata(
+    state: &ContentState,
+    entries: &MetadataEntries,
+    meta_opts: &fsw::RestoreOptions,
+    pool: &rayon::ThreadPool,
+) -> (Vec<String>, u64, u64) {
+    let progress = &state.progress;
+    let files = &state.files;
+    let results: Vec<Option<String>> = pool.install(|| {
+        (0..files.len())
+            .into_par_iter()
+            .filter(|&i| !state.is_failed(i))
+            .map(|i| {
+                let f = &files[i];
+                f.meta
+                    .apply(&state.target(i), meta_opts)
+                    .err()
+                    .map(|e| format!("{}: {e}", loc_str(&f.location)))
+            })
+            .collect()
+    });
+    let mut count = results.len() as u64;
+    let mut errors: Vec<String> = results.into_iter().flatten().collect();
+    for s in &entries.specials {
+        let result =
+            fsw::create_dir_all_for(&s.target).and_then(|()| fsw::create_node(&s.target, &s.node));
         if let Err(e) = result {
-            errors.push(format!("{}: {e}", loc_str(&f.location)));
-            failed[i] = true;
+            errors.push(format!("{}: {e}", loc_str(&s.location)));
+            progress.add_error();
+            continue;
+        }
+        count += 1;
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = fsw::apply_metadata(&s.target, &s.node, meta_opts) {
+            errors.push(format!("{}: {e}", loc_str(&s.location)));
         }
     }
-    (errors, failed)
+    for l in &entries.links {
+        if state.is_failed(l.file) {
+            errors.push(format!(
+                "{}: not linked, because {} could not be restored",
+                loc_str(&l.location),
+                loc_str(&files[l.file].location)
+            ));
+            continue;
+        }
+        let result = fsw::create_dir_all_for(&l.target)
+            .and_then(|()| fsw::hard_link(&state.target(l.file), &l.target));
+        if let Err(e) = result {
+            errors.push(format!("{}: {e}", loc_str(&l.location)));
+            progress.add_error();
+            continue;
+        }
+        count += 1;
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = fsw::apply_metadata(&l.target, &l.node, meta_opts) {
+            errors.push(format!("{}: {e}", loc_str(&l.location)));
+        }
+    }
+    let dirs = &entries.dirs;
+    let mut dir_count = 0u64;
+    let levels = dirs_by_depth(dirs, |d| d.restored && d.node.is_some());
+    for level in levels.iter().rev() {
+        let results: Vec<Option<Option<String>>> = pool.install(|| {
+            level
+                .par_iter()
+                .map(|&i| {
+                    let d = &dirs[i];
+                    let node = d.node.as_ref()?;
+                    if !d.target.is_dir() {
+                        // Only reached when creating it failed; that error is already listed.
+                        return None;
+                    }
+                    progress.add_dir();
+                    Some(
+                        fsw::apply_metadata(&d.target, node, meta_opts)
+                            .err()
+                            .map(|e| format!("{}: {e}", loc_str(&d.location))),
+                    )
+                })
+                .collect()
+        });
+        dir_count += results.iter().filter(|r| r.is_some()).count() as u64;
+        errors.extend(results.into_iter().flatten().flatten());
+    }
+    (errors, count, dir_count)
 }
 
 /// Writes the blobs of `by_pack` into the one existing file or block device `target` (file
@@ -886,14 +1041,24 @@ pub async fn restore(
             .join(&opts.target)
     };
     let selector = Selector::new(&opts.includes, &opts.excludes)?;
+    let started = std::time::Instant::now();
     let index = repo.load_index().await?;
     let mut plan = build_plan(repo, &index, snapshot.tree, &target, &selector).await?;
     let by_pack = group_by_pack(&mut plan.files, &index, opts.verify)?;
     drop(index);
+    tracing::info!(
+        files = plan.files.len(),
+        dirs = plan.dirs.len(),
+        packs = by_pack.len(),
+        elapsed = ?started.elapsed(),
+        "restore planned"
+    );
 
     // Directories and files.
+    let pool = Arc::new(fs_pool()?);
+    let pool_c = Arc::clone(&pool);
     let (plan, create_errors, failed) = blocking("creating files", move || {
-        let (errors, failed) = create_entries(&plan);
+        let (errors, failed) = create_entries(&plan, &pool_c);
         (plan, errors, failed)
     })
     .await?;
@@ -926,6 +1091,8 @@ pub async fn restore(
         opts.direct_io,
     ));
 
+    tracing::info!(elapsed = ?started.elapsed(), "restore: directories and files created");
+
     // Content, pack by pack. Packs only needed by files that failed to be created are skipped.
     let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
         .into_iter()
@@ -946,6 +1113,8 @@ pub async fn restore(
     if let Ok(mut errors) = state.errors.lock() {
         all_errors.append(&mut errors);
     }
+
+    tracing::info!(elapsed = ?started.elapsed(), "restore: content written");
 
     if opts.verify {
         let problems: Vec<String> = futures::stream::iter(0..files.len())
@@ -977,79 +1146,18 @@ pub async fn restore(
         restore_owner: opts.restore_owner,
         ..fsw::RestoreOptions::default()
     };
+    let entries = MetadataEntries {
+        dirs,
+        links,
+        specials,
+    };
     let state_m = Arc::clone(&state);
-    let progress_m = Arc::clone(&progress);
     let (meta_errors, files_restored, dirs_restored) = blocking("restoring metadata", move || {
-        let mut errors = Vec::new();
-        let mut count = 0u64;
-        let files = &state_m.files;
-        for (i, f) in files.iter().enumerate() {
-            if state_m.is_failed(i) {
-                continue;
-            }
-            count += 1;
-            if let Err(e) = f.meta.apply(&state_m.target(i), &meta_opts) {
-                errors.push(format!("{}: {e}", loc_str(&f.location)));
-            }
-        }
-        for s in &specials {
-            let result = fsw::create_dir_all_for(&s.target)
-                .and_then(|()| fsw::create_node(&s.target, &s.node));
-            if let Err(e) = result {
-                errors.push(format!("{}: {e}", loc_str(&s.location)));
-                progress_m.add_error();
-                continue;
-            }
-            count += 1;
-            progress_m.files_done.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = fsw::apply_metadata(&s.target, &s.node, &meta_opts) {
-                errors.push(format!("{}: {e}", loc_str(&s.location)));
-            }
-        }
-        for l in &links {
-            if state_m.is_failed(l.file) {
-                errors.push(format!(
-                    "{}: not linked, because {} could not be restored",
-                    loc_str(&l.location),
-                    loc_str(&files[l.file].location)
-                ));
-                continue;
-            }
-            let result = fsw::create_dir_all_for(&l.target)
-                .and_then(|()| fsw::hard_link(&state_m.target(l.file), &l.target));
-            if let Err(e) = result {
-                errors.push(format!("{}: {e}", loc_str(&l.location)));
-                progress_m.add_error();
-                continue;
-            }
-            count += 1;
-            progress_m.files_done.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = fsw::apply_metadata(&l.target, &l.node, &meta_opts) {
-                errors.push(format!("{}: {e}", loc_str(&l.location)));
-            }
-        }
-        let mut order: Vec<usize> = (0..dirs.len())
-            .filter(|&i| dirs[i].restored && dirs[i].node.is_some())
-            .collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(dirs[i].depth));
-        let mut dir_count = 0u64;
-        for i in order {
-            let d = &dirs[i];
-            let Some(node) = &d.node else { continue };
-            if !d.target.is_dir() {
-                // Only reached when creating it failed; that error is already listed.
-                continue;
-            }
-            dir_count += 1;
-            progress_m.add_dir();
-            if let Err(e) = fsw::apply_metadata(&d.target, node, &meta_opts) {
-                errors.push(format!("{}: {e}", loc_str(&d.location)));
-            }
-        }
-        (errors, count, dir_count)
+        restore_metadata(&state_m, &entries, &meta_opts, &pool)
     })
     .await?;
     all_errors.extend(meta_errors);
+    tracing::info!(elapsed = ?started.elapsed(), "restore: metadata restored");
 
     Ok(RestoreSummary {
         files_restored,

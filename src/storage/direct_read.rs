@@ -16,10 +16,10 @@ const ALIGN: u64 = 4096;
 const POOLED_BUFFERS: usize = 8;
 /// Reads smaller than this (tree blobs, headers) use an exact buffer of their own.
 const MIN_POOLED_READ: usize = 256 << 10;
-/// New pooled buffers are at least this large (a restore's merged range read of 8 MiB plus
+/// New pooled buffers are at least this large (a restore's merged range read of 4 MiB plus
 /// alignment), so that one buffer serves any later ordinary read. Pages a read never
 /// touches are never made resident.
-const MIN_BUFFER_BYTES: usize = 9 << 20;
+const MIN_BUFFER_BYTES: usize = 5 << 20;
 /// Buffers larger than this (a range read of one huge blob) are freed, not kept.
 const MAX_POOLED_BYTES: usize = 16 << 20;
 
