@@ -4,6 +4,7 @@
 # for each tool with the ratios mover/restic.
 #
 # Usage: scripts/compare-restic.sh DIR [ROUNDS] [--s3] [--work WORKDIR] [--keep]
+#                                  [--restore-dir RDIR] [--before-restore CMD]
 #
 #   DIR       tree to back up (copied once into the work directory, see stage_source)
 #   ROUNDS    rounds per measurement, default 3; medians are reported
@@ -12,6 +13,11 @@
 #   --work    work directory, default $TMPDIR/mover-compare (wiped at start)
 #   --keep    leave the copies and repositories in the work directory (logs/ and
 #             results.txt always stay)
+#   --restore-dir      restore into RDIR/restore instead of WORKDIR/restore
+#   --before-restore   run CMD (with sh -c) before every timed restore, for example
+#             'scripts/fresh-ext4.sh /mnt/restore' with --restore-dir /mnt/restore, so
+#             that every restore starts on a new filesystem (ext4 slows down creating
+#             inodes for minutes after a large tree was deleted, whichever tool runs next)
 #
 # Environment: RESTIC_PASSWORD (default: a fixed one), RESTIC (restic binary),
 # MOVER (mover binary, default target/release/mover, built when missing).
@@ -37,7 +43,7 @@ log() {
 }
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------------------------------
@@ -48,6 +54,8 @@ ROUNDS=3
 WITH_S3=0
 KEEP=0
 WORK="${TMPDIR:-/tmp}/mover-compare"
+RESTORE_DIR=""
+BEFORE_RESTORE=""
 
 parse_args() {
     local positional=()
@@ -61,6 +69,16 @@ parse_args() {
             shift
             ;;
         --work=*) WORK=${1#--work=} ;;
+        --restore-dir)
+            (($# >= 2)) || die "--restore-dir needs a directory"
+            RESTORE_DIR=$2
+            shift
+            ;;
+        --before-restore)
+            (($# >= 2)) || die "--before-restore needs a command"
+            BEFORE_RESTORE=$2
+            shift
+            ;;
         -h | --help)
             usage
             exit 0
@@ -221,7 +239,11 @@ init_repo() {
 # directory, times it, and checks the restored tree equals $SRC byte for byte (symlinks
 # compared as links, not followed).
 restore_and_verify() {
-    local tool=$1 repo=$2 round=$3 phase=$4 target="$WORK/restore"
+    local tool=$1 repo=$2 round=$3 phase=$4 target="${RESTORE_DIR:-$WORK}/restore"
+    if [[ -n $BEFORE_RESTORE ]]; then
+        sh -c "$BEFORE_RESTORE" >"$WORK/logs/before-$phase-$tool-$round.log" 2>&1 ||
+            die "--before-restore command failed: $(tail -n 3 "$WORK/logs/before-$phase-$tool-$round.log")"
+    fi
     rm -rf "$target"
     local m
     if m=$(measure "$phase-$tool-$round" "$(tool_bin "$tool")" -r "$repo" restore latest --target "$target"); then
