@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mover::chunker::fastcdc::{FastCdcParams, chunk_lengths};
-use mover::compress::{compress, decompress};
+use mover::compress::{CompressionMode, compress, decompress};
 use mover::crypto::Key;
 use mover::format::{BlobType, Id};
 use mover::repo::packer::{PackBuilder, seal_blob};
@@ -99,12 +99,14 @@ fn bench_zstd(c: &mut Criterion) {
     let data = half_compressible(4, 4 * MIB);
     let mut g = c.benchmark_group("zstd");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    for (name, level) in [("auto", 3), ("max", 19)] {
+    for mode in [CompressionMode::Auto, CompressionMode::Max] {
+        let (name, level) = (mode.as_str(), mode.zstd_level().expect("compressing mode"));
         g.bench_with_input(BenchmarkId::new("compress", name), &level, |b, &level| {
             b.iter(|| compress(black_box(&data), level))
         });
     }
-    for (name, level) in [("auto", 3), ("max", 19)] {
+    for mode in [CompressionMode::Auto, CompressionMode::Max] {
+        let (name, level) = (mode.as_str(), mode.zstd_level().expect("compressing mode"));
         let frame = compress(&data, level);
         g.bench_with_input(BenchmarkId::new("decompress", name), &frame, |b, frame| {
             b.iter(|| decompress(black_box(frame), data.len()).expect("own frame decompresses"))
