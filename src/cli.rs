@@ -172,7 +172,11 @@ pub struct BackupArgs {
     #[arg(long = "read-concurrency", env = "RESTIC_READ_CONCURRENCY")]
     pub read_concurrency: Option<usize>,
     /// Read files through the page cache instead of with O_DIRECT
-    #[arg(long = "no-direct-io", env = "MOVER_NO_DIRECT_IO")]
+    #[arg(
+        long = "no-direct-io",
+        env = "MOVER_NO_DIRECT_IO",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_direct_io: bool,
 }
 
@@ -201,7 +205,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub verify: bool,
     /// Write files through the page cache instead of with O_DIRECT
-    #[arg(long = "no-direct-io", env = "MOVER_NO_DIRECT_IO")]
+    #[arg(
+        long = "no-direct-io",
+        env = "MOVER_NO_DIRECT_IO",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_direct_io: bool,
 }
 
