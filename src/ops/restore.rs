@@ -905,17 +905,17 @@ fn restore_metadata(
     let mut count = results.len() as u64;
     let mut errors: Vec<String> = results.into_iter().flatten().collect();
     for s in &entries.specials {
-        let result =
-            fsw::create_dir_all_for(&s.target).and_then(|()| fsw::create_node(&s.target, &s.node));
-        if let Err(e) = result {
-            errors.push(format!("{}: {e}", loc_str(&s.location)));
-            progress.add_error();
-            continue;
-        }
-        count += 1;
-        progress.files_done.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = fsw::apply_metadata(&s.target, &s.node, meta_opts) {
-            errors.push(format!("{}: {e}", loc_str(&s.location)));
+        let create = || fsw::create_node(&s.target, &s.node);
+        if create_with_metadata(
+            &s.target,
+            &s.location,
+            &s.node,
+            create,
+            meta_opts,
+            progress,
+            &mut errors,
+        ) {
+            count += 1;
         }
     }
     for l in &entries.links {
@@ -927,17 +927,17 @@ fn restore_metadata(
             ));
             continue;
         }
-        let result = fsw::create_dir_all_for(&l.target)
-            .and_then(|()| fsw::hard_link(&state.target(l.file), &l.target));
-        if let Err(e) = result {
-            errors.push(format!("{}: {e}", loc_str(&l.location)));
-            progress.add_error();
-            continue;
-        }
-        count += 1;
-        progress.files_done.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = fsw::apply_metadata(&l.target, &l.node, meta_opts) {
-            errors.push(format!("{}: {e}", loc_str(&l.location)));
+        let create = || fsw::hard_link(&state.target(l.file), &l.target);
+        if create_with_metadata(
+            &l.target,
+            &l.location,
+            &l.node,
+            create,
+            meta_opts,
+            progress,
+            &mut errors,
+        ) {
+            count += 1;
         }
     }
     let dirs = &entries.dirs;
@@ -967,6 +967,30 @@ fn restore_metadata(
         errors.extend(results.into_iter().flatten().flatten());
     }
     (errors, count, dir_count)
+}
+
+/// Creates a special node or an extra hard-link name with `create` (and its missing
+/// parents), then puts `node`'s metadata on it. Returns whether the entry now exists;
+/// failures are added to `errors`.
+fn create_with_metadata(
+    target: &Path,
+    location: &[u8],
+    node: &Node,
+    create: impl FnOnce() -> std::io::Result<()>,
+    meta_opts: &fsw::RestoreOptions,
+    progress: &Progress,
+    errors: &mut Vec<String>,
+) -> bool {
+    if let Err(e) = fsw::create_dir_all_for(target).and_then(|()| create()) {
+        errors.push(format!("{}: {e}", loc_str(location)));
+        progress.add_error();
+        return false;
+    }
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = fsw::apply_metadata(target, node, meta_opts) {
+        errors.push(format!("{}: {e}", loc_str(location)));
+    }
+    true
 }
 
 /// Writes the blobs of `by_pack` into the one existing file or block device `target` (file
