@@ -614,20 +614,6 @@ fn write_range(
     range_start: u64,
     blobs: &[BlobNeed],
     state: &ContentState,
-) -> Result<()> {
-    let mut bufs = state.take_buffers();
-    let result = write_range_with(key, pack, data, range_start, blobs, state, &mut bufs);
-    state.return_buffers(bufs);
-    result
-}
-
-fn write_range_with(
-    key: &crate::crypto::Key,
-    pack: &PackId,
-    data: &[u8],
-    range_start: u64,
-    blobs: &[BlobNeed],
-    state: &ContentState,
     bufs: &mut WriteBuffers,
 ) -> Result<()> {
     let mut open: HashMap<u32, TargetFile> = HashMap::new();
@@ -721,14 +707,11 @@ async fn restore_pack(
         let state = Arc::clone(&state);
         let blobs = Arc::clone(&blobs);
         tokio::task::spawn_blocking(move || {
-            write_range(
-                &key,
-                &pack,
-                &data,
-                r.range.start,
-                &blobs[r.blobs.clone()],
-                &state,
-            )
+            let mut bufs = state.take_buffers();
+            let blobs = &blobs[r.blobs.clone()];
+            let result = write_range(&key, &pack, &data, r.range.start, blobs, &state, &mut bufs);
+            state.return_buffers(bufs);
+            result
         })
         .await
         .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))??;

@@ -235,13 +235,25 @@ impl Storage {
         if ft == FileType::Config {
             return self.config_path();
         }
-        let name = id.to_hex();
-        let dir = self.prefix.clone().join(ft.dir());
-        if ft == FileType::Pack {
-            dir.join(&name[..2]).join(name.as_str())
-        } else {
-            dir.join(name.as_str())
-        }
+        file_segments(ft, id)
+            .iter()
+            .fold(self.prefix.clone(), |path, segment| {
+                path.join(segment.as_str())
+            })
+    }
+
+    /// The file [`Storage::path`] names, in a local repository's directory; `None` for object
+    /// stores and the config file.
+    fn local_file(&self, ft: FileType, id: &Id) -> Option<PathBuf> {
+        let root = self
+            .local_root
+            .as_ref()
+            .filter(|_| ft != FileType::Config)?;
+        Some(
+            file_segments(ft, id)
+                .iter()
+                .fold(root.clone(), |path, segment| path.join(segment)),
+        )
     }
 
     /// Full name of an object for messages: the location plus the relative path.
@@ -298,9 +310,7 @@ impl Storage {
             return Ok(Bytes::new());
         }
         let path = self.path(ft, id);
-        if let (FileType::Pack, Some(root)) = (ft, &self.local_root) {
-            let name = id.to_hex();
-            let file = root.join("data").join(&name[..2]).join(&name);
+        if let Some(file) = self.local_file(ft, id).filter(|_| ft == FileType::Pack) {
             let r = range.clone();
             if let Ok(Ok(Some(data))) =
                 tokio::task::spawn_blocking(move || direct_read::read_range(&file, r)).await
@@ -415,6 +425,17 @@ impl Storage {
                 context: "creating the repository layout".into(),
                 source: std::io::Error::other(e),
             })?
+    }
+}
+
+/// The path segments of a repository file below the repository root: `keys/<id>`,
+/// `data/<id[0:2]>/<id>`, ... (not for [`FileType::Config`]).
+fn file_segments(ft: FileType, id: &Id) -> Vec<String> {
+    let name = id.to_hex();
+    if ft == FileType::Pack {
+        vec![ft.dir().to_string(), name[..2].to_string(), name]
+    } else {
+        vec![ft.dir().to_string(), name]
     }
 }
 
