@@ -171,7 +171,7 @@ pub struct BackupArgs {
     /// Files read concurrently (default: 8, or the number of CPUs if higher)
     #[arg(long = "read-concurrency", env = "RESTIC_READ_CONCURRENCY")]
     pub read_concurrency: Option<usize>,
-    /// Read files through the page cache instead of with O_DIRECT
+    /// Read files and write local packs through the page cache instead of with O_DIRECT
     #[arg(
         long = "no-direct-io",
         env = "MOVER_NO_DIRECT_IO",
@@ -204,7 +204,7 @@ pub struct RestoreArgs {
     /// Re-read restored files and check their content
     #[arg(long)]
     pub verify: bool,
-    /// Write files through the page cache instead of with O_DIRECT
+    /// Write files and read local packs through the page cache instead of with O_DIRECT
     #[arg(
         long = "no-direct-io",
         env = "MOVER_NO_DIRECT_IO",

@@ -101,17 +101,23 @@ fn password(g: &cli::GlobalOptions) -> Result<String> {
     Ok(line)
 }
 
-fn storage(g: &cli::GlobalOptions) -> Result<Storage> {
+/// The repository's storage; `direct_io` lets local pack files bypass the page cache.
+fn storage(g: &cli::GlobalOptions, direct_io: bool) -> Result<Storage> {
     let location = repository_location(g)?;
     let opts = StorageOptions {
         cacert: g.cacert.clone(),
         connections: g.connections.max(1),
+        direct_io,
     };
     Ok(Storage::open(&location, &opts)?)
 }
 
 async fn open(g: &cli::GlobalOptions) -> Result<Repository> {
-    let storage = storage(g)?;
+    open_with(g, true).await
+}
+
+async fn open_with(g: &cli::GlobalOptions, direct_io: bool) -> Result<Repository> {
+    let storage = storage(g, direct_io)?;
     let pw = password(g)?;
     Repository::open(storage, &pw).await
 }
@@ -151,7 +157,7 @@ fn parse_version(v: &str) -> Result<u32> {
 }
 
 async fn init(g: &cli::GlobalOptions, args: &cli::InitArgs) -> Result<u8> {
-    let storage = storage(g)?;
+    let storage = storage(g, true)?;
     let pw = password(g)?;
     let chunker: ops::backup::ChunkerKind = args
         .chunker
@@ -201,7 +207,7 @@ fn split_tags(tags: &[String]) -> Vec<String> {
 }
 
 async fn backup(g: &cli::GlobalOptions, args: &cli::BackupArgs) -> Result<u8> {
-    let storage = storage(g)?;
+    let storage = storage(g, !args.no_direct_io)?;
     let pw = password(g)?;
     let location = storage.display().to_string();
     // A mover Job's first run finds an empty bucket: create the repository then.
@@ -430,7 +436,7 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
         .target
         .clone()
         .ok_or_else(|| Error::InvalidInput("restore needs --target or --target-device".into()))?;
-    let repo = open(g).await?;
+    let repo = open_with(g, !args.no_direct_io).await?;
     let work = async {
         let (id, snap) = repo
             .find_snapshot(&args.snapshot, &filter(&args.filter))
@@ -494,7 +500,7 @@ async fn restore_volume(
     args: &cli::RestoreArgs,
     device: &std::path::Path,
 ) -> Result<u8> {
-    let repo = open(g).await?;
+    let repo = open_with(g, !args.no_direct_io).await?;
     let work = async {
         let (id, snap) = repo
             .find_snapshot(&args.snapshot, &filter(&args.filter))

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Offsets, lengths and buffer addresses of direct reads are multiples of this.
-const ALIGN: u64 = 4096;
+pub(super) const ALIGN: u64 = 4096;
 /// Read buffers kept for reuse once their data is dropped.
 const POOLED_BUFFERS: usize = 8;
 /// Reads smaller than this (tree blobs, headers) use an exact buffer of their own.
@@ -28,7 +28,7 @@ const MAX_POOLED_BYTES: usize = 16 << 20;
 /// the few buffers that are ever in flight.
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-fn take_buffer(len: usize) -> Vec<u8> {
+pub(super) fn take_buffer(len: usize) -> Vec<u8> {
     if len < MIN_POOLED_READ {
         return vec![0u8; len];
     }
@@ -39,7 +39,7 @@ fn take_buffer(len: usize) -> Vec<u8> {
     reused.unwrap_or_else(|| vec![0u8; len.max(MIN_BUFFER_BYTES)])
 }
 
-fn give_back(buf: Vec<u8>) {
+pub(super) fn give_back(buf: Vec<u8>) {
     if buf.len() < MIN_POOLED_READ || buf.len() > MAX_POOLED_BYTES {
         return;
     }

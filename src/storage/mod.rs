@@ -5,6 +5,7 @@
 
 mod backends;
 mod direct_read;
+mod direct_write;
 pub mod url;
 
 pub use url::Location;
@@ -55,6 +56,9 @@ pub struct StorageOptions {
     /// Most concurrent requests to a remote store (restic's `s3.connections`, default 5);
     /// 0 means no limit. Ignored for local repositories.
     pub connections: usize,
+    /// Local repositories: write packs and read pack ranges with O_DIRECT, bypassing the
+    /// page cache (filesystems that refuse it are used the ordinary way). Default true.
+    pub direct_io: bool,
 }
 
 impl Default for StorageOptions {
@@ -62,6 +66,7 @@ impl Default for StorageOptions {
         StorageOptions {
             cacert: Vec::new(),
             connections: 5,
+            direct_io: true,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct Storage {
     display: String,
     /// Root directory when the repository is on the local file system.
     local_root: Option<PathBuf>,
+    /// Whether local pack files are read and written with O_DIRECT.
+    direct_io: bool,
 }
 
 impl fmt::Debug for Storage {
@@ -178,6 +185,7 @@ impl Storage {
                     prefix,
                     display,
                     local_root: Some(root),
+                    direct_io: options.direct_io,
                 })
             }
             remote => {
@@ -195,6 +203,7 @@ impl Storage {
                     prefix,
                     display,
                     local_root: None,
+                    direct_io: false,
                 })
             }
         }
@@ -208,6 +217,7 @@ impl Storage {
             prefix: Path::from(prefix),
             display,
             local_root: None,
+            direct_io: false,
         }
     }
 
@@ -254,6 +264,14 @@ impl Storage {
                 .iter()
                 .fold(root.clone(), |path, segment| path.join(segment)),
         )
+    }
+
+    /// The local file of a pack when packs are moved with O_DIRECT.
+    fn direct_pack_file(&self, ft: FileType, id: &Id) -> Option<PathBuf> {
+        if ft != FileType::Pack || !self.direct_io {
+            return None;
+        }
+        self.local_file(ft, id)
     }
 
     /// Full name of an object for messages: the location plus the relative path.
@@ -310,7 +328,7 @@ impl Storage {
             return Ok(Bytes::new());
         }
         let path = self.path(ft, id);
-        if let Some(file) = self.local_file(ft, id).filter(|_| ft == FileType::Pack) {
+        if let Some(file) = self.direct_pack_file(ft, id) {
             let r = range.clone();
             if let Ok(Ok(Some(data))) =
                 tokio::task::spawn_blocking(move || direct_read::read_range(&file, r)).await
@@ -337,7 +355,26 @@ impl Storage {
     /// Writes a whole file. Local writes go to a temporary file renamed into place and are
     /// fsynced; object stores write atomically by nature.
     pub async fn write(&self, ft: FileType, id: &Id, data: Bytes) -> Result<(), StorageError> {
-        self.put(&self.path(ft, id), data).await
+        let path = self.path(ft, id);
+        if let Some(file) = self.direct_pack_file(ft, id) {
+            let bytes = data.clone();
+            let written =
+                tokio::task::spawn_blocking(move || direct_write::write_file(&file, &bytes))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+            match written {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        context: format!("cannot write {}", self.describe(&path)),
+                        source,
+                    });
+                }
+            }
+        }
+        self.put(&path, data).await
     }
 
     /// Lists files of one type with their sizes. Names that are not exactly 64 lowercase

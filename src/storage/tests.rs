@@ -342,6 +342,7 @@ fn cacert_files_are_loaded_and_checked() {
     let options = StorageOptions {
         cacert: vec![good],
         connections: 2,
+        ..Default::default()
     };
     Storage::open_with_env("s3:https://minio.example/bucket", &options, test_env).unwrap();
 
@@ -350,6 +351,7 @@ fn cacert_files_are_loaded_and_checked() {
     let options = StorageOptions {
         cacert: vec![bad.clone()],
         connections: 2,
+        ..Default::default()
     };
     let err =
         Storage::open_with_env("s3:https://minio.example/bucket", &options, test_env).unwrap_err();
@@ -359,6 +361,7 @@ fn cacert_files_are_loaded_and_checked() {
     let missing = StorageOptions {
         cacert: vec![tmp.path().join("missing.pem")],
         connections: 2,
+        ..Default::default()
     };
     let err = Storage::open_with_env("gs:bucket:/", &missing, test_env).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Io);
