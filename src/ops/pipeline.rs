@@ -13,7 +13,7 @@ use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::{BlobId, BlobType, Id, PackId};
 use crate::repo::Repository;
 use crate::repo::index::MasterIndex;
-use crate::repo::packer::{FinishedPack, PackBuilder, SealedBlob, seal_blob};
+use crate::repo::packer::{FinishedPack, PackBuilder, SealedBlob, seal_blob_with_id};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,6 +168,7 @@ impl BlobSaver {
         self.save_with_id(blob_type, id, data)
     }
 
+    /// [`BlobSaver::save`] with the blob already hashed: `id` must be the SHA-256 of `data`.
     pub fn save_with_id(
         &self,
         blob_type: BlobType,
@@ -184,7 +185,7 @@ impl BlobSaver {
             BlobType::Data => self.data_level,
             BlobType::Tree => self.tree_level,
         };
-        let sealed = seal_blob(&self.key, blob_type, data, level)
+        let sealed = seal_blob_with_id(&self.key, blob_type, id, data, level)
             .map_err(|e| Error::InvalidInput(format!("cannot store blob {id}: {e}")))?;
         match blob_type {
             BlobType::Data => self.stats.data_blobs.fetch_add(1, Ordering::Relaxed),

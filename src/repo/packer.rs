@@ -50,7 +50,24 @@ pub fn seal_blob(
     plaintext: &[u8],
     zstd_level: Option<i32>,
 ) -> Result<SealedBlob, PackWriteError> {
-    let id = BlobId(Id::hash(plaintext));
+    seal_blob_with_id(
+        key,
+        blob_type,
+        BlobId(Id::hash(plaintext)),
+        plaintext,
+        zstd_level,
+    )
+}
+
+/// [`seal_blob`] for a caller that has already hashed the blob (a backup hashes every chunk
+/// first to see whether it is new). `id` must be the SHA-256 of `plaintext`.
+pub fn seal_blob_with_id(
+    key: &Key,
+    blob_type: BlobType,
+    id: BlobId,
+    plaintext: &[u8],
+    zstd_level: Option<i32>,
+) -> Result<SealedBlob, PackWriteError> {
     let too_large = || PackWriteError::BlobTooLarge {
         id,
         len: plaintext.len(),
