@@ -1,15 +1,16 @@
 //! Reading one file: windows of the file are cut into chunks, and the chunks are hashed,
-//! deduplicated, compressed and sealed on the CPU pool.
+//! deduplicated, compressed and sealed.
 //!
-//! Every reader thread owns a small window and reads files that fit it whole, so many small
-//! files are read at once (a cold disk answers many requests in parallel) while the CPU pool
-//! works on the ones already read. A file larger than that borrows a pair of large windows
-//! from a shared pool: one is chunked and saved while the next part of the file is read into
-//! the other, so one big file keeps both the disk and every core busy. Memory is bounded by
+//! Every reader thread owns a small window and reads files that fit it whole, then cuts
+//! and saves them itself, so many small files are read at once (a cold disk answers many
+//! requests in parallel) while other readers work on the ones already read, without a
+//! thread switch per file. A file larger than that borrows a pair of large windows from a
+//! shared pool: one is cut and saved in parallel on the CPU pool while the next part of the
+//! file is read into the other, so one big file keeps both the disk and every core busy. Memory is bounded by
 //! `readers * SMALL_WINDOW + pairs * 2 * large window`, whatever the data.
 
 use super::{Ctx, FileOutcome};
-use crate::chunker::parallel::parallel_chunk_lengths;
+use crate::chunker::parallel::{parallel_chunk_lengths, sequential_chunk_lengths};
 use crate::error::{Error, Result};
 use crate::format::{BlobId, BlobType};
 use crate::fs::direct::{ReadWindow, SourceFile};
@@ -91,6 +92,26 @@ fn cut_ranges(ctx: &Ctx, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
 
 /// Chunks saved from one window: their ids, lengths and whether each was new.
 type Saved = Vec<Result<(BlobId, bool, usize)>>;
+
+/// Cut and save the determined chunks of a small window on this thread; returns the bytes
+/// used. Handing a small file to the CPU pool costs two thread switches (the pool wakes up,
+/// then wakes the reader), which for files of a few KiB is more than hashing and sealing
+/// them; the pool keeps the large files, whose windows it cuts and saves in parallel.
+fn save_small_window(ctx: &Ctx, data: &[u8], eof: bool) -> (usize, Saved) {
+    let (lengths, consumed) = sequential_chunk_lengths(&ctx.chunker, data, eof);
+    let mut pos = 0usize;
+    let saved = lengths
+        .into_iter()
+        .map(|len| {
+            let chunk = &data[pos..pos + len];
+            pos += len;
+            ctx.saver
+                .save(BlobType::Data, chunk)
+                .map(|(id, new)| (id, new, len))
+        })
+        .collect();
+    (consumed, saved)
+}
 
 /// Cut and save the determined chunks of `data` on the CPU pool; returns the bytes used.
 fn save_window(ctx: &Ctx, data: &[u8], eof: bool) -> (usize, Saved) {
@@ -182,7 +203,7 @@ fn read_single(
     loop {
         let (n, eof) = w.fill(file, w.capacity()).map_err(|e| Error::io(name, e))?;
         count_read(ctx, n);
-        let (consumed, saved) = save_window(ctx, w.data(), eof);
+        let (consumed, saved) = save_small_window(ctx, w.data(), eof);
         record(ctx, saved, content)?;
         w.consume(consumed);
         if eof {
