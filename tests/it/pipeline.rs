@@ -102,3 +102,83 @@ fn one_thread_and_many_threads_store_the_same_snapshot() {
         .arg(&repo_dir)
         .args(["check", "--read-data"]));
 }
+
+#[test]
+fn hard_linked_files_are_read_once_and_restore_whole() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    // A file larger than a reader's own window, one that fits it, and a lone file.
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::hard_link(src.join("big"), src.join("big-2")).unwrap();
+    std::fs::hard_link(src.join("big"), src.join("sub/big-3")).unwrap();
+    std::fs::write(src.join("small"), b"small linked file").unwrap();
+    std::fs::hard_link(src.join("small"), src.join("sub/small-2")).unwrap();
+    std::fs::write(src.join("lone"), b"no other name").unwrap();
+
+    let repo_dir = tmp.path().join("repo");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let storage =
+            Storage::open(repo_dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
+        let repo = Repository::init(storage, PASSWORD, &InitOptions::default())
+            .await
+            .unwrap();
+        let summary = backup(
+            &repo,
+            &opts(&src, 4, ChunkerKind::FastCdc),
+            Arc::new(Progress::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.files_new, 6);
+        assert_eq!(
+            summary.bytes_read,
+            (big.len() + "small linked file".len() + "no other name".len()) as u64,
+            "every linked file is read once"
+        );
+        let index = repo.load_index().await.unwrap();
+        let top = subtree_of(&repo, summary.tree, &src).await;
+        let top = repo.load_tree(&index, &top).await.unwrap();
+        let sub = top.find(b"sub").and_then(|n| n.subtree).unwrap();
+        let sub = repo.load_tree(&index, &sub).await.unwrap();
+        let node = |t: &mover::format::tree::Tree, name: &str| {
+            t.find(name.as_bytes())
+                .unwrap_or_else(|| panic!("{name}"))
+                .clone()
+        };
+        for (first, other) in [
+            (node(&top, "big"), node(&top, "big-2")),
+            (node(&top, "big"), node(&sub, "big-3")),
+            (node(&top, "small"), node(&sub, "small-2")),
+        ] {
+            assert_eq!(other.size, first.size, "{:?}", other.name.as_slice());
+            assert_eq!(other.content, first.content);
+            assert!(first.content.as_ref().is_some_and(|c| !c.is_empty()));
+        }
+        assert_eq!(node(&top, "big").size, big.len() as u64);
+        assert!(std::ffi::OsStr::from_bytes(&node(&sub, "big-3").name) == "big-3");
+    });
+    ok(restic()
+        .arg("-r")
+        .arg(&repo_dir)
+        .args(["check", "--read-data"]));
+    let target = tmp.path().join("restored");
+    ok(restic()
+        .arg("-r")
+        .arg(&repo_dir)
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
+    let restored = restored_path(&target, &src);
+    for name in ["big", "big-2", "sub/big-3"] {
+        assert!(std::fs::read(restored.join(name)).unwrap() == big, "{name}");
+    }
+    assert_eq!(
+        std::fs::read(restored.join("sub/small-2")).unwrap(),
+        b"small linked file"
+    );
+}

@@ -148,6 +148,30 @@ enum Event {
         result: Receiver<Result<FileOutcome>>,
         existed: bool,
     },
+    /// Another name of a multiply linked file whose first name came earlier as a
+    /// [`Event::File`]: its content is that file's, unless the first read failed or the
+    /// file changed in between, when it is read at `path`.
+    LinkedFile {
+        node: Node,
+        path: PathBuf,
+        existed: bool,
+    },
+}
+
+/// A file's identity on its filesystem: hard links share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LinkKey {
+    device: u64,
+    inode: u64,
+}
+
+impl LinkKey {
+    fn of(node: &Node) -> LinkKey {
+        LinkKey {
+            device: node.device_id,
+            inode: node.inode,
+        }
+    }
 }
 
 struct FileJob {
@@ -361,20 +385,19 @@ async fn run(
     let walker = std::thread::Builder::new()
         .name("mover-walk".into())
         .spawn(move || {
-            let out = walk::Outputs {
-                events: &event_tx,
-                jobs: &job_tx,
-            };
+            let out = walk::Outputs::new(&event_tx, &job_tx);
             let parent_tree = parent_root.as_ref().map(|(_, t)| t);
             walk::walk_skeleton(&walk_ctx, &skeleton, Path::new("/"), parent_tree, &out);
         })
         .map_err(|e| Error::Other(format!("cannot start walker thread: {e}")))?;
 
     let tree_ctx = Arc::clone(&ctx);
-    let built =
-        tokio::task::spawn_blocking(move || tree::build_trees(&tree_ctx, event_rx, root_parent))
-            .await
-            .map_err(|e| Error::Other(format!("tree builder failed: {e}")));
+    let tree_large = Arc::clone(&large);
+    let built = tokio::task::spawn_blocking(move || {
+        tree::build_trees(&tree_ctx, &tree_large, event_rx, root_parent)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("tree builder failed: {e}")));
     // The walker and readers end once the tree builder has drained or dropped their queues.
     let walked = tokio::task::spawn_blocking(move || {
         let walked = walker.join();

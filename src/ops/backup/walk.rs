@@ -6,7 +6,7 @@
 //! Inode and ctime are ignored by default because every CSI clone gets new ones.
 
 use super::skeleton::Skeleton;
-use super::{Ctx, Event, FileJob};
+use super::{Ctx, Event, FileJob, LinkKey};
 use crate::format::tree::{Node, NodeType, Tree};
 use crate::format::{BlobType, TreeId};
 use crate::fs::exclude::device_of;
@@ -20,11 +20,31 @@ use std::path::Path;
 pub struct Outputs<'a> {
     pub events: &'a Sender<Event>,
     pub jobs: &'a Sender<FileJob>,
+    /// Files with more than one link already sent to a reader, by device and inode: their
+    /// other names are not read again (see [`Event::LinkedFile`]).
+    pub linked: std::cell::RefCell<std::collections::HashSet<LinkKey>>,
 }
 
-impl Outputs<'_> {
+impl<'a> Outputs<'a> {
+    pub fn new(events: &'a Sender<Event>, jobs: &'a Sender<FileJob>) -> Outputs<'a> {
+        Outputs {
+            events,
+            jobs,
+            linked: Default::default(),
+        }
+    }
+
     fn event(&self, ev: Event) -> bool {
         self.events.send(ev).is_ok()
+    }
+
+    /// True if `node` is another name of a file already being read in this backup; the
+    /// first name of a multiply linked file is remembered.
+    fn seen_link(&self, node: &Node) -> bool {
+        if node.links < 2 {
+            return false;
+        }
+        !self.linked.borrow_mut().insert(LinkKey::of(node))
     }
 }
 
@@ -193,6 +213,14 @@ fn walk_entry(
                 node.content = old.content.clone();
                 return out.event(Event::Unmodified(node));
             }
+            let existed = old.is_some_and(|o| o.node_type == NodeType::File);
+            if out.seen_link(&node) {
+                return out.event(Event::LinkedFile {
+                    node,
+                    path: path.to_path_buf(),
+                    existed,
+                });
+            }
             let (tx, rx) = bounded(1);
             let job = FileJob {
                 path: path.to_path_buf(),
@@ -201,7 +229,6 @@ fn walk_entry(
             if out.jobs.send(job).is_err() {
                 return false;
             }
-            let existed = old.is_some_and(|o| o.node_type == NodeType::File);
             out.event(Event::File {
                 node,
                 result: rx,
