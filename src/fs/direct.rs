@@ -314,28 +314,76 @@ impl ReadWindow {
 /// the edges of each write through the page cache.
 pub struct TargetFile {
     plain: File,
-    direct: Option<File>,
+    direct: Direct,
+}
+
+/// The second, `O_DIRECT` handle of a [`TargetFile`]: opened on the first write that holds
+/// a whole page, so that small files cost one open, not two.
+enum Direct {
+    NotYet(std::path::PathBuf),
+    Open(File),
+    Off,
 }
 
 impl TargetFile {
     /// Opens an existing file for writing.
     pub fn open(path: &Path, direct: bool) -> io::Result<TargetFile> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true);
-        let plain = opts.open(path)?;
-        let direct = if direct {
-            match open_with(path, &opts, true, false) {
-                Ok((f, true)) => Some(f),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        Ok(TargetFile { plain, direct })
+        let plain = std::fs::OpenOptions::new().write(true).open(path)?;
+        Ok(TargetFile::with_plain(plain, path, direct))
     }
 
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+    /// Creates the file (mode 0600, length `size`, all holes) unless it exists, and opens it
+    /// for writing. Only for files that nothing but this restore can have made: an existing
+    /// file is opened as it is, not emptied.
+    pub fn create_or_open(path: &Path, size: u64, direct: bool) -> io::Result<TargetFile> {
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        let plain = match created {
+            Ok(file) => {
+                if size > 0 {
+                    file.set_len(size)?;
+                }
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::OpenOptions::new().write(true).open(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(TargetFile::with_plain(plain, path, direct))
+    }
+
+    fn with_plain(plain: File, path: &Path, direct: bool) -> TargetFile {
+        let direct = if direct {
+            Direct::NotYet(path.to_path_buf())
+        } else {
+            Direct::Off
+        };
+        TargetFile { plain, direct }
+    }
+
+    /// The direct handle, opened now if it is still to be opened.
+    fn direct_handle(&mut self) -> Option<&File> {
+        if let Direct::NotYet(path) = &self.direct {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true);
+            self.direct = match open_with(path, &opts, true, false) {
+                Ok((f, true)) => Direct::Open(f),
+                _ => Direct::Off,
+            };
+        }
+        match &self.direct {
+            Direct::Open(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether whole pages are (or will be) written with O_DIRECT.
+    pub fn is_direct(&mut self) -> bool {
+        self.direct_handle().is_some()
     }
 
     /// The ordinary buffered handle.
@@ -354,7 +402,11 @@ impl TargetFile {
         let end = offset + data.len() as u64;
         let first = align_up_u64(offset);
         let last = align_down_u64(end);
-        if self.direct.is_none() || last <= first || !staging.is_aligned() || staging.is_empty() {
+        if last <= first
+            || !staging.is_aligned()
+            || staging.is_empty()
+            || self.direct_handle().is_none()
+        {
             return self.plain.write_all_at(data, offset);
         }
         let rel = |pos: u64| (pos - offset) as usize;
@@ -367,14 +419,14 @@ impl TargetFile {
             let chunk = &mut staging.as_mut_slice()[..n];
             chunk.copy_from_slice(&data[rel(pos)..rel(pos) + n]);
             let written = match &self.direct {
-                Some(d) => d.write_all_at(chunk, pos),
-                None => self.plain.write_all_at(chunk, pos),
+                Direct::Open(d) => d.write_all_at(chunk, pos),
+                _ => self.plain.write_all_at(chunk, pos),
             };
             match written {
                 Ok(()) => {}
-                Err(e) if is_einval(&e) && self.direct.is_some() => {
+                Err(e) if is_einval(&e) && matches!(self.direct, Direct::Open(_)) => {
                     // The filesystem took the open but not the transfer: go on buffered.
-                    self.direct = None;
+                    self.direct = Direct::Off;
                     self.plain.write_all_at(chunk, pos)?;
                 }
                 Err(e) => return Err(e),

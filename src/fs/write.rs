@@ -63,13 +63,23 @@ pub fn create_dir_all_for(path: &Path) -> io::Result<()> {
 }
 
 /// Creates the directory `path` (and missing parents); an existing directory is kept, an
-/// existing non-directory is replaced.
-pub fn create_dir(path: &Path) -> io::Result<()> {
-    if std::fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
-        return Ok(());
+/// existing non-directory is replaced. Returns true when the directory is new, so that
+/// nothing was in it before.
+pub fn create_dir(path: &Path) -> io::Result<bool> {
+    match std::fs::create_dir(path) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
+                return Ok(false);
+            }
+            remove_existing(path)?;
+        }
+        // A missing parent: made below, together with the directory.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path(path, "creating directory", e)),
     }
-    remove_existing(path)?;
-    std::fs::create_dir_all(path).map_err(|e| with_path(path, "creating directory", e))
+    std::fs::create_dir_all(path).map_err(|e| with_path(path, "creating directory", e))?;
+    Ok(true)
 }
 
 /// Creates (or replaces) a regular file of length `size`, all holes, ready for writes at
@@ -265,9 +275,13 @@ mod tests {
         create_dir_all_for(&path)?;
         assert!(dir.path().join("a/b").is_dir());
         assert!(!path.exists());
-        create_dir(&path)?;
-        create_dir(&path)?;
+        assert!(create_dir(&path)?, "new directory");
+        assert!(!create_dir(&path)?, "kept directory");
         assert!(path.is_dir());
+        std::fs::write(dir.path().join("f"), b"x")?;
+        assert!(create_dir(&dir.path().join("f"))?, "replaced file");
+        assert!(dir.path().join("f").is_dir());
+        assert!(create_dir(&dir.path().join("x/y/z"))?, "with parents");
         Ok(())
     }
 

@@ -2,8 +2,10 @@
 //!
 //! Walks the trees into a plan first, creates directories and (sparse, pre-sized) files, then
 //! fetches content pack by pack with merged range reads and positional writes, and puts
-//! metadata back last (directories deepest first so their times stick). It never resolves
-//! snapshots or takes locks: the caller does.
+//! metadata back last (directories deepest first so their times stick). Files in directories
+//! this restore made are created by their first write instead, and each file's metadata goes
+//! back as soon as its last blob is written, so both overlap the content phase. It never
+//! resolves snapshots or takes locks: the caller does.
 
 use crate::error::{Error, Result};
 use crate::format::index::IndexBlob;
@@ -529,6 +531,12 @@ struct ContentState {
     direct_io: bool,
     /// Buffers of finished range writes, for the next ones (see [`WriteBuffers`]).
     spare_buffers: Mutex<Vec<WriteBuffers>>,
+    /// Files created by their first write (see [`create_entries`]); empty for none.
+    deferred: Vec<bool>,
+    /// With options, a file's metadata is put back as soon as its last blob is written.
+    early_metadata: Option<fsw::RestoreOptions>,
+    /// Files whose metadata is back.
+    metadata_done: Vec<AtomicBool>,
 }
 
 /// What one range write needs besides the range: decryption and decompression buffers and
@@ -562,7 +570,40 @@ impl ContentState {
             skip_zero_blobs,
             direct_io,
             spare_buffers: Mutex::new(Vec::new()),
+            deferred: Vec::new(),
+            early_metadata: None,
+            metadata_done: Vec::new(),
         }
+    }
+
+    /// Files flagged in `deferred` are created by their first write, and with
+    /// `early_metadata` each file gets its metadata back once its content is complete, so
+    /// that both overlap the content phase instead of being phases of their own.
+    fn finish_files_early(
+        mut self,
+        deferred: Vec<bool>,
+        early_metadata: Option<fsw::RestoreOptions>,
+    ) -> ContentState {
+        self.metadata_done = self.files.iter().map(|_| AtomicBool::new(false)).collect();
+        self.deferred = deferred;
+        self.early_metadata = early_metadata;
+        self
+    }
+
+    fn open_target(&self, file: usize) -> std::io::Result<TargetFile> {
+        let path = self.target(file);
+        if self.deferred.get(file).copied().unwrap_or(false) {
+            TargetFile::create_or_open(&path, self.files[file].size, self.direct_io)
+        } else {
+            TargetFile::open(&path, self.direct_io)
+        }
+    }
+
+    /// Whether the file's metadata was already put back in the content phase.
+    fn metadata_done(&self, file: usize) -> bool {
+        self.metadata_done
+            .get(file)
+            .is_some_and(|d| d.load(Ordering::Acquire))
     }
 
     fn target(&self, file: usize) -> PathBuf {
@@ -602,6 +643,15 @@ impl ContentState {
     fn blob_written(&self, file: usize) {
         if self.remaining[file].fetch_sub(1, Ordering::AcqRel) == 1 {
             self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            if let Some(opts) = &self.early_metadata {
+                let f = &self.files[file];
+                if let Err(e) = f.meta.apply(&self.target(file), opts) {
+                    if let Ok(mut errors) = self.errors.lock() {
+                        errors.push(format!("{}: {e}", loc_str(&f.location)));
+                    }
+                }
+                self.metadata_done[file].store(true, Ordering::Release);
+            }
         }
     }
 }
@@ -657,16 +707,14 @@ fn write_range(
             }
             let file = match open.entry(fi) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let path = state.target(f);
-                    match TargetFile::open(&path, state.direct_io) {
-                        Ok(file) => e.insert(file),
-                        Err(err) => {
-                            state.fail(f, format!("opening {}: {err}", path.display()));
-                            continue;
-                        }
+                std::collections::hash_map::Entry::Vacant(e) => match state.open_target(f) {
+                    Ok(file) => e.insert(file),
+                    Err(err) => {
+                        let path = state.target(f);
+                        state.fail(f, format!("opening {}: {err}", path.display()));
+                        continue;
                     }
-                }
+                },
             };
             let written = if state.skip_zero_blobs {
                 crate::fs::block::write_skipping_zeros(file.plain(), plain, offset, 64 * 1024)
@@ -801,13 +849,16 @@ fn dirs_by_depth(dirs: &[PlanDir], wanted: impl Fn(&PlanDir) -> bool) -> Vec<Vec
     levels
 }
 
-/// Creates the selected directories and every file (pre-sized, sparse) on `pool`: one
-/// directory level after the other, then all files; returns the errors (in plan order) and
-/// a flag per file that could not be created. Creating a file waits on the disk for the
-/// directory and inode tables, so many are created at once.
-fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> (Vec<String>, Vec<bool>) {
+/// Creates the selected directories and the files (pre-sized, sparse) on `pool`: one
+/// directory level after the other, then the files. Files with content whose directory is
+/// new are left to their first write in the content phase, which then overlaps creating
+/// them with reading and decrypting packs: nothing else can be in a new directory.
+/// Creating a file waits on the disk for the directory and inode tables, so many are
+/// created at once.
+fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> CreatedEntries {
     let mut errors = Vec::new();
     let ensured: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
+    let fresh: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
     for level in dirs_by_depth(&plan.dirs, |d| d.selected) {
         let results: Vec<Option<String>> = pool.install(|| {
             level
@@ -815,8 +866,9 @@ fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> (Vec<String>, Vec<bo
                 .map(|&i| {
                     let d = &plan.dirs[i];
                     match fsw::create_dir(&d.target) {
-                        Ok(()) => {
+                        Ok(new) => {
                             ensured[i].store(true, Ordering::Relaxed);
+                            fresh[i].store(new, Ordering::Relaxed);
                             None
                         }
                         Err(e) => Some(format!("{}: {e}", loc_str(&d.location))),
@@ -827,10 +879,20 @@ fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> (Vec<String>, Vec<bo
         errors.extend(results.into_iter().flatten());
     }
     let root = &plan.dirs[0].target;
+    // A file with content in a directory made by this restore is created by its first write.
+    let deferred: Vec<bool> = plan
+        .files
+        .iter()
+        .map(|f| !f.content.is_empty() && fresh[f.dir].load(Ordering::Relaxed))
+        .collect();
     let results: Vec<Option<String>> = pool.install(|| {
         plan.files
             .par_iter()
-            .map(|f| {
+            .zip(deferred.par_iter())
+            .map(|(f, &deferred)| {
+                if deferred {
+                    return None;
+                }
                 let target = target_path(root, &f.location);
                 let mut result = Ok(());
                 // Only for parents that are not selected themselves (or failed): create_dir_all
@@ -850,7 +912,19 @@ fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> (Vec<String>, Vec<bo
     });
     let failed = results.iter().map(Option::is_some).collect();
     errors.extend(results.into_iter().flatten());
-    (errors, failed)
+    CreatedEntries {
+        errors,
+        failed,
+        deferred,
+    }
+}
+
+/// What [`create_entries`] did: errors in plan order, and per file whether creating it
+/// failed and whether it was left to the content phase.
+struct CreatedEntries {
+    errors: Vec<String>,
+    failed: Vec<bool>,
+    deferred: Vec<bool>,
 }
 
 /// What the metadata phase needs of the plan besides the files.
@@ -875,7 +949,7 @@ fn restore_metadata(
     let results: Vec<Option<String>> = pool.install(|| {
         (0..files.len())
             .into_par_iter()
-            .filter(|&i| !state.is_failed(i))
+            .filter(|&i| !state.is_failed(i) && !state.metadata_done(i))
             .map(|i| {
                 let f = &files[i];
                 f.meta
@@ -885,7 +959,10 @@ fn restore_metadata(
             })
             .collect()
     });
-    let mut count = results.len() as u64;
+    let early = (0..files.len())
+        .filter(|&i| !state.is_failed(i) && state.metadata_done(i))
+        .count();
+    let mut count = (results.len() + early) as u64;
     let mut errors: Vec<String> = results.into_iter().flatten().collect();
     for s in &entries.specials {
         let create = || fsw::create_node(&s.target, &s.node);
@@ -1064,11 +1141,16 @@ pub async fn restore(
     // Directories and files.
     let pool = Arc::new(fs_pool()?);
     let pool_c = Arc::clone(&pool);
-    let (plan, create_errors, failed) = blocking("creating files", move || {
-        let (errors, failed) = create_entries(&plan, &pool_c);
-        (plan, errors, failed)
+    let (plan, created) = blocking("creating files", move || {
+        let created = create_entries(&plan, &pool_c);
+        (plan, created)
     })
     .await?;
+    let CreatedEntries {
+        errors: create_errors,
+        failed,
+        deferred,
+    } = created;
     let Plan {
         dirs,
         files,
@@ -1088,15 +1170,25 @@ pub async fn restore(
             progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let state = Arc::new(ContentState::new(
-        target.clone(),
-        Arc::clone(&files),
-        failed.into_iter().map(AtomicBool::new).collect(),
-        remaining,
-        Arc::clone(&progress),
-        false,
-        opts.direct_io,
-    ));
+    let meta_opts = fsw::RestoreOptions {
+        restore_owner: opts.restore_owner,
+        ..fsw::RestoreOptions::default()
+    };
+    // --verify re-reads every file after the content phase, before any metadata (a mode
+    // without read permission) is put back.
+    let early_metadata = (!opts.verify).then(|| meta_opts.clone());
+    let state = Arc::new(
+        ContentState::new(
+            target.clone(),
+            Arc::clone(&files),
+            failed.into_iter().map(AtomicBool::new).collect(),
+            remaining,
+            Arc::clone(&progress),
+            false,
+            opts.direct_io,
+        )
+        .finish_files_early(deferred, early_metadata),
+    );
 
     tracing::info!(elapsed = ?started.elapsed(), "restore: directories and files created");
 
@@ -1148,11 +1240,7 @@ pub async fn restore(
         }
     }
 
-    // Metadata: files, special nodes and links, then directories deepest first.
-    let meta_opts = fsw::RestoreOptions {
-        restore_owner: opts.restore_owner,
-        ..fsw::RestoreOptions::default()
-    };
+    // Metadata: files not done yet, special nodes and links, then directories deepest first.
     let entries = MetadataEntries {
         dirs,
         links,

@@ -270,3 +270,56 @@ fn restore_filters_and_ls() {
         "only the include lands"
     );
 }
+
+#[test]
+fn restore_over_an_existing_tree_replaces_what_is_there() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    let xattrs = make_tree(&src, 23);
+    let repo = tmp.path().join("repo");
+    ok(mover().arg("-r").arg(&repo).arg("init"));
+    ok(mover().arg("-r").arg(&repo).arg("backup").arg(&src));
+
+    // The target already holds the tree, with every file longer than and different from
+    // the snapshot's.
+    let target = tmp.path().join("restore");
+    ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
+    let restored = restored_path(&target, &src);
+    let mut files = Vec::new();
+    let mut stack = vec![restored.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(files.len() > 10, "test tree has files");
+    for path in &files {
+        let mut perms = std::fs::metadata(path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(path, perms).unwrap();
+        let mut old = std::fs::read(path).unwrap();
+        for b in old.iter_mut() {
+            *b = !*b;
+        }
+        old.extend_from_slice(&[0x5a; 9000]);
+        std::fs::write(path, &old).unwrap();
+    }
+
+    ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&target));
+    compare_trees(&src, &restored, &compare_opts(true, xattrs, false))
+        .unwrap_or_else(|e| panic!("restore over an existing tree differs:\n{e}"));
+}
