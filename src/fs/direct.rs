@@ -311,25 +311,29 @@ impl ReadWindow {
 }
 
 /// A file being restored: whole aligned pages go straight to the disk, the partial pages at
-/// the edges of each write through the page cache.
+/// the edges of each write through the page cache. One handle serves both: its `O_DIRECT`
+/// flag is switched with `fcntl` as needed, which costs far less than opening the file a
+/// second time by path.
 pub struct TargetFile {
-    plain: File,
-    direct: Direct,
+    file: File,
+    mode: Mode,
 }
 
-/// The second, `O_DIRECT` handle of a [`TargetFile`]: opened on the first write that holds
-/// a whole page, so that small files cost one open, not two.
-enum Direct {
-    NotYet(std::path::PathBuf),
-    Open(File),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Buffered now; whole pages may go direct.
+    Buffered,
+    /// `O_DIRECT` is set.
+    Direct,
+    /// Buffered for good: direct writes were not asked for or the filesystem refused them.
     Off,
 }
 
 impl TargetFile {
     /// Opens an existing file for writing.
     pub fn open(path: &Path, direct: bool) -> io::Result<TargetFile> {
-        let plain = std::fs::OpenOptions::new().write(true).open(path)?;
-        Ok(TargetFile::with_plain(plain, path, direct))
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        Ok(TargetFile::with_file(file, direct))
     }
 
     /// Creates the file (mode 0600, length `size`, all holes) unless it exists, and opens it
@@ -341,7 +345,7 @@ impl TargetFile {
             .create_new(true)
             .mode(0o600)
             .open(path);
-        let plain = match created {
+        let file = match created {
             Ok(file) => {
                 if size > 0 {
                     file.set_len(size)?;
@@ -353,46 +357,47 @@ impl TargetFile {
             }
             Err(e) => return Err(e),
         };
-        Ok(TargetFile::with_plain(plain, path, direct))
+        Ok(TargetFile::with_file(file, direct))
     }
 
-    fn with_plain(plain: File, path: &Path, direct: bool) -> TargetFile {
-        let direct = if direct {
-            Direct::NotYet(path.to_path_buf())
-        } else {
-            Direct::Off
-        };
-        TargetFile { plain, direct }
+    fn with_file(file: File, direct: bool) -> TargetFile {
+        let mode = if direct { Mode::Buffered } else { Mode::Off };
+        TargetFile { file, mode }
     }
 
-    /// The direct handle, opened now if it is still to be opened.
-    fn direct_handle(&mut self) -> Option<&File> {
-        if let Direct::NotYet(path) = &self.direct {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true);
-            self.direct = match open_with(path, &opts, true, false) {
-                Ok((f, true)) => Direct::Open(f),
-                _ => Direct::Off,
+    /// Whether whole pages go (or may go) straight to the disk.
+    pub fn is_direct(&self) -> bool {
+        self.mode != Mode::Off
+    }
+
+    /// The handle, for calls that do not write data (owner, mode, times).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The handle in buffered mode, for writes at any offset and length.
+    pub fn buffered(&mut self) -> io::Result<&File> {
+        if self.mode == Mode::Direct {
+            set_direct(&self.file, false)?;
+            self.mode = Mode::Buffered;
+        }
+        Ok(&self.file)
+    }
+
+    /// Switches the handle to `O_DIRECT`; false (and buffered for good) if the filesystem
+    /// refuses.
+    fn direct(&mut self) -> bool {
+        if self.mode == Mode::Buffered {
+            self.mode = match set_direct(&self.file, true) {
+                Ok(()) => Mode::Direct,
+                Err(_) => Mode::Off,
             };
         }
-        match &self.direct {
-            Direct::Open(f) => Some(f),
-            _ => None,
-        }
-    }
-
-    /// Whether whole pages are (or will be) written with O_DIRECT.
-    pub fn is_direct(&mut self) -> bool {
-        self.direct_handle().is_some()
-    }
-
-    /// The ordinary buffered handle.
-    pub fn plain(&self) -> &File {
-        &self.plain
+        self.mode == Mode::Direct
     }
 
     /// Writes `data` at `offset`; whole pages are copied through `staging` (aligned) and
-    /// written directly.
+    /// written directly, after the partial pages at the edges.
     pub fn write_at(
         &mut self,
         data: &[u8],
@@ -402,42 +407,50 @@ impl TargetFile {
         let end = offset + data.len() as u64;
         let first = align_up_u64(offset);
         let last = align_down_u64(end);
-        if last <= first
-            || !staging.is_aligned()
-            || staging.is_empty()
-            || self.direct_handle().is_none()
-        {
-            return self.plain.write_all_at(data, offset);
+        if self.mode == Mode::Off || last <= first || !staging.is_aligned() || staging.is_empty() {
+            return self.buffered()?.write_all_at(data, offset);
         }
         let rel = |pos: u64| (pos - offset) as usize;
         if first > offset {
-            self.plain.write_all_at(&data[..rel(first)], offset)?;
+            self.buffered()?.write_all_at(&data[..rel(first)], offset)?;
+        }
+        if end > last {
+            self.buffered()?.write_all_at(&data[rel(last)..], last)?;
         }
         let mut pos = first;
         while pos < last {
             let n = ((last - pos) as usize).min(staging.len());
             let chunk = &mut staging.as_mut_slice()[..n];
             chunk.copy_from_slice(&data[rel(pos)..rel(pos) + n]);
-            let written = match &self.direct {
-                Direct::Open(d) => d.write_all_at(chunk, pos),
-                _ => self.plain.write_all_at(chunk, pos),
-            };
-            match written {
-                Ok(()) => {}
-                Err(e) if is_einval(&e) && matches!(self.direct, Direct::Open(_)) => {
-                    // The filesystem took the open but not the transfer: go on buffered.
-                    self.direct = Direct::Off;
-                    self.plain.write_all_at(chunk, pos)?;
+            if !self.direct() {
+                self.file.write_all_at(chunk, pos)?;
+            } else {
+                match self.file.write_all_at(chunk, pos) {
+                    Ok(()) => {}
+                    Err(e) if is_einval(&e) => {
+                        // The filesystem took the flag but not the transfer: go on buffered.
+                        self.buffered()?;
+                        self.mode = Mode::Off;
+                        self.file.write_all_at(chunk, pos)?;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
             pos += n as u64;
         }
-        if end > last {
-            self.plain.write_all_at(&data[rel(last)..], last)?;
-        }
         Ok(())
     }
+}
+
+/// Sets or clears `O_DIRECT` on an open file.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    if !on {
+        return clear_direct(file);
+    }
+    let flags = fcntl(file.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_DIRECT;
+    fcntl(file.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -194,28 +194,54 @@ impl Metadata {
     /// symlinks; after chown, which clears setuid/setgid), xattrs, then atime/mtime last so
     /// that nothing above changes them. Every step is tried; the first failure is returned.
     pub fn apply(&self, path: &Path, opts: &RestoreOptions) -> io::Result<()> {
-        apply(path, self, &self.xattrs, opts)
+        apply(Target::Path(path), self, &self.xattrs, opts)
+    }
+
+    /// [`Metadata::apply`] through an open handle of the regular file at `path` (named in
+    /// errors only): no path lookups.
+    pub fn apply_to_file(&self, file: &File, path: &Path, opts: &RestoreOptions) -> io::Result<()> {
+        apply(Target::File(file, path), self, &self.xattrs, opts)
     }
 }
 
+/// Where metadata goes: a path (not followed if a symlink) or an open regular file.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Path(&'a Path),
+    File(&'a File, &'a Path),
+}
+
 fn apply(
-    path: &Path,
+    target: Target,
     meta: &Metadata,
     xattrs: &[crate::format::tree::ExtendedAttribute],
     opts: &RestoreOptions,
 ) -> io::Result<()> {
+    let path = match target {
+        Target::Path(p) | Target::File(_, p) => p,
+    };
     let mut first = None;
     if opts.restore_owner {
-        let result = std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid));
+        let result = match target {
+            Target::Path(p) => std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid)),
+            Target::File(f, _) => std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)),
+        };
         keep_first(&mut first, path, "changing owner of", result);
     }
     if let Some(mode) = meta.mode {
-        let result = std::fs::set_permissions(path, Permissions::from_mode(mode));
+        let result = match target {
+            Target::Path(p) => std::fs::set_permissions(p, Permissions::from_mode(mode)),
+            Target::File(f, _) => f.set_permissions(Permissions::from_mode(mode)),
+        };
         keep_first(&mut first, path, "changing mode of", result);
     }
     if opts.restore_xattrs {
         for attr in xattrs {
-            let result = match xattr::set(path, &attr.name, &attr.value) {
+            let result = match target {
+                Target::Path(p) => xattr::set(p, &attr.name, &attr.value),
+                Target::File(f, _) => xattr::FileExt::set_xattr(f, &attr.name, &attr.value),
+            };
+            let result = match result {
                 Err(e) if is_unsupported(&e) => Ok(()),
                 other => other,
             };
@@ -223,13 +249,16 @@ fn apply(
             keep_first(&mut first, path, &what, result);
         }
     }
-    let result = nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &meta.atime,
-        &meta.mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
+    let result = match target {
+        Target::Path(p) => nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            &meta.atime,
+            &meta.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        ),
+        Target::File(f, _) => nix::sys::stat::futimens(f, &meta.atime, &meta.mtime),
+    }
     .map_err(io::Error::from);
     keep_first(&mut first, path, "setting times of", result);
     match first {
@@ -241,7 +270,7 @@ fn apply(
 /// Puts `node`'s metadata on `path`, as [`Metadata::apply`].
 pub fn apply_metadata(path: &Path, node: &Node, opts: &RestoreOptions) -> io::Result<()> {
     let meta = Metadata::of_node_without_xattrs(node);
-    apply(path, &meta, &node.extended_attributes, opts)
+    apply(Target::Path(path), &meta, &node.extended_attributes, opts)
 }
 
 #[cfg(test)]
@@ -265,6 +294,45 @@ mod tests {
         assert!(md.is_file());
         assert_eq!(md.len(), 4 << 20);
         assert!(md.blocks() * 512 < 1 << 20, "blocks {}", md.blocks());
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_through_a_handle_matches_metadata_by_path() -> io::Result<()> {
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir()?;
+        let mut node = Node::new(b"f".to_vec(), NodeType::File);
+        node.mode = 0o640;
+        node.mtime = chrono::FixedOffset::east_opt(3600)
+            .and_then(|tz| tz.with_ymd_and_hms(2021, 3, 4, 5, 6, 7).single())
+            .expect("valid time")
+            + chrono::Duration::nanoseconds(123_456_789);
+        node.atime = node.mtime;
+        node.uid = nix::unistd::geteuid().as_raw();
+        node.gid = nix::unistd::getegid().as_raw();
+        node.extended_attributes = vec![crate::format::tree::ExtendedAttribute {
+            name: "user.mover.test".into(),
+            value: b"v".to_vec(),
+        }];
+        let meta = Metadata::take(&mut node);
+        let opts = RestoreOptions::default();
+        let (by_path, by_handle) = (dir.path().join("a"), dir.path().join("b"));
+        for p in [&by_path, &by_handle] {
+            std::fs::write(p, b"content")?;
+        }
+        meta.apply(&by_path, &opts)?;
+        let handle = OpenOptions::new().write(true).open(&by_handle)?;
+        meta.apply_to_file(&handle, &by_handle, &opts)?;
+        drop(handle);
+        let (a, b) = (std::fs::metadata(&by_path)?, std::fs::metadata(&by_handle)?);
+        assert_eq!(b.mode() & 0o7777, 0o640);
+        assert_eq!(a.mode(), b.mode());
+        assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()));
+        assert_eq!(b.mtime_nsec(), 123_456_789);
+        assert_eq!(
+            xattr::get(&by_path, "user.mover.test")?,
+            xattr::get(&by_handle, "user.mover.test")?
+        );
         Ok(())
     }
 

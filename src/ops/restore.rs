@@ -640,19 +640,28 @@ impl ContentState {
         self.failed[file].load(Ordering::Acquire)
     }
 
-    fn blob_written(&self, file: usize) {
-        if self.remaining[file].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-            if let Some(opts) = &self.early_metadata {
-                let f = &self.files[file];
-                if let Err(e) = f.meta.apply(&self.target(file), opts) {
-                    if let Ok(mut errors) = self.errors.lock() {
-                        errors.push(format!("{}: {e}", loc_str(&f.location)));
-                    }
-                }
-                self.metadata_done[file].store(true, Ordering::Release);
+    /// Counts one written blob of `file`; once the file is complete its metadata goes back
+    /// (with early metadata), through `handle` when the caller has the file open.
+    fn blob_written(&self, file: usize, handle: Option<&File>) {
+        if self.remaining[file].fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        let Some(opts) = &self.early_metadata else {
+            return;
+        };
+        let f = &self.files[file];
+        let path = self.target(file);
+        let applied = match handle {
+            Some(h) => f.meta.apply_to_file(h, &path, opts),
+            None => f.meta.apply(&path, opts),
+        };
+        if let Err(e) = applied {
+            if let Ok(mut errors) = self.errors.lock() {
+                errors.push(format!("{}: {e}", loc_str(&f.location)));
             }
         }
+        self.metadata_done[file].store(true, Ordering::Release);
     }
 }
 
@@ -697,7 +706,7 @@ fn write_range(
             }
             if skip {
                 state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                state.blob_written(f);
+                state.blob_written(f, None);
                 continue;
             }
             // A range of small files touches many of them; keep only a few open so that
@@ -717,7 +726,9 @@ fn write_range(
                 },
             };
             let written = if state.skip_zero_blobs {
-                crate::fs::block::write_skipping_zeros(file.plain(), plain, offset, 64 * 1024)
+                file.buffered().and_then(|h| {
+                    crate::fs::block::write_skipping_zeros(h, plain, offset, 64 * 1024)
+                })
             } else {
                 file.write_at(plain, offset, &mut bufs.staging)
             };
@@ -728,7 +739,7 @@ fn write_range(
             }
             state.progress.add_bytes(plain.len() as u64);
             state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-            state.blob_written(f);
+            state.blob_written(f, Some(file.file()));
         }
     }
     Ok(())

@@ -23,9 +23,9 @@ const MIN_BUFFER_BYTES: usize = 5 << 20;
 /// Buffers larger than this (a range read of one huge blob) are freed, not kept.
 const MAX_POOLED_BYTES: usize = 16 << 20;
 
-/// Freed read buffers. A restore reads thousands of ranges of a few MiB each; allocating a
-/// fresh buffer for each one costs fresh pages and, with glibc, lets the heap grow far past
-/// the few buffers that are ever in flight.
+/// Freed read buffers, also lent to direct pack writes (`direct_write`). A restore reads
+/// thousands of ranges of a few MiB each; allocating a fresh buffer for each one costs fresh
+/// pages and, with glibc, lets the heap grow far past the few buffers that are ever in flight.
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 pub(super) fn take_buffer(len: usize) -> Vec<u8> {
