@@ -28,7 +28,7 @@ const MAX_POOLED_BYTES: usize = 16 << 20;
 /// pages and, with glibc, lets the heap grow far past the few buffers that are ever in flight.
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-pub(super) fn take_buffer(len: usize) -> Vec<u8> {
+fn take_buffer(len: usize) -> Vec<u8> {
     if len < MIN_POOLED_READ {
         return vec![0u8; len];
     }
@@ -37,6 +37,19 @@ pub(super) fn take_buffer(len: usize) -> Vec<u8> {
         Some(pool.swap_remove(i))
     });
     reused.unwrap_or_else(|| vec![0u8; len.max(MIN_BUFFER_BYTES)])
+}
+
+/// A pooled buffer with room for `len` bytes at an [`ALIGN`]ed address, and the offset of
+/// that address in it; `None` (the buffer already given back) if no aligned room was found.
+pub(super) fn take_aligned(len: usize) -> Option<(Vec<u8>, usize)> {
+    let align = ALIGN as usize;
+    let raw = take_buffer(len + align);
+    let offset = raw.as_ptr().align_offset(align);
+    if offset >= align || offset + len > raw.len() {
+        give_back(raw);
+        return None;
+    }
+    Some((raw, offset))
 }
 
 pub(super) fn give_back(buf: Vec<u8>) {
@@ -84,13 +97,9 @@ pub fn read_range(path: &Path, range: Range<u64>) -> io::Result<Option<Bytes>> {
     let start = range.start / ALIGN * ALIGN;
     let end = range.end.div_ceil(ALIGN) * ALIGN;
     let len = usize::try_from(end - start).map_err(io::Error::other)?;
-    let align = ALIGN as usize;
-    let mut raw = take_buffer(len + align);
-    let offset = raw.as_ptr().align_offset(align);
-    if offset >= align || offset + len > raw.len() {
-        give_back(raw);
+    let Some((mut raw, offset)) = take_aligned(len) else {
         return Ok(None);
-    }
+    };
     let got = match fill(&file, &mut raw[offset..offset + len], start) {
         Ok(n) => n,
         Err(e) => {

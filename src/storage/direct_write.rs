@@ -5,7 +5,7 @@
 //! name next to its final one, synced and renamed into place, as the object store's own
 //! local writes are, so a crash never leaves a partial pack under a pack's name.
 
-use super::direct_read::{ALIGN, give_back, take_buffer};
+use super::direct_read::{ALIGN, give_back, take_aligned};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -79,12 +79,9 @@ fn create_staging(path: &Path) -> io::Result<Option<(File, PathBuf)>> {
 /// `Ok(false)` when the filesystem refuses the direct transfer.
 fn write_all_direct(file: &File, data: &[u8]) -> io::Result<bool> {
     let align = ALIGN as usize;
-    let mut raw = take_buffer(CHUNK_BYTES + align);
-    let offset = raw.as_ptr().align_offset(align);
-    if offset >= align || offset + CHUNK_BYTES > raw.len() {
-        give_back(raw);
+    let Some((mut raw, offset)) = take_aligned(CHUNK_BYTES) else {
         return Ok(false);
-    }
+    };
     let result = (|| {
         for (i, part) in data.chunks(CHUNK_BYTES).enumerate() {
             let len = part.len().div_ceil(align) * align;
