@@ -534,6 +534,32 @@ mod tests {
     }
 
     #[test]
+    fn create_or_open_creates_once_and_never_empties() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        let data = pattern(3 * 4096 + 5, 9);
+        let mut staging = AlignedBuf::new(8192);
+        let mut first = TargetFile::create_or_open(&path, data.len() as u64, true)?;
+        assert_eq!(
+            std::fs::metadata(&path)?.len(),
+            data.len() as u64,
+            "pre-sized"
+        );
+        first.write_at(&data[..4100], 0, &mut staging)?;
+        // A later range of the same file opens it as it is.
+        let mut second = TargetFile::create_or_open(&path, data.len() as u64, true)?;
+        second.write_at(&data[4100..], 4100, &mut staging)?;
+        drop((first, second));
+        assert_eq!(std::fs::read(&path)?, data);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path)?.permissions().mode() & 0o777,
+            0o600
+        );
+        Ok(())
+    }
+
+    #[test]
     fn buffered_fallback_reads_and_writes_the_same() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("f");
