@@ -6,8 +6,9 @@
 //! requests in parallel) while other readers work on the ones already read, without a
 //! thread switch per file. A file larger than that borrows a pair of large windows from a
 //! shared pool: one is cut and saved in parallel on the CPU pool while the next part of the
-//! file is read into the other, so one big file keeps both the disk and every core busy. Memory is bounded by
-//! `readers * SMALL_WINDOW + pairs * 2 * large window`, whatever the data.
+//! file is read into the other, so one big file keeps both the disk and every core busy.
+//! Memory is bounded by `readers * SMALL_WINDOW + pairs * 2 * large window`, whatever the
+//! data.
 
 use super::{Ctx, FileOutcome};
 use crate::chunker::parallel::{parallel_chunk_lengths, sequential_chunk_lengths};

@@ -22,7 +22,7 @@ pub struct Outputs<'a> {
     pub jobs: &'a Sender<FileJob>,
     /// Files with more than one link already sent to a reader, by device and inode: their
     /// other names are not read again (see [`Event::LinkedFile`]).
-    pub linked: std::cell::RefCell<std::collections::HashSet<LinkKey>>,
+    linked: std::cell::RefCell<std::collections::HashSet<LinkKey>>,
 }
 
 impl<'a> Outputs<'a> {
