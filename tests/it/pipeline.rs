@@ -27,6 +27,14 @@ async fn subtree_of(
     id
 }
 
+/// A new repository in the local directory `dir`.
+async fn init_local_repo(dir: &std::path::Path) -> Repository {
+    let storage = Storage::open(dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
+    Repository::init(storage, PASSWORD, &InitOptions::default())
+        .await
+        .unwrap()
+}
+
 fn opts(src: &std::path::Path, threads: usize, chunker: ChunkerKind) -> BackupOptions {
     let mut o = BackupOptions {
         paths: vec![src.to_path_buf()],
@@ -60,11 +68,7 @@ fn one_thread_and_many_threads_store_the_same_snapshot() {
     let repo_dir = tmp.path().join("repo");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let storage =
-            Storage::open(repo_dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let repo = Repository::init(storage, PASSWORD, &InitOptions::default())
-            .await
-            .unwrap();
+        let repo = init_local_repo(&repo_dir).await;
         for chunker in [ChunkerKind::FastCdc, ChunkerKind::Rabin] {
             let single = backup(
                 &repo,
@@ -123,11 +127,7 @@ fn hard_linked_files_are_read_once_and_restore_whole() {
     let repo_dir = tmp.path().join("repo");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let storage =
-            Storage::open(repo_dir.to_str().unwrap(), &StorageOptions::default()).unwrap();
-        let repo = Repository::init(storage, PASSWORD, &InitOptions::default())
-            .await
-            .unwrap();
+        let repo = init_local_repo(&repo_dir).await;
         let summary = backup(
             &repo,
             &opts(&src, 4, ChunkerKind::FastCdc),
