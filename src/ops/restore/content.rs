@@ -1,0 +1,557 @@
+//! The content phase: which blobs each pack holds for which files, merged range reads of
+//! the packs, and the writes that put the blobs in place.
+
+use super::plan::{PlanFile, loc_str, target_path};
+use crate::error::{Error, Result};
+use crate::format::index::IndexBlob;
+use crate::format::tree::{Node, NodeType};
+use crate::format::{BlobId, Id, PackId};
+use crate::fs::direct::{AlignedBuf, TargetFile};
+use crate::fs::write as fsw;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::index::{BlobLocation, MasterIndex};
+use crate::repo::packer::{OpenBuffers, open_blob_into};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Blobs of one pack closer than this are fetched with one range read.
+const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
+/// A merged range read stops growing at this size (one blob may still exceed it).
+const MAX_RANGE_BYTES: u64 = 4 << 20;
+/// Range reads of one pack issued ahead of the range being written.
+const RANGE_READ_AHEAD: usize = 1;
+/// Files kept open while one pack range is written.
+const MAX_OPEN_FILES_PER_RANGE: usize = 32;
+/// Size of each thread's aligned staging buffer for direct writes.
+const STAGING_BYTES: usize = 1 << 20;
+/// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
+const SEAL_OVERHEAD_BYTES: u32 = 32;
+
+/// One blob needed from a pack and every place it is written.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobNeed {
+    pub(crate) id: BlobId,
+    pub(crate) loc: BlobLocation,
+    /// `(file index, offset in the file)`.
+    pub(crate) targets: Vec<(u32, u64)>,
+}
+
+/// A byte range of a pack read in one request, with the blobs (indexes into the pack's
+/// sorted blob list) it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PackRange {
+    pub(super) range: Range<u64>,
+    pub(super) blobs: Range<usize>,
+}
+
+pub(super) fn blob_end(loc: &BlobLocation) -> u64 {
+    u64::from(loc.offset) + u64::from(loc.length)
+}
+
+/// Merges blobs (sorted by offset) into range reads: a gap under `max_gap` joins two blobs,
+/// unless the range would grow past `max_len`.
+pub(super) fn merge_ranges(blobs: &[BlobNeed], max_gap: u64, max_len: u64) -> Vec<PackRange> {
+    let mut out: Vec<PackRange> = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let start = u64::from(b.loc.offset);
+        let end = blob_end(&b.loc);
+        if let Some(last) = out.last_mut() {
+            let joinable = start >= last.range.end && start - last.range.end < max_gap;
+            let overlapping = start < last.range.end;
+            if (joinable && end - last.range.start <= max_len) || overlapping {
+                last.range.end = last.range.end.max(end);
+                last.blobs.end = i + 1;
+                continue;
+            }
+        }
+        out.push(PackRange {
+            range: start..end,
+            blobs: i..i + 1,
+        });
+    }
+    out
+}
+
+pub(crate) fn plain_length(loc: &BlobLocation) -> u32 {
+    loc.uncompressed_length
+        .unwrap_or_else(|| loc.length.saturating_sub(SEAL_OVERHEAD_BYTES))
+}
+
+/// Looks up every content blob, fills in file sizes and returns the needs grouped by pack
+/// (blobs sorted by offset). A blob missing from the index is fatal.
+pub(super) fn group_by_pack(
+    files: &mut [PlanFile],
+    index: &MasterIndex,
+    keep_lengths: bool,
+) -> Result<HashMap<PackId, Vec<BlobNeed>>> {
+    let mut by_pack: HashMap<PackId, HashMap<BlobId, BlobNeed>> = HashMap::new();
+    for (fi, file) in files.iter_mut().enumerate() {
+        let fi = u32::try_from(fi)
+            .map_err(|_| Error::InvalidInput("more than 2^32 files to restore".into()))?;
+        let mut offset = 0u64;
+        for id in &file.content {
+            let loc = index.get(id).ok_or_else(|| {
+                Error::corrupt(
+                    format!("data blob {id} of {}", loc_str(&file.location)),
+                    "not in the repository index",
+                )
+            })?;
+            let len = plain_length(&loc);
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| BlobNeed {
+                    id: *id,
+                    loc,
+                    targets: Vec::new(),
+                })
+                .targets
+                .push((fi, offset));
+            if keep_lengths {
+                file.blob_lengths.push(len);
+            }
+            offset += u64::from(len);
+        }
+        file.size = offset;
+    }
+    Ok(by_pack
+        .into_iter()
+        .map(|(pack, blobs)| {
+            let mut blobs: Vec<BlobNeed> = blobs.into_values().collect();
+            blobs.sort_by_key(|b| (b.loc.offset, b.id));
+            (pack, blobs)
+        })
+        .collect())
+}
+
+/// State shared by the concurrent pack writers.
+pub(super) struct ContentState {
+    /// Restore root: file targets are [`target_path`] of it and their locations.
+    pub(super) root: PathBuf,
+    pub(super) files: Arc<Vec<PlanFile>>,
+    pub(super) failed: Vec<AtomicBool>,
+    pub(super) remaining: Vec<AtomicUsize>,
+    pub(super) errors: Mutex<Vec<String>>,
+    pub(super) bytes: AtomicU64,
+    pub(super) progress: Arc<Progress>,
+    /// All-zero blobs are not written (the target already reads zeros there).
+    pub(super) skip_zero_blobs: bool,
+    /// Whole pages are written with O_DIRECT (see `fs::direct`).
+    pub(super) direct_io: bool,
+    /// Buffers of finished range writes, for the next ones (see [`WriteBuffers`]).
+    pub(super) spare_buffers: Mutex<Vec<WriteBuffers>>,
+    /// Files created by their first write (see [`create_entries`]); empty for none.
+    pub(super) deferred: Vec<bool>,
+    /// With options, a file's metadata is put back as soon as its last blob is written.
+    pub(super) early_metadata: Option<fsw::RestoreOptions>,
+    /// Files whose metadata is back.
+    pub(super) metadata_done: Vec<AtomicBool>,
+}
+
+/// What one range write needs besides the range: decryption and decompression buffers and
+/// the aligned staging buffer of direct writes. They are pooled, not allocated per blob
+/// or kept per thread: per blob would allocate and free millions of times (fresh pages,
+/// and glibc's arenas grow far past what is in flight), and the blocking pool runs many
+/// more threads than range writes are ever in flight.
+pub(super) struct WriteBuffers {
+    pub(super) open: OpenBuffers,
+    pub(super) staging: AlignedBuf,
+}
+
+impl ContentState {
+    pub(super) fn new(
+        root: PathBuf,
+        files: Arc<Vec<PlanFile>>,
+        failed: Vec<AtomicBool>,
+        remaining: Vec<AtomicUsize>,
+        progress: Arc<Progress>,
+        skip_zero_blobs: bool,
+        direct_io: bool,
+    ) -> ContentState {
+        ContentState {
+            root,
+            files,
+            failed,
+            remaining,
+            errors: Mutex::new(Vec::new()),
+            bytes: AtomicU64::new(0),
+            progress,
+            skip_zero_blobs,
+            direct_io,
+            spare_buffers: Mutex::new(Vec::new()),
+            deferred: Vec::new(),
+            early_metadata: None,
+            metadata_done: Vec::new(),
+        }
+    }
+
+    /// Files flagged in `deferred` are created by their first write, and with
+    /// `early_metadata` each file gets its metadata back once its content is complete, so
+    /// that both overlap the content phase instead of being phases of their own.
+    pub(super) fn finish_files_early(
+        mut self,
+        deferred: Vec<bool>,
+        early_metadata: Option<fsw::RestoreOptions>,
+    ) -> ContentState {
+        self.metadata_done = self.files.iter().map(|_| AtomicBool::new(false)).collect();
+        self.deferred = deferred;
+        self.early_metadata = early_metadata;
+        self
+    }
+
+    pub(super) fn open_target(&self, file: usize) -> std::io::Result<TargetFile> {
+        let path = self.target(file);
+        if self.deferred.get(file).copied().unwrap_or(false) {
+            TargetFile::create_or_open(&path, self.files[file].size, self.direct_io)
+        } else {
+            TargetFile::open(&path, self.direct_io)
+        }
+    }
+
+    /// Whether the file's metadata was already put back in the content phase.
+    pub(super) fn metadata_done(&self, file: usize) -> bool {
+        self.metadata_done
+            .get(file)
+            .is_some_and(|d| d.load(Ordering::Acquire))
+    }
+
+    pub(super) fn target(&self, file: usize) -> PathBuf {
+        target_path(&self.root, &self.files[file].location)
+    }
+
+    pub(super) fn take_buffers(&self) -> WriteBuffers {
+        self.spare_buffers
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| WriteBuffers {
+                open: OpenBuffers::default(),
+                staging: AlignedBuf::new(STAGING_BYTES),
+            })
+    }
+
+    pub(super) fn return_buffers(&self, bufs: WriteBuffers) {
+        if let Ok(mut spare) = self.spare_buffers.lock() {
+            spare.push(bufs);
+        }
+    }
+
+    pub(super) fn fail(&self, file: usize, msg: String) {
+        if !self.failed[file].swap(true, Ordering::AcqRel) {
+            if let Ok(mut errors) = self.errors.lock() {
+                errors.push(msg);
+            }
+            self.progress.add_error();
+        }
+    }
+
+    pub(super) fn is_failed(&self, file: usize) -> bool {
+        self.failed[file].load(Ordering::Acquire)
+    }
+
+    /// Counts one written blob of `file`; once the file is complete its metadata goes back
+    /// (with early metadata), through `handle` when the caller has the file open.
+    pub(super) fn blob_written(&self, file: usize, handle: Option<&File>) {
+        if self.remaining[file].fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        let Some(opts) = &self.early_metadata else {
+            return;
+        };
+        let f = &self.files[file];
+        let path = self.target(file);
+        let applied = match handle {
+            Some(h) => f.meta.apply_to_file(h, &path, opts),
+            None => f.meta.apply(&path, opts),
+        };
+        if let Err(e) = applied {
+            if let Ok(mut errors) = self.errors.lock() {
+                errors.push(format!("{}: {e}", loc_str(&f.location)));
+            }
+        }
+        self.metadata_done[file].store(true, Ordering::Release);
+    }
+}
+
+/// Opens, verifies and writes the blobs of one range read (runs on the blocking pool).
+pub(super) fn write_range(
+    key: &crate::crypto::Key,
+    pack: &PackId,
+    data: &[u8],
+    range_start: u64,
+    blobs: &[BlobNeed],
+    state: &ContentState,
+    bufs: &mut WriteBuffers,
+) -> Result<()> {
+    let mut open: HashMap<u32, TargetFile> = HashMap::new();
+    for b in blobs {
+        let from = (u64::from(b.loc.offset) - range_start) as usize;
+        let to = from + b.loc.length as usize;
+        let sealed = data.get(from..to).ok_or_else(|| {
+            Error::corrupt(
+                format!("pack {pack}"),
+                format!("short read for blob {} at offset {}", b.id, b.loc.offset),
+            )
+        })?;
+        let ib = IndexBlob {
+            id: b.id,
+            blob_type: b.loc.blob_type,
+            offset: b.loc.offset,
+            length: b.loc.length,
+            uncompressed_length: b.loc.uncompressed_length,
+        };
+        let plain = open_blob_into(key, sealed, &ib, &mut bufs.open).map_err(|e| {
+            Error::corrupt(
+                format!("blob {} in pack {pack} at offset {}", b.id, b.loc.offset),
+                e.to_string(),
+            )
+        })?;
+        let skip = state.skip_zero_blobs && crate::fs::block::is_zero(plain);
+        for &(fi, offset) in &b.targets {
+            let f = fi as usize;
+            if state.is_failed(f) {
+                continue;
+            }
+            if skip {
+                state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                state.blob_written(f, None);
+                continue;
+            }
+            // A range of small files touches many of them; keep only a few open so that
+            // several packs restored at once stay well inside the open-file limit.
+            if open.len() >= MAX_OPEN_FILES_PER_RANGE && !open.contains_key(&fi) {
+                open.clear();
+            }
+            let file = match open.entry(fi) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => match state.open_target(f) {
+                    Ok(file) => e.insert(file),
+                    Err(err) => {
+                        let path = state.target(f);
+                        state.fail(f, format!("opening {}: {err}", path.display()));
+                        continue;
+                    }
+                },
+            };
+            let written = if state.skip_zero_blobs {
+                file.buffered().and_then(|h| {
+                    crate::fs::block::write_skipping_zeros(h, plain, offset, 64 * 1024)
+                })
+            } else {
+                file.write_at(plain, offset, &mut bufs.staging)
+            };
+            if let Err(err) = written {
+                let path = state.target(f);
+                state.fail(f, format!("writing {}: {err}", path.display()));
+                continue;
+            }
+            state.progress.add_bytes(plain.len() as u64);
+            state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            state.blob_written(f, Some(file.file()));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn restore_pack(
+    repo: &Repository,
+    pack: PackId,
+    blobs: Vec<BlobNeed>,
+    state: Arc<ContentState>,
+) -> Result<()> {
+    let blobs = Arc::new(blobs);
+    // The next range is read while the current one is opened and written.
+    let mut reads =
+        futures::stream::iter(merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES))
+            .map(|r| async move {
+                let data = repo.read_pack_range(&pack, r.range.clone()).await?;
+                Ok::<_, Error>((r, data))
+            })
+            .buffered(RANGE_READ_AHEAD + 1);
+    while let Some(read) = reads.next().await {
+        let (r, data) = read?;
+        let key = repo.key_arc();
+        let state = Arc::clone(&state);
+        let blobs = Arc::clone(&blobs);
+        tokio::task::spawn_blocking(move || {
+            let mut bufs = state.take_buffers();
+            let blobs = &blobs[r.blobs.clone()];
+            let result = write_range(&key, &pack, &data, r.range.start, blobs, &state, &mut bufs);
+            state.return_buffers(bufs);
+            result
+        })
+        .await
+        .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Re-reads a restored file and checks each chunk against its blob id.
+pub(super) fn verify_file(path: &Path, file: &PlanFile) -> std::result::Result<(), String> {
+    let mut f = File::open(path).map_err(|e| format!("verify: opening {}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    for (id, &len) in file.content.iter().zip(&file.blob_lengths) {
+        buf.resize(len as usize, 0);
+        f.read_exact(&mut buf)
+            .map_err(|e| format!("verify: reading {} at {offset}: {e}", path.display()))?;
+        if Id::hash(&buf) != id.0 {
+            return Err(format!(
+                "verify: {} at offset {offset}: content does not match blob {id}",
+                path.display()
+            ));
+        }
+        offset += u64::from(len);
+    }
+    let mut extra = [0u8; 1];
+    match f.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(format!(
+            "verify: {} is longer than its {offset} bytes of content",
+            path.display()
+        )),
+        Err(e) => Err(format!("verify: reading {}: {e}", path.display())),
+    }
+}
+
+/// Writes the blobs of `by_pack` into the one existing file or block device `target` (file
+/// index 0 of every [`BlobNeed`]), pack by pack with merged range reads, as [`restore`]
+/// writes file content. With `skip_zero_blobs`, all-zero blobs are not written. Returns the
+/// bytes placed; any write error fails the whole restore.
+pub(crate) async fn restore_blobs_into(
+    repo: &Repository,
+    target: &Path,
+    by_pack: HashMap<PackId, Vec<BlobNeed>>,
+    skip_zero_blobs: bool,
+    pack_concurrency: usize,
+    progress: Arc<Progress>,
+) -> Result<u64> {
+    let placements: usize = by_pack
+        .values()
+        .flat_map(|blobs| blobs.iter().map(|b| b.targets.len()))
+        .sum();
+    let file = PlanFile {
+        location: target.as_os_str().as_bytes().into(),
+        meta: fsw::Metadata::take(&mut Node::new(Vec::new(), NodeType::File)),
+        content: Box::default(),
+        dir: 0,
+        size: 0,
+        blob_lengths: Vec::new(),
+    };
+    let state = Arc::new(ContentState::new(
+        PathBuf::new(),
+        Arc::new(vec![file]),
+        vec![AtomicBool::new(false)],
+        vec![AtomicUsize::new(placements)],
+        progress,
+        skip_zero_blobs,
+        false,
+    ));
+    let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
+        .into_iter()
+        .map(|(pack, mut blobs)| {
+            blobs.sort_by_key(|b| (b.loc.offset, b.id));
+            (pack, blobs)
+        })
+        .collect();
+    packs.sort_by_key(|(pack, _)| *pack);
+    futures::stream::iter(packs)
+        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, Arc::clone(&state)))
+        .buffer_unordered(pack_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    if let Some(e) = state.errors.lock().ok().and_then(|e| e.first().cloned()) {
+        return Err(Error::Other(e));
+    }
+    Ok(state.bytes.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(offset: u32, length: u32) -> BlobNeed {
+        BlobNeed {
+            id: BlobId(Id([offset as u8; 32])),
+            loc: BlobLocation {
+                pack: PackId::default(),
+                blob_type: crate::format::BlobType::Data,
+                offset,
+                length,
+                uncompressed_length: None,
+            },
+            targets: vec![(0, 0)],
+        }
+    }
+
+    #[test]
+    fn ranges_merge_small_gaps_only() {
+        let blobs = vec![need(0, 100), need(100, 50), need(200, 10), need(5000, 10)];
+        let r = merge_ranges(&blobs, 1000, 1 << 20);
+        assert_eq!(
+            r,
+            vec![
+                PackRange {
+                    range: 0..210,
+                    blobs: 0..3
+                },
+                PackRange {
+                    range: 5000..5010,
+                    blobs: 3..4
+                },
+            ]
+        );
+        let r = merge_ranges(&blobs, 1 << 20, 1 << 20);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].range, 0..5010);
+        // The length cap splits even adjacent blobs.
+        let r = merge_ranges(&blobs, 1 << 20, 160);
+        assert_eq!(
+            r.iter().map(|p| p.blobs.clone()).collect::<Vec<_>>(),
+            vec![0..2, 2..3, 3..4]
+        );
+        assert!(merge_ranges(&[], 1, 1).is_empty());
+    }
+
+    #[test]
+    fn plain_length_uses_uncompressed_or_strips_overhead() {
+        let mut b = need(0, 132);
+        assert_eq!(plain_length(&b.loc), 100);
+        b.loc.uncompressed_length = Some(4096);
+        assert_eq!(plain_length(&b.loc), 4096);
+    }
+
+    #[test]
+    fn verify_detects_changed_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"helloworld").unwrap();
+        let mut pf = PlanFile {
+            location: b"/f".to_vec().into(),
+            meta: fsw::Metadata::take(&mut Node::new(b"f".to_vec(), NodeType::File)),
+            content: vec![BlobId(Id::hash(b"hello")), BlobId(Id::hash(b"world"))].into(),
+            dir: 0,
+            size: 10,
+            blob_lengths: vec![5, 5],
+        };
+        assert_eq!(verify_file(&path, &pf), Ok(()));
+        std::fs::write(&path, b"helloWorld").unwrap();
+        assert!(verify_file(&path, &pf).unwrap_err().contains("offset 5"));
+        std::fs::write(&path, b"helloworld!").unwrap();
+        assert!(verify_file(&path, &pf).unwrap_err().contains("longer"));
+        pf.blob_lengths = vec![5];
+        pf.content = vec![BlobId(Id::hash(b"hello"))].into();
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(verify_file(&path, &pf), Ok(()));
+    }
+}

@@ -1,0 +1,226 @@
+//! Restore end to end: back up a generated tree into an in-memory repository, restore it
+//! and compare, and check that damage to the repository fails the restore.
+
+use super::*;
+use crate::crypto::KdfParams;
+use crate::error::ErrorClass;
+use crate::format::Id;
+use crate::ops::backup::{BackupOptions, backup};
+use crate::repo::{InitOptions, SnapshotFilter};
+use crate::storage::FileType;
+use crate::storage::Storage;
+use object_store::ObjectStoreExt;
+use object_store::memory::InMemory;
+use rand::{RngCore, SeedableRng};
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    src: PathBuf,
+    out: PathBuf,
+    store: Arc<InMemory>,
+    repo: Repository,
+    snap: SnapshotFile,
+    big: Vec<u8>,
+}
+
+async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(src.join("sub/deep"))?;
+    let mut big = vec![0u8; 3 << 20];
+    rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut big);
+    std::fs::write(src.join("big"), &big)?;
+    std::fs::write(src.join("dup"), &big)?;
+    std::fs::hard_link(src.join("big"), src.join("hl"))?;
+    std::fs::write(src.join("small"), b"hello")?;
+    std::fs::write(src.join("empty"), b"")?;
+    std::os::unix::fs::symlink("small", src.join("link"))?;
+    std::fs::write(src.join("sub/deep/f"), b"deep file")?;
+    std::fs::set_permissions(src.join("small"), std::fs::Permissions::from_mode(0o640))?;
+    std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o750))?;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    File::open(src.join("sub"))?.set_modified(when)?;
+
+    let store = Arc::new(InMemory::new());
+    let storage = Storage::from_store(store.clone(), "", "mem:".into());
+    let init = InitOptions {
+        kdf: KdfParams {
+            n: 1024,
+            r: 8,
+            p: 1,
+        },
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(storage, "pw", &init).await?;
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..BackupOptions::default()
+    };
+    let summary = backup(&repo, &opts, Arc::new(Progress::default())).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let (_, snap) = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .await?;
+    Ok(Fixture {
+        _dir: dir,
+        src,
+        out,
+        store,
+        repo,
+        snap,
+        big,
+    })
+}
+
+fn inside(out: &Path, src: &Path) -> PathBuf {
+    out.join(src.strip_prefix("/").unwrap_or(src))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_ls_dump_and_cat_round_trip() -> TestResult {
+    let f = fixture().await?;
+    let progress = Arc::new(Progress::default());
+    let opts = RestoreOptions {
+        target: f.out.clone(),
+        verify: true,
+        restore_owner: false,
+        ..RestoreOptions::default()
+    };
+    let summary = restore(&f.repo, &f.snap, &opts, Arc::clone(&progress)).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let r = inside(&f.out, &f.src);
+    assert_eq!(std::fs::read(r.join("big"))?, f.big);
+    assert_eq!(std::fs::read(r.join("dup"))?, f.big);
+    assert_eq!(std::fs::read(r.join("small"))?, b"hello");
+    assert_eq!(std::fs::read(r.join("empty"))?, b"");
+    assert_eq!(std::fs::read(r.join("sub/deep/f"))?, b"deep file");
+    assert_eq!(std::fs::read_link(r.join("link"))?, Path::new("small"));
+    assert_eq!(
+        std::fs::metadata(r.join("big"))?.ino(),
+        std::fs::metadata(r.join("hl"))?.ino()
+    );
+    assert_eq!(std::fs::metadata(r.join("small"))?.mode() & 0o777, 0o640);
+    let sub = std::fs::metadata(r.join("sub"))?;
+    assert_eq!(sub.mode() & 0o777, 0o750);
+    assert_eq!(sub.mtime(), 1_600_000_000);
+    assert_eq!(summary.bytes_restored, 2 * f.big.len() as u64 + 5 + 9);
+    assert_eq!(summary.files_restored, 7);
+    assert!(summary.dirs_restored >= 3);
+    assert_eq!(progress.snapshot().files_done, 7);
+
+    // Include: only the deep file and its parents.
+    let only = f.out.with_file_name("only");
+    let deep = format!("{}/sub/deep/f", f.src.display());
+    let opts = RestoreOptions {
+        target: only.clone(),
+        includes: vec![deep],
+        restore_owner: false,
+        ..RestoreOptions::default()
+    };
+    let summary = restore(&f.repo, &f.snap, &opts, Arc::new(Progress::default())).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let r = inside(&only, &f.src);
+    assert_eq!(std::fs::read(r.join("sub/deep/f"))?, b"deep file");
+    assert!(!r.join("big").exists());
+    assert_eq!(summary.files_restored, 1);
+    // The parent's metadata is restored too, as restic does.
+    assert_eq!(std::fs::metadata(r.join("sub"))?.mtime(), 1_600_000_000);
+
+    // ls and dump.
+    let index = f.repo.load_index().await?;
+    let src_path = f.src.display().to_string();
+    let all = crate::ops::ls::ls(&f.repo, &index, f.snap.tree, None, true).await?;
+    let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(paths.contains(&format!("{src_path}/sub/deep/f").as_str()));
+    let direct = crate::ops::ls::ls(&f.repo, &index, f.snap.tree, Some(&src_path), false).await?;
+    let names: Vec<String> = direct
+        .iter()
+        .map(|(p, _)| p.trim_start_matches(&src_path).to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["/big", "/dup", "/empty", "/hl", "/link", "/small", "/sub"]
+    );
+    let mut out: Vec<u8> = Vec::new();
+    let n = crate::ops::dump::dump_file(
+        &f.repo,
+        &index,
+        f.snap.tree,
+        &format!("{src_path}/dup"),
+        &mut out,
+    )
+    .await?;
+    assert_eq!(n, f.big.len() as u64);
+    assert!(out == f.big);
+    let mut tar: Vec<u8> = Vec::new();
+    let n = crate::ops::dump::dump_file(
+        &f.repo,
+        &index,
+        f.snap.tree,
+        &format!("{src_path}/sub"),
+        &mut tar,
+    )
+    .await?;
+    assert_eq!(n as usize, tar.len());
+    assert_eq!(tar.len() % 512, 0);
+    let first = String::from_utf8_lossy(&tar[..100])
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(
+        first,
+        format!("{}/sub/deep/", src_path.trim_start_matches('/'))
+    );
+    let err = crate::ops::dump::dump_file(&f.repo, &index, f.snap.tree, "/nope", &mut out)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+    // cat.
+    let config = crate::ops::cat::cat(&f.repo, "config", None).await?;
+    let v: serde_json::Value = serde_json::from_slice(&config)?;
+    assert_eq!(v["version"], 2);
+    let snap = crate::ops::cat::cat(&f.repo, "snapshot", Some("latest")).await?;
+    let v: serde_json::Value = serde_json::from_slice(&snap)?;
+    assert_eq!(v["tree"], f.snap.tree.to_hex());
+    let tree = crate::ops::cat::cat(&f.repo, "blob", Some(&f.snap.tree.to_hex())).await?;
+    assert_eq!(Id::hash(&tree), f.snap.tree.0);
+    let err = crate::ops::cat::cat(&f.repo, "bogus", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("masterkey"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_pack_fails_the_restore() -> TestResult {
+    let f = fixture().await?;
+    // The biggest pack holds the file data.
+    let packs = f.repo.storage().list(FileType::Pack).await?;
+    let (pack, _) = packs
+        .iter()
+        .max_by_key(|(_, size)| *size)
+        .ok_or("no packs")?;
+    let hex = pack.to_hex();
+    let path = object_store::path::Path::from(format!("data/{}/{hex}", &hex[..2]));
+    let mut bytes = f.store.get(&path).await?.bytes().await?.to_vec();
+    bytes[100] ^= 0xff;
+    f.store.put(&path, bytes.into()).await?;
+    let opts = RestoreOptions {
+        target: f.out.clone(),
+        restore_owner: false,
+        ..RestoreOptions::default()
+    };
+    let err = restore(&f.repo, &f.snap, &opts, Arc::new(Progress::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Corrupt, "{err}");
+    assert!(err.to_string().contains(&hex), "{err}");
+    Ok(())
+}

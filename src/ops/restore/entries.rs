@@ -1,0 +1,246 @@
+//! Directories, files, links and special nodes on disk: created before the content phase
+//! and given their metadata after it.
+
+use super::content::ContentState;
+use super::plan::{Plan, PlanDir, PlanLink, PlanSpecial, loc_str, target_path};
+use crate::error::{Error, Result};
+use crate::format::tree::Node;
+use crate::fs::write as fsw;
+use crate::progress::Progress;
+use rayon::prelude::*;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Threads that create files and put metadata back: each call waits on the disk far more
+/// than it computes.
+const FS_THREADS: usize = 8;
+
+pub(super) fn fs_pool() -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(FS_THREADS)
+        .thread_name(|i| format!("mover-fs-{i}"))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the file-creation threads: {e}")))
+}
+
+/// Indexes of the directories to visit, grouped by depth, shallowest first.
+pub(super) fn dirs_by_depth(
+    dirs: &[PlanDir],
+    wanted: impl Fn(&PlanDir) -> bool,
+) -> Vec<Vec<usize>> {
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        if !wanted(d) {
+            continue;
+        }
+        if levels.len() <= d.depth {
+            levels.resize_with(d.depth + 1, Vec::new);
+        }
+        levels[d.depth].push(i);
+    }
+    levels
+}
+
+/// Creates the selected directories and the files (pre-sized, sparse) on `pool`: one
+/// directory level after the other, then the files. Files with content whose directory is
+/// new are left to their first write in the content phase, which then overlaps creating
+/// them with reading and decrypting packs: nothing else can be in a new directory.
+/// Creating a file waits on the disk for the directory and inode tables, so many are
+/// created at once.
+pub(super) fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> CreatedEntries {
+    let mut errors = Vec::new();
+    let ensured: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
+    let fresh: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
+    for level in dirs_by_depth(&plan.dirs, |d| d.selected) {
+        let results: Vec<Option<String>> = pool.install(|| {
+            level
+                .par_iter()
+                .map(|&i| {
+                    let d = &plan.dirs[i];
+                    match fsw::create_dir(&d.target) {
+                        Ok(new) => {
+                            ensured[i].store(true, Ordering::Relaxed);
+                            fresh[i].store(new, Ordering::Relaxed);
+                            None
+                        }
+                        Err(e) => Some(format!("{}: {e}", loc_str(&d.location))),
+                    }
+                })
+                .collect()
+        });
+        errors.extend(results.into_iter().flatten());
+    }
+    let root = &plan.dirs[0].target;
+    // A file with content in a directory made by this restore is created by its first write.
+    let deferred: Vec<bool> = plan
+        .files
+        .iter()
+        .map(|f| !f.content.is_empty() && fresh[f.dir].load(Ordering::Relaxed))
+        .collect();
+    let results: Vec<Option<String>> = pool.install(|| {
+        plan.files
+            .par_iter()
+            .zip(deferred.par_iter())
+            .map(|(f, &deferred)| {
+                if deferred {
+                    return None;
+                }
+                let target = target_path(root, &f.location);
+                let mut result = Ok(());
+                // Only for parents that are not selected themselves (or failed): create_dir_all
+                // tolerates the other threads doing the same.
+                if !ensured[f.dir].load(Ordering::Relaxed) {
+                    result = fsw::create_dir_all_for(&target);
+                    if result.is_ok() {
+                        ensured[f.dir].store(true, Ordering::Relaxed);
+                    }
+                }
+                result
+                    .and_then(|()| fsw::create_file(&target, f.size).map(drop))
+                    .err()
+                    .map(|e| format!("{}: {e}", loc_str(&f.location)))
+            })
+            .collect()
+    });
+    let failed = results.iter().map(Option::is_some).collect();
+    errors.extend(results.into_iter().flatten());
+    CreatedEntries {
+        errors,
+        failed,
+        deferred,
+    }
+}
+
+/// What [`create_entries`] did: errors in plan order, and per file whether creating it
+/// failed and whether it was left to the content phase.
+pub(super) struct CreatedEntries {
+    pub(super) errors: Vec<String>,
+    pub(super) failed: Vec<bool>,
+    pub(super) deferred: Vec<bool>,
+}
+
+/// What the metadata phase needs of the plan besides the files.
+pub(super) struct MetadataEntries {
+    pub(super) dirs: Vec<PlanDir>,
+    pub(super) links: Vec<PlanLink>,
+    pub(super) specials: Vec<PlanSpecial>,
+}
+
+/// Puts metadata back: files (on `pool`), then special nodes and hard links (created here,
+/// after their targets are complete), then directories deepest level first (in parallel
+/// within a level), so that nothing created later changes a directory's times. Returns
+/// the errors, the files and the directories restored.
+pub(super) fn restore_metadata(
+    state: &ContentState,
+    entries: &MetadataEntries,
+    meta_opts: &fsw::RestoreOptions,
+    pool: &rayon::ThreadPool,
+) -> (Vec<String>, u64, u64) {
+    let progress = &state.progress;
+    let files = &state.files;
+    let results: Vec<Option<String>> = pool.install(|| {
+        (0..files.len())
+            .into_par_iter()
+            .filter(|&i| !state.is_failed(i) && !state.metadata_done(i))
+            .map(|i| {
+                let f = &files[i];
+                f.meta
+                    .apply(&state.target(i), meta_opts)
+                    .err()
+                    .map(|e| format!("{}: {e}", loc_str(&f.location)))
+            })
+            .collect()
+    });
+    let early = (0..files.len())
+        .filter(|&i| !state.is_failed(i) && state.metadata_done(i))
+        .count();
+    let mut count = (results.len() + early) as u64;
+    let mut errors: Vec<String> = results.into_iter().flatten().collect();
+    for s in &entries.specials {
+        let create = || fsw::create_node(&s.target, &s.node);
+        if create_with_metadata(
+            &s.target,
+            &s.location,
+            &s.node,
+            create,
+            meta_opts,
+            progress,
+            &mut errors,
+        ) {
+            count += 1;
+        }
+    }
+    for l in &entries.links {
+        if state.is_failed(l.file) {
+            errors.push(format!(
+                "{}: not linked, because {} could not be restored",
+                loc_str(&l.location),
+                loc_str(&files[l.file].location)
+            ));
+            continue;
+        }
+        let create = || fsw::hard_link(&state.target(l.file), &l.target);
+        if create_with_metadata(
+            &l.target,
+            &l.location,
+            &l.node,
+            create,
+            meta_opts,
+            progress,
+            &mut errors,
+        ) {
+            count += 1;
+        }
+    }
+    let dirs = &entries.dirs;
+    let mut dir_count = 0u64;
+    let levels = dirs_by_depth(dirs, |d| d.restored && d.node.is_some());
+    for level in levels.iter().rev() {
+        let results: Vec<Option<Option<String>>> = pool.install(|| {
+            level
+                .par_iter()
+                .map(|&i| {
+                    let d = &dirs[i];
+                    let node = d.node.as_ref()?;
+                    if !d.target.is_dir() {
+                        // Only reached when creating it failed; that error is already listed.
+                        return None;
+                    }
+                    progress.add_dir();
+                    Some(
+                        fsw::apply_metadata(&d.target, node, meta_opts)
+                            .err()
+                            .map(|e| format!("{}: {e}", loc_str(&d.location))),
+                    )
+                })
+                .collect()
+        });
+        dir_count += results.iter().filter(|r| r.is_some()).count() as u64;
+        errors.extend(results.into_iter().flatten().flatten());
+    }
+    (errors, count, dir_count)
+}
+
+/// Creates a special node or an extra hard-link name with `create` (and its missing
+/// parents), then puts `node`'s metadata on it. Returns whether the entry now exists;
+/// failures are added to `errors`.
+pub(super) fn create_with_metadata(
+    target: &Path,
+    location: &[u8],
+    node: &Node,
+    create: impl FnOnce() -> std::io::Result<()>,
+    meta_opts: &fsw::RestoreOptions,
+    progress: &Progress,
+    errors: &mut Vec<String>,
+) -> bool {
+    if let Err(e) = fsw::create_dir_all_for(target).and_then(|()| create()) {
+        errors.push(format!("{}: {e}", loc_str(location)));
+        progress.add_error();
+        return false;
+    }
+    progress.files_done.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = fsw::apply_metadata(target, node, meta_opts) {
+        errors.push(format!("{}: {e}", loc_str(location)));
+    }
+    true
+}
