@@ -8,6 +8,8 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod packer;
+pub mod ranges;
+mod trees;
 
 use crate::compress;
 use crate::crypto::{KdfParams, Key};

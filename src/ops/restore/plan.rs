@@ -8,14 +8,13 @@ use crate::format::{BlobId, TreeId};
 use crate::fs::write as fsw;
 use crate::repo::Repository;
 use crate::repo::index::MasterIndex;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// Trees loaded at once while planning.
-const TREE_LOAD_CONCURRENCY: usize = 16;
+/// Trees loaded by one request while planning: bounds the decoded trees held at once.
+const TREE_BATCH: usize = 4096;
 
 #[derive(Debug)]
 pub(super) struct PlanDir {
@@ -224,6 +223,8 @@ impl Plan {
     }
 }
 
+/// Walks the snapshot from `root` one level at a time, loading each level's trees in
+/// batches of [`TREE_BATCH`] (see [`Repository::load_trees`]).
 pub(super) async fn build_plan(
     repo: &Repository,
     index: &MasterIndex,
@@ -234,13 +235,13 @@ pub(super) async fn build_plan(
     let mut plan = Plan::new(target);
     let mut frontier = vec![(root, 0usize)];
     while !frontier.is_empty() {
-        let batch = std::mem::take(&mut frontier);
-        let mut trees = futures::stream::iter(batch)
-            .map(|(id, dir)| async move { repo.load_tree(index, &id).await.map(|t| (t, dir)) })
-            .buffered(TREE_LOAD_CONCURRENCY);
-        while let Some(loaded) = trees.next().await {
-            let (tree, dir) = loaded?;
-            frontier.extend(plan.add_tree(dir, tree, selector)?);
+        let level = std::mem::take(&mut frontier);
+        for batch in level.chunks(TREE_BATCH) {
+            let ids: Vec<TreeId> = batch.iter().map(|&(id, _)| id).collect();
+            let trees = repo.load_trees(index, &ids).await?;
+            for (tree, &(_, dir)) in trees.into_iter().zip(batch) {
+                frontier.extend(plan.add_tree(dir, tree, selector)?);
+            }
         }
     }
     Ok(plan)
