@@ -12,11 +12,11 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::{OpenBuffers, open_blob_into};
+use crate::repo::ranges::merge_spans;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,8 +26,6 @@ use std::sync::{Arc, Mutex};
 const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 /// A merged range read stops growing at this size (one blob may still exceed it).
 const MAX_RANGE_BYTES: u64 = 4 << 20;
-/// Range reads of one pack issued ahead of the range being written.
-const RANGE_READ_AHEAD: usize = 1;
 /// Files kept open while one pack range is written.
 const MAX_OPEN_FILES_PER_RANGE: usize = 32;
 /// Size of each thread's aligned staging buffer for direct writes.
@@ -44,40 +42,8 @@ pub(crate) struct BlobNeed {
     pub(crate) targets: Vec<(u32, u64)>,
 }
 
-/// A byte range of a pack read in one request, with the blobs (indexes into the pack's
-/// sorted blob list) it covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PackRange {
-    pub(super) range: Range<u64>,
-    pub(super) blobs: Range<usize>,
-}
-
-pub(super) fn blob_end(loc: &BlobLocation) -> u64 {
+fn blob_end(loc: &BlobLocation) -> u64 {
     u64::from(loc.offset) + u64::from(loc.length)
-}
-
-/// Merges blobs (sorted by offset) into range reads: a gap under `max_gap` joins two blobs,
-/// unless the range would grow past `max_len`.
-pub(super) fn merge_ranges(blobs: &[BlobNeed], max_gap: u64, max_len: u64) -> Vec<PackRange> {
-    let mut out: Vec<PackRange> = Vec::new();
-    for (i, b) in blobs.iter().enumerate() {
-        let start = u64::from(b.loc.offset);
-        let end = blob_end(&b.loc);
-        if let Some(last) = out.last_mut() {
-            let joinable = start >= last.range.end && start - last.range.end < max_gap;
-            let overlapping = start < last.range.end;
-            if (joinable && end - last.range.start <= max_len) || overlapping {
-                last.range.end = last.range.end.max(end);
-                last.blobs.end = i + 1;
-                continue;
-            }
-        }
-        out.push(PackRange {
-            range: start..end,
-            blobs: i..i + 1,
-        });
-    }
-    out
 }
 
 pub(crate) fn plain_length(loc: &BlobLocation) -> u32 {
@@ -284,7 +250,7 @@ impl ContentState {
 }
 
 /// Opens, verifies and writes the blobs of one range read (runs on the blocking pool).
-pub(super) fn write_range(
+fn write_range(
     key: &crate::crypto::Key,
     pack: &PackId,
     data: &[u8],
@@ -363,37 +329,52 @@ pub(super) fn write_range(
     Ok(())
 }
 
-pub(super) async fn restore_pack(
+/// Reads and writes the blobs of `packs` (blobs sorted by offset): each pack's blobs are
+/// merged into range reads, and the ranges of all packs, pack after pack, are the units of
+/// work. `concurrency` ranges are opened and written at once while as many more are read,
+/// so the disk and the cores stay busy to the last range rather than to the last pack.
+pub(super) async fn restore_packs(
     repo: &Repository,
-    pack: PackId,
-    blobs: Vec<BlobNeed>,
-    state: Arc<ContentState>,
+    packs: Vec<(PackId, Vec<BlobNeed>)>,
+    state: &Arc<ContentState>,
+    concurrency: usize,
 ) -> Result<()> {
-    let blobs = Arc::new(blobs);
-    // The next range is read while the current one is opened and written.
-    let mut reads =
-        futures::stream::iter(merge_ranges(&blobs, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES))
-            .map(|r| async move {
-                let data = repo.read_pack_range(&pack, r.range.clone()).await?;
-                Ok::<_, Error>((r, data))
-            })
-            .buffered(RANGE_READ_AHEAD + 1);
-    while let Some(read) = reads.next().await {
-        let (r, data) = read?;
-        let key = repo.key_arc();
-        let state = Arc::clone(&state);
-        let blobs = Arc::clone(&blobs);
-        tokio::task::spawn_blocking(move || {
-            let mut bufs = state.take_buffers();
-            let blobs = &blobs[r.blobs.clone()];
-            let result = write_range(&key, &pack, &data, r.range.start, blobs, &state, &mut bufs);
-            state.return_buffers(bufs);
-            result
+    let concurrency = concurrency.max(1);
+    let ranges = packs.into_iter().flat_map(|(pack, blobs)| {
+        let spans = blobs
+            .iter()
+            .map(|b| u64::from(b.loc.offset)..blob_end(&b.loc));
+        let ranges = merge_spans(spans, MAX_RANGE_GAP_BYTES, MAX_RANGE_BYTES);
+        let blobs = Arc::new(blobs);
+        ranges
+            .into_iter()
+            .map(move |r| (pack, Arc::clone(&blobs), r))
+    });
+    futures::stream::iter(ranges)
+        .map(|(pack, blobs, r)| async move {
+            let data = repo.read_pack_range(&pack, r.range.clone()).await?;
+            Ok::<_, Error>((pack, blobs, r, data))
         })
+        .buffer_unordered(concurrency)
+        .map_ok(|(pack, blobs, r, data)| {
+            let key = repo.key_arc();
+            let state = Arc::clone(state);
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut bufs = state.take_buffers();
+                    let blobs = &blobs[r.items.clone()];
+                    let result =
+                        write_range(&key, &pack, &data, r.range.start, blobs, &state, &mut bufs);
+                    state.return_buffers(bufs);
+                    result
+                })
+                .await
+                .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))?
+            }
+        })
+        .try_buffer_unordered(concurrency)
+        .try_collect::<()>()
         .await
-        .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))??;
-    }
-    Ok(())
 }
 
 /// Re-reads a restored file and checks each chunk against its blob id.
@@ -465,11 +446,7 @@ pub(crate) async fn restore_blobs_into(
         })
         .collect();
     packs.sort_by_key(|(pack, _)| *pack);
-    futures::stream::iter(packs)
-        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, Arc::clone(&state)))
-        .buffer_unordered(pack_concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    restore_packs(repo, packs, &state, pack_concurrency).await?;
     if let Some(e) = state.errors.lock().ok().and_then(|e| e.first().cloned()) {
         return Err(Error::Other(e));
     }
@@ -492,35 +469,6 @@ mod tests {
             },
             targets: vec![(0, 0)],
         }
-    }
-
-    #[test]
-    fn ranges_merge_small_gaps_only() {
-        let blobs = vec![need(0, 100), need(100, 50), need(200, 10), need(5000, 10)];
-        let r = merge_ranges(&blobs, 1000, 1 << 20);
-        assert_eq!(
-            r,
-            vec![
-                PackRange {
-                    range: 0..210,
-                    blobs: 0..3
-                },
-                PackRange {
-                    range: 5000..5010,
-                    blobs: 3..4
-                },
-            ]
-        );
-        let r = merge_ranges(&blobs, 1 << 20, 1 << 20);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].range, 0..5010);
-        // The length cap splits even adjacent blobs.
-        let r = merge_ranges(&blobs, 1 << 20, 160);
-        assert_eq!(
-            r.iter().map(|p| p.blobs.clone()).collect::<Vec<_>>(),
-            vec![0..2, 2..3, 3..4]
-        );
-        assert!(merge_ranges(&[], 1, 1).is_empty());
     }
 
     #[test]

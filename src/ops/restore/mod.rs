@@ -20,7 +20,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use content::{ContentState, group_by_pack, restore_pack, verify_file};
+use content::{ContentState, group_by_pack, restore_packs, verify_file};
 use entries::{CreatedEntries, MetadataEntries, create_entries, fs_pool, restore_metadata};
 use futures::{StreamExt, TryStreamExt};
 use plan::{Plan, build_plan, target_path};
@@ -45,7 +45,7 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// Restore uid and gid (only root may).
     pub restore_owner: bool,
-    /// Packs fetched and written at once.
+    /// Pack ranges written at once (and as many more read ahead).
     pub pack_concurrency: usize,
     /// Re-read every restored file and check its chunk hashes.
     pub verify: bool,
@@ -173,7 +173,7 @@ pub async fn restore(
 
     tracing::info!(elapsed = ?started.elapsed(), "restore: directories and files created");
 
-    // Content, pack by pack. Packs only needed by files that failed to be created are skipped.
+    // Content, range by range. Packs only needed by files that failed to be created are skipped.
     let mut packs: Vec<(PackId, Vec<BlobNeed>)> = by_pack
         .into_iter()
         .filter_map(|(pack, mut blobs)| {
@@ -185,11 +185,7 @@ pub async fn restore(
         })
         .collect();
     packs.sort_by_key(|(pack, _)| *pack);
-    futures::stream::iter(packs)
-        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, Arc::clone(&state)))
-        .buffer_unordered(opts.pack_concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    restore_packs(repo, packs, &state, opts.pack_concurrency).await?;
     if let Ok(mut errors) = state.errors.lock() {
         all_errors.append(&mut errors);
     }
