@@ -174,6 +174,23 @@ pub fn decompress_exact_into(
     Ok(())
 }
 
+/// Like [`decompress_exact`] but into `out`, whose length is the expected plaintext length:
+/// a restore decompresses each blob straight into the aligned buffer it is written from.
+pub fn decompress_exact_to_slice(data: &[u8], out: &mut [u8]) -> Result<(), CompressError> {
+    let expected_len = out.len();
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if size == expected_len as u64 {
+            let done = DCTX.with_borrow_mut(|dctx| dctx.decompress(out, data));
+            if done == Ok(expected_len) {
+                return Ok(());
+            }
+        }
+    }
+    let plain = decompress_exact(data, expected_len)?;
+    out.copy_from_slice(&plain);
+    Ok(())
+}
+
 /// The plaintext of a v2 index, snapshot or lock file: 0x02 ‖ zstd(json) (spec §6).
 pub fn encode_unpacked_v2(json: &[u8]) -> Vec<u8> {
     let frame = compress(json, LEVEL_AUTO);
@@ -293,6 +310,28 @@ mod tests {
     }
 
     #[test]
+    fn decompressing_to_a_slice_of_the_wrong_length_or_several_frames() {
+        let data = b"hello hello hello hello hello".repeat(50);
+        let frame = compress(&data, 3);
+        let mut short = vec![0u8; data.len() - 1];
+        assert!(matches!(
+            decompress_exact_to_slice(&frame, &mut short),
+            Err(CompressError::LengthMismatch { .. })
+        ));
+        let mut long = vec![0u8; data.len() + 1];
+        assert!(matches!(
+            decompress_exact_to_slice(&frame, &mut long),
+            Err(CompressError::LengthMismatch { .. })
+        ));
+        // Two frames declare only their own sizes: the general path joins them.
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        let mut out = vec![0u8; 2 * data.len()];
+        decompress_exact_to_slice(&two, &mut out).unwrap();
+        assert_eq!(out, [data.clone(), data].concat());
+    }
+
+    #[test]
     fn unpacked_cases() {
         let json = br#"{"a":1}"#.to_vec();
         assert_eq!(decode_unpacked(json.clone(), 10).unwrap(), json);
@@ -316,6 +355,9 @@ mod tests {
             let frame = compress(&data, level);
             prop_assert_eq!(&decompress(&frame, data.len()).unwrap(), &data);
             prop_assert_eq!(&decompress_exact(&frame, data.len()).unwrap(), &data);
+            let mut out = vec![0u8; data.len()];
+            decompress_exact_to_slice(&frame, &mut out).unwrap();
+            prop_assert_eq!(&out, &data);
             prop_assert_eq!(decode_unpacked(encode_unpacked_v2(&data), data.len()).unwrap(), data);
         }
 

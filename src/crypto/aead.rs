@@ -227,6 +227,25 @@ impl Key {
         Ok(())
     }
 
+    /// Like [`Key::open`] but decrypts straight into `out`, which must be exactly as long
+    /// as the plaintext (the sealed length less 32); on error `out` is left unchanged.
+    pub fn open_to_slice(&self, sealed: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+        let iv = self.verify(sealed)?;
+        let body = &sealed[IV_LEN..sealed.len() - MAC_LEN];
+        let (sealed_len, out_len) = (sealed.len(), out.len());
+        let wrong_length = move || CryptoError::OutputLength {
+            sealed: sealed_len,
+            out: out_len,
+        };
+        if out.len() != body.len() {
+            return Err(wrong_length());
+        }
+        let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv).into());
+        cipher
+            .apply_keystream_b2b(body, out)
+            .map_err(|_| wrong_length())
+    }
+
     /// Like [`Key::open`] but reuses `buf`: on success it holds only the plaintext; on error
     /// it is left unchanged.
     pub fn open_in_place(&self, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
@@ -495,9 +514,31 @@ mod tests {
             let sealed = key.seal(&plain);
             prop_assert_eq!(sealed.len(), plain.len() + OVERHEAD);
             prop_assert_eq!(&key.open(&sealed).unwrap(), &plain);
+            let mut out = vec![0u8; plain.len()];
+            key.open_to_slice(&sealed, &mut out).unwrap();
+            prop_assert_eq!(&out, &plain);
             let mut buf = sealed;
             key.open_in_place(&mut buf).unwrap();
             prop_assert_eq!(buf, plain);
         }
+    }
+
+    #[test]
+    fn open_to_slice_checks_the_mac_and_the_buffer_length() {
+        let key = test_key();
+        let mut sealed = key.seal(b"hello");
+        let mut out = [7u8; 4];
+        assert_eq!(
+            key.open_to_slice(&sealed, &mut out),
+            Err(CryptoError::OutputLength { sealed: 37, out: 4 })
+        );
+        assert_eq!(out, [7u8; 4]);
+        let mut out = [0u8; 5];
+        sealed[20] ^= 1;
+        assert_eq!(
+            key.open_to_slice(&sealed, &mut out),
+            Err(CryptoError::MacMismatch)
+        );
+        assert_eq!(out, [0u8; 5]);
     }
 }

@@ -13,6 +13,8 @@ pub enum CryptoError {
     MacMismatch,
     #[error("ciphertext too short: {len} bytes, need at least 32")]
     TooShort { len: usize },
+    #[error("{out}-byte plaintext buffer for a {sealed}-byte ciphertext")]
+    OutputLength { sealed: usize, out: usize },
     #[error("all-zero IV")]
     ZeroIv,
     #[error("invalid key: {0}")]

@@ -364,6 +364,44 @@ pub fn open_blob_into<'a>(
     Ok(plain)
 }
 
+impl OpenBuffers {
+    /// [`open_blob_into`] into `out`, which must be exactly the blob's plaintext length (its
+    /// `uncompressed_length`, or the sealed length less 32): the plaintext lands where the
+    /// caller wants it, with no copy. On error `out` holds nothing useful.
+    pub fn open_to_slice(
+        &mut self,
+        key: &Key,
+        sealed: &[u8],
+        blob: &IndexBlob,
+        out: &mut [u8],
+    ) -> Result<(), PackReadError> {
+        let id = blob.id;
+        if sealed.len() != blob.length as usize {
+            return Err(PackReadError::BlobLength {
+                id,
+                expected: blob.length,
+                actual: sealed.len(),
+            });
+        }
+        match blob.uncompressed_length {
+            Some(_) => {
+                key.open_into(sealed, &mut self.decrypted)
+                    .map_err(|source| PackReadError::BlobMac { id, source })?;
+                compress::decompress_exact_to_slice(&self.decrypted, out)
+                    .map_err(|source| PackReadError::BlobDecompress { id, source })?;
+            }
+            None => key
+                .open_to_slice(sealed, out)
+                .map_err(|source| PackReadError::BlobMac { id, source })?,
+        }
+        let actual = Id::hash(out);
+        if actual != id.0 {
+            return Err(PackReadError::BlobHash { id, actual });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,7 +654,39 @@ mod tests {
                 // Reused buffers, whatever the previous blob's size and compression.
                 let reused = open_blob_into(&key, &slice_of(&pack.bytes, b), b, &mut bufs).unwrap();
                 prop_assert_eq!(reused, data.as_slice());
+                let mut out = vec![0u8; data.len()];
+                bufs.open_to_slice(&key, &slice_of(&pack.bytes, b), b, &mut out).unwrap();
+                prop_assert_eq!(&out, data);
             }
+        }
+    }
+
+    #[test]
+    fn open_to_slice_rejects_a_changed_byte_and_a_wrong_id() {
+        let key = Key::random();
+        let data = b"some blob content".repeat(20);
+        let pack = build(
+            &key,
+            &[
+                (BlobType::Data, data.clone(), Some(3)),
+                (BlobType::Data, data.clone(), None),
+            ],
+        );
+        let mut bufs = OpenBuffers::default();
+        for b in &pack.blobs {
+            let mut sealed = slice_of(&pack.bytes, b);
+            let mut out = vec![0u8; data.len()];
+            let mut wrong = *b;
+            wrong.id = BlobId(Id([1; 32]));
+            assert!(matches!(
+                bufs.open_to_slice(&key, &sealed, &wrong, &mut out),
+                Err(PackReadError::BlobHash { .. })
+            ));
+            sealed[20] ^= 1;
+            assert!(matches!(
+                bufs.open_to_slice(&key, &sealed, b, &mut out),
+                Err(PackReadError::BlobMac { .. })
+            ));
         }
     }
 }
