@@ -45,7 +45,7 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// Restore uid and gid (only root may).
     pub restore_owner: bool,
-    /// Pack ranges written at once (and as many more read ahead).
+    /// Pack ranges written at once (and half as many more read ahead).
     pub pack_concurrency: usize,
     /// Re-read every restored file and check its chunk hashes.
     pub verify: bool,
