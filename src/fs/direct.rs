@@ -337,22 +337,18 @@ impl TargetFile {
         Ok(TargetFile::with_file(file, direct))
     }
 
-    /// Creates the file (mode 0600, length `size`, all holes) unless it exists, and opens it
-    /// for writing. Only for files that nothing but this restore can have made: an existing
-    /// file is opened as it is, not emptied.
-    pub fn create_or_open(path: &Path, size: u64, direct: bool) -> io::Result<TargetFile> {
+    /// Creates the file (mode 0600, empty) unless it exists, and opens it for writing. Only
+    /// for files that nothing but this restore can have made: an existing file is opened as
+    /// it is, not emptied. The writes give it its length, as every byte of a restored file
+    /// is written, so no separate truncate call is spent on it.
+    pub fn create_or_open(path: &Path, direct: bool) -> io::Result<TargetFile> {
         let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path);
         let file = match created {
-            Ok(file) => {
-                if size > 0 {
-                    file.set_len(size)?;
-                }
-                file
-            }
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 std::fs::OpenOptions::new().write(true).open(path)?
             }
@@ -615,16 +611,13 @@ mod tests {
         let path = dir.path().join("f");
         let data = pattern(3 * 4096 + 5, 9);
         let mut staging = AlignedBuf::new(8192);
-        let mut first = TargetFile::create_or_open(&path, data.len() as u64, true)?;
-        assert_eq!(
-            std::fs::metadata(&path)?.len(),
-            data.len() as u64,
-            "pre-sized"
-        );
-        first.write_at(&data[..4100], 0, &mut staging)?;
+        let mut first = TargetFile::create_or_open(&path, true)?;
+        assert_eq!(std::fs::metadata(&path)?.len(), 0);
+        first.write_at(&data[4100..], 4100, &mut staging)?;
+        assert_eq!(std::fs::metadata(&path)?.len(), data.len() as u64);
         // A later range of the same file opens it as it is.
-        let mut second = TargetFile::create_or_open(&path, data.len() as u64, true)?;
-        second.write_at(&data[4100..], 4100, &mut staging)?;
+        let mut second = TargetFile::create_or_open(&path, true)?;
+        second.write_at(&data[..4100], 0, &mut staging)?;
         drop((first, second));
         assert_eq!(std::fs::read(&path)?, data);
         use std::os::unix::fs::PermissionsExt;

@@ -177,7 +177,7 @@ impl ContentState {
     pub(super) fn open_target(&self, file: usize) -> std::io::Result<TargetFile> {
         let path = self.target(file);
         if self.deferred.get(file).copied().unwrap_or(false) {
-            TargetFile::create_or_open(&path, self.files[file].size, self.direct_io)
+            TargetFile::create_or_open(&path, self.direct_io)
         } else {
             TargetFile::open(&path, self.direct_io)
         }
