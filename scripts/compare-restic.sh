@@ -3,13 +3,17 @@
 # rounds in one run, and print median wall time, CPU time, peak memory and repository size
 # for each tool with the ratios mover/restic.
 #
-# Usage: scripts/compare-restic.sh DIR [ROUNDS] [--s3] [--work WORKDIR] [--keep]
+# Usage: scripts/compare-restic.sh DIR [ROUNDS] [--s3] [--s3-server NAME] [--work WORKDIR] [--keep]
 #                                  [--restore-dir RDIR] [--before-restore CMD]
 #
 #   DIR       tree to back up (copied once into the work directory, see stage_source)
 #   ROUNDS    rounds per measurement, default 3; medians are reported
-#   --s3      also start a local moto_server, measure it alone, and compare backups to S3
+#   --s3      also start a local S3 server, measure it alone, and compare backups to S3
 #             with backups to a local directory
+#   --s3-server NAME   the S3 server for --s3: moto (moto_server, Python, keeps objects in
+#             memory; the default) or s3s-fs (Rust, files on disk; `cargo install
+#             s3s-fs@0.14.1 --features binary`, found on PATH or in $S3S_FS), which is
+#             several times faster and so further from being the bottleneck
 #   --work    work directory, default $TMPDIR/mover-compare (wiped at start)
 #   --keep    leave the copies and repositories in the work directory (logs/ and
 #             results.txt always stay)
@@ -43,7 +47,7 @@ log() {
 }
 
 usage() {
-    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -56,12 +60,18 @@ KEEP=0
 WORK="${TMPDIR:-/tmp}/mover-compare"
 RESTORE_DIR=""
 BEFORE_RESTORE=""
+S3_SERVER=moto
 
 parse_args() {
     local positional=()
     while (($#)); do
         case "$1" in
         --s3) WITH_S3=1 ;;
+        --s3-server)
+            (($# >= 2)) || die "--s3-server needs moto or s3s-fs"
+            S3_SERVER=$2
+            shift
+            ;;
         --keep) KEEP=1 ;;
         --work)
             (($# >= 2)) || die "--work needs a directory"
@@ -121,7 +131,15 @@ check_tools() {
         [[ -x $MOVER ]] || die "cargo built no $MOVER"
     fi
     if ((WITH_S3)); then
-        command -v moto_server >/dev/null || die "--s3 needs moto_server (pip install 'moto[server]')"
+        case "$S3_SERVER" in
+        moto) command -v moto_server >/dev/null || die "--s3 needs moto_server (pip install 'moto[server]')" ;;
+        s3s-fs)
+            S3S_FS=${S3S_FS:-$(command -v s3s-fs || true)}
+            [[ -n $S3S_FS && -x $S3S_FS ]] ||
+                die "--s3-server s3s-fs needs s3s-fs (cargo install s3s-fs@0.14.1 --features binary) on PATH or in S3S_FS"
+            ;;
+        *) die "--s3-server must be moto or s3s-fs, got $S3_SERVER" ;;
+        esac
         command -v curl >/dev/null || die "--s3 needs curl"
     fi
 }
@@ -296,19 +314,20 @@ compare_local() {
 }
 
 # ---------------------------------------------------------------------------------------
-# S3 (moto_server)
+# S3 (moto_server or s3s-fs)
 
-MOTO_PID=""
+SERVER_PID=""
 S3_URL=""
+S3_SIGN=()
 
-# Stops moto and frees the disk; logs/ and results.txt stay for a look after a failure.
+# Stops the S3 server and frees the disk; logs/ and results.txt stay for a look after a failure.
 cleanup() {
-    if [[ -n $MOTO_PID ]]; then
-        kill "$MOTO_PID" 2>/dev/null || true
-        wait "$MOTO_PID" 2>/dev/null || true
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
     fi
     if ((KEEP == 0)) && [[ -n ${WORK_CREATED:-} ]]; then
-        rm -rf "$WORK/src" "$WORK/restore" "$WORK"/repo-* "$WORK/probe.bin"
+        rm -rf "$WORK/src" "$WORK/restore" "$WORK"/repo-* "$WORK/probe.bin" "$WORK/s3-data"
     fi
 }
 
@@ -320,47 +339,56 @@ free_port() {
     fi
 }
 
-start_moto() {
+start_s3_server() {
     local port
     port=$(free_port)
     S3_URL="http://127.0.0.1:$port"
-    log "starting moto_server on $S3_URL"
-    moto_server -H 127.0.0.1 -p "$port" >"$WORK/logs/moto.log" 2>&1 &
-    MOTO_PID=$!
+    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testsecret AWS_DEFAULT_REGION=us-east-1
+    # curl signs its requests like the tools sign theirs: both servers refuse anonymous
+    # requests to private buckets, and s3s-fs also wants the payload hash header.
+    S3_SIGN=(--aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+    log "starting $S3_SERVER on $S3_URL"
+    case "$S3_SERVER" in
+    moto) moto_server -H 127.0.0.1 -p "$port" >"$WORK/logs/s3-server.log" 2>&1 & ;;
+    s3s-fs)
+        mkdir -p "$WORK/s3-data"
+        "$S3S_FS" --host 127.0.0.1 --port "$port" --access-key "$AWS_ACCESS_KEY_ID" \
+            --secret-key "$AWS_SECRET_ACCESS_KEY" "$WORK/s3-data" >"$WORK/logs/s3-server.log" 2>&1 &
+        ;;
+    esac
+    SERVER_PID=$!
     local i
     for ((i = 0; i < 100; i++)); do
-        curl -fsS -o /dev/null "$S3_URL/" 2>/dev/null && break
-        kill -0 "$MOTO_PID" 2>/dev/null || die "moto_server exited: $(tail -n 5 "$WORK/logs/moto.log")"
+        curl -s -o /dev/null "$S3_URL/" 2>/dev/null && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "$S3_SERVER exited: $(tail -n 5 "$WORK/logs/s3-server.log")"
         sleep 0.2
     done
-    curl -fsS -X PUT "$S3_URL/bucket" >/dev/null || die "could not create the bucket on $S3_URL"
-    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+    curl -fsS "${S3_SIGN[@]}" -X PUT "$S3_URL/bucket" >/dev/null || die "could not create the bucket on $S3_URL"
 }
 
-# The server alone: a 256 MiB object up and down with curl. moto is Python and keeps objects
-# in memory, so this is the ceiling any S3 backup here can reach.
-probe_moto() {
+# The server alone: a 256 MiB object up and down with curl, the ceiling any S3 backup or
+# restore here can reach.
+probe_s3_server() {
     local obj="$WORK/probe.bin"
     head -c $((256 << 20)) /dev/urandom >"$obj"
-    # Signed like the tools sign (moto refuses anonymous reads of private objects).
-    local sign=(--aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
     local up down
-    up=$(curl -fsS "${sign[@]}" -o /dev/null -w '%{time_total}' -T "$obj" "$S3_URL/bucket/probe.bin") ||
-        die "upload to moto failed"
-    down=$(curl -fsS "${sign[@]}" -o /dev/null -w '%{time_total}' "$S3_URL/bucket/probe.bin") ||
-        die "download from moto failed"
-    curl -fsS "${sign[@]}" -o /dev/null -X DELETE "$S3_URL/bucket/probe.bin" || true
+    up=$(curl -fsS "${S3_SIGN[@]}" -o /dev/null -w '%{time_total}' -T "$obj" "$S3_URL/bucket/probe.bin") ||
+        die "upload to $S3_SERVER failed"
+    down=$(curl -fsS "${S3_SIGN[@]}" -o /dev/null -w '%{time_total}' "$S3_URL/bucket/probe.bin") ||
+        die "download from $S3_SERVER failed"
+    curl -fsS "${S3_SIGN[@]}" -o /dev/null -X DELETE "$S3_URL/bucket/probe.bin" || true
     rm -f "$obj"
-    MOTO_UP_MIBS=$(awk -v t="$up" 'BEGIN { printf "%.0f", 256 / t }')
-    MOTO_DOWN_MIBS=$(awk -v t="$down" 'BEGIN { printf "%.0f", 256 / t }')
-    log "moto alone: upload 256 MiB in ${up}s ($MOTO_UP_MIBS MiB/s), download in ${down}s ($MOTO_DOWN_MIBS MiB/s)"
+    SERVER_UP_MIBS=$(awk -v t="$up" 'BEGIN { printf "%.0f", 256 / t }')
+    SERVER_DOWN_MIBS=$(awk -v t="$down" 'BEGIN { printf "%.0f", 256 / t }')
+    log "$S3_SERVER alone: upload 256 MiB in ${up}s ($SERVER_UP_MIBS MiB/s), download in ${down}s ($SERVER_DOWN_MIBS MiB/s)"
 }
 
 # Per round and tool (alternating): backup to a fresh local repository and to a fresh S3
 # prefix (alternating which goes first), then restore mover's S3 snapshot and verify it.
 compare_s3() {
-    start_moto
-    probe_moto
+    start_s3_server
+    probe_s3_server
     local round tool m repo where first
     for ((round = 1; round <= ROUNDS; round++)); do
         log "S3 round $round/$ROUNDS"
@@ -444,14 +472,14 @@ report() {
         done
         M[mover.s3restore]=$(median mover restore-s3 4)
         echo
-        echo "S3 (moto_server at $S3_URL; alone: upload $MOTO_UP_MIBS MiB/s, download $MOTO_DOWN_MIBS MiB/s for a 256 MiB object)"
+        echo "S3 ($S3_SERVER at $S3_URL; alone: upload $SERVER_UP_MIBS MiB/s, download $SERVER_DOWN_MIBS MiB/s for a 256 MiB object)"
         row "" restic mover "mover/restic"
         row "backup to local dir wall (s)" "${M[restic.s3local]}" "${M[mover.s3local]}" "$(ratio "${M[mover.s3local]}" "${M[restic.s3local]}")"
         row "backup to S3 wall (s)" "${M[restic.s3]}" "${M[mover.s3]}" "$(ratio "${M[mover.s3]}" "${M[restic.s3]}")"
         row "S3 / local (wall)" "${M[restic.s3ratio]}" "${M[mover.s3ratio]}" ""
         row "restore from S3 wall (s)" "" "${M[mover.s3restore]}" ""
-        s3json=$(printf '{"moto_upload_mib_s":%s,"moto_download_mib_s":%s,"restic":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s},"mover":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s,"s3_restore_wall_s":%s}}' \
-            "$MOTO_UP_MIBS" "$MOTO_DOWN_MIBS" "${M[restic.s3local]}" "${M[restic.s3]}" "$(jnum "${M[restic.s3ratio]}")" \
+        s3json=$(printf '{"server":"%s","server_upload_mib_s":%s,"server_download_mib_s":%s,"restic":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s},"mover":{"local_wall_s":%s,"s3_wall_s":%s,"s3_over_local":%s,"s3_restore_wall_s":%s}}' \
+            "$S3_SERVER" "$SERVER_UP_MIBS" "$SERVER_DOWN_MIBS" "${M[restic.s3local]}" "${M[restic.s3]}" "$(jnum "${M[restic.s3ratio]}")" \
             "${M[mover.s3local]}" "${M[mover.s3]}" "$(jnum "${M[mover.s3ratio]}")" "${M[mover.s3restore]}")
     fi
 
