@@ -28,7 +28,8 @@ const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 const MAX_RANGE_BYTES: u64 = 4 << 20;
 /// Files kept open while one pack range is written.
 const MAX_OPEN_FILES_PER_RANGE: usize = 32;
-/// Size of each thread's aligned staging buffer for direct writes.
+/// Initial size of each range write's aligned staging buffer for direct writes; it grows to
+/// the largest blob opened straight into it.
 const STAGING_BYTES: usize = 1 << 20;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
 const SEAL_OVERHEAD_BYTES: u32 = 32;
