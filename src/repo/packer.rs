@@ -340,13 +340,7 @@ pub fn open_blob_into<'a>(
     bufs: &'a mut OpenBuffers,
 ) -> Result<&'a [u8], PackReadError> {
     let id = blob.id;
-    if sealed.len() != blob.length as usize {
-        return Err(PackReadError::BlobLength {
-            id,
-            expected: blob.length,
-            actual: sealed.len(),
-        });
-    }
+    check_sealed_length(sealed, blob)?;
     key.open_into(sealed, &mut bufs.decrypted)
         .map_err(|source| PackReadError::BlobMac { id, source })?;
     let plain: &[u8] = match blob.uncompressed_length {
@@ -357,11 +351,32 @@ pub fn open_blob_into<'a>(
         }
         None => &bufs.decrypted,
     };
-    let actual = Id::hash(plain);
-    if actual != id.0 {
-        return Err(PackReadError::BlobHash { id, actual });
-    }
+    check_hash(plain, blob)?;
     Ok(plain)
+}
+
+/// The sealed bytes must be exactly as long as the index says.
+fn check_sealed_length(sealed: &[u8], blob: &IndexBlob) -> Result<(), PackReadError> {
+    if sealed.len() == blob.length as usize {
+        return Ok(());
+    }
+    Err(PackReadError::BlobLength {
+        id: blob.id,
+        expected: blob.length,
+        actual: sealed.len(),
+    })
+}
+
+/// The plaintext must hash to the blob's id.
+fn check_hash(plain: &[u8], blob: &IndexBlob) -> Result<(), PackReadError> {
+    let actual = Id::hash(plain);
+    if actual == blob.id.0 {
+        return Ok(());
+    }
+    Err(PackReadError::BlobHash {
+        id: blob.id,
+        actual,
+    })
 }
 
 impl OpenBuffers {
@@ -376,13 +391,7 @@ impl OpenBuffers {
         out: &mut [u8],
     ) -> Result<(), PackReadError> {
         let id = blob.id;
-        if sealed.len() != blob.length as usize {
-            return Err(PackReadError::BlobLength {
-                id,
-                expected: blob.length,
-                actual: sealed.len(),
-            });
-        }
+        check_sealed_length(sealed, blob)?;
         match blob.uncompressed_length {
             Some(_) => {
                 key.open_into(sealed, &mut self.decrypted)
@@ -394,11 +403,7 @@ impl OpenBuffers {
                 .open_to_slice(sealed, out)
                 .map_err(|source| PackReadError::BlobMac { id, source })?,
         }
-        let actual = Id::hash(out);
-        if actual != id.0 {
-            return Err(PackReadError::BlobHash { id, actual });
-        }
-        Ok(())
+        check_hash(out, blob)
     }
 }
 
