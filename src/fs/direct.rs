@@ -512,6 +512,23 @@ mod tests {
         assert!(b.as_slice().iter().all(|&x| x == 0));
     }
 
+    /// A temporary file of the length `cuts` add up to, open as a target, and the pattern
+    /// that is to end up in it.
+    fn sized_target(
+        cuts: &[usize],
+        seed: u8,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>, TargetFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = pattern(cuts.iter().sum(), seed);
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(data.len() as u64)
+            .unwrap();
+        let t = TargetFile::open(&path, true).unwrap();
+        (dir, path, data, t)
+    }
+
     fn read_all(path: &Path, capacity: usize, consume: usize) -> io::Result<Vec<u8>> {
         let mut f = SourceFile::open(path, true)?;
         let mut w = ReadWindow::new(capacity);
@@ -550,12 +567,7 @@ mod tests {
         /// writes: edges through the page cache, whole pages directly.
         #[test]
         fn target_writes_land_where_asked(cuts in proptest::collection::vec(1usize..20_000, 1..8), seed: u8) {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let total: usize = cuts.iter().sum();
-            let data = pattern(total, seed);
-            std::fs::File::create(&path).unwrap().set_len(total as u64).unwrap();
-            let mut t = TargetFile::open(&path, true).unwrap();
+            let (_dir, path, data, mut t) = sized_target(&cuts, seed);
             let mut staging = AlignedBuf::new(8192);
             let mut pieces = Vec::new();
             let mut pos = 0;
@@ -575,12 +587,7 @@ mod tests {
         /// same file as plain writes.
         #[test]
         fn window_writes_land_where_asked(cuts in proptest::collection::vec(1usize..20_000, 1..8), seed: u8) {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let total: usize = cuts.iter().sum();
-            let data = pattern(total, seed);
-            std::fs::File::create(&path).unwrap().set_len(total as u64).unwrap();
-            let mut t = TargetFile::open(&path, true).unwrap();
+            let (_dir, path, data, mut t) = sized_target(&cuts, seed);
             let mut pos = 0;
             for c in cuts {
                 let base = align_down(pos);

@@ -356,3 +356,21 @@ pub struct SnapshotFilter {
     pub paths: Vec<String>,
     pub tags: Vec<String>,
 }
+
+/// A repository in `store` (in memory) with a cheap key derivation and the password "pw",
+/// for tests.
+#[cfg(test)]
+pub(crate) async fn in_memory_for_tests(
+    store: Arc<object_store::memory::InMemory>,
+) -> Result<Repository> {
+    let storage = Storage::from_store(store, "", "mem:".into());
+    let init = InitOptions {
+        kdf: KdfParams {
+            n: 1024,
+            r: 8,
+            p: 1,
+        },
+        ..InitOptions::default()
+    };
+    Repository::init(storage, "pw", &init).await
+}

@@ -119,11 +119,8 @@ fn decode_tree(key: &crate::crypto::Key, pack: &PackId, sealed: &[u8], w: &Wante
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::KdfParams;
     use crate::format::tree::{Node, NodeType};
-    use crate::repo::InitOptions;
     use crate::repo::packer::{PackBuilder, seal_blob};
-    use crate::storage::Storage;
     use object_store::memory::InMemory;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -138,16 +135,7 @@ mod tests {
     }
 
     async fn repo() -> Result<Repository> {
-        let storage = Storage::from_store(Arc::new(InMemory::new()), "", "mem:".into());
-        let init = InitOptions {
-            kdf: KdfParams {
-                n: 1024,
-                r: 8,
-                p: 1,
-            },
-            ..InitOptions::default()
-        };
-        Repository::init(storage, "pw", &init).await
+        crate::repo::in_memory_for_tests(Arc::new(InMemory::new())).await
     }
 
     /// Stores `blobs` (type and plaintext) in one pack and indexes them; returns their ids.

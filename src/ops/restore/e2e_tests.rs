@@ -2,13 +2,11 @@
 //! and compare, and check that damage to the repository fails the restore.
 
 use super::*;
-use crate::crypto::KdfParams;
 use crate::error::ErrorClass;
 use crate::format::Id;
 use crate::ops::backup::{BackupOptions, backup};
-use crate::repo::{InitOptions, SnapshotFilter};
+use crate::repo::SnapshotFilter;
 use crate::storage::FileType;
-use crate::storage::Storage;
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use rand::{RngCore, SeedableRng};
@@ -49,16 +47,7 @@ async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
     File::open(src.join("sub"))?.set_modified(when)?;
 
     let store = Arc::new(InMemory::new());
-    let storage = Storage::from_store(store.clone(), "", "mem:".into());
-    let init = InitOptions {
-        kdf: KdfParams {
-            n: 1024,
-            r: 8,
-            p: 1,
-        },
-        ..InitOptions::default()
-    };
-    let repo = Repository::init(storage, "pw", &init).await?;
+    let repo = crate::repo::in_memory_for_tests(store.clone()).await?;
     let opts = BackupOptions {
         paths: vec![src.clone()],
         ..BackupOptions::default()
