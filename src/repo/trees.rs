@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// lie between others'.
 const TREE_RANGE_GAP_BYTES: u64 = 64 << 10;
 /// Largest range read of tree blobs.
-const TREE_RANGE_BYTES: u64 = 4 << 20;
+const TREE_RANGE_BYTES: u64 = 2 << 20;
 /// Range reads in flight at once.
 const TREE_RANGE_CONCURRENCY: usize = 8;
 

@@ -16,10 +16,10 @@ pub(super) const ALIGN: u64 = 4096;
 const POOLED_BUFFERS: usize = 8;
 /// Reads smaller than this (tree blobs, headers) use an exact buffer of their own.
 const MIN_POOLED_READ: usize = 256 << 10;
-/// New pooled buffers are at least this large (a restore's merged range read of 4 MiB plus
+/// New pooled buffers are at least this large (a restore's merged range read of 2 MiB plus
 /// alignment), so that one buffer serves any later ordinary read. Pages a read never
 /// touches are never made resident.
-const MIN_BUFFER_BYTES: usize = 5 << 20;
+const MIN_BUFFER_BYTES: usize = (2 << 20) + (16 << 10);
 /// Buffers larger than this (a range read of one huge blob) are freed, not kept.
 const MAX_POOLED_BYTES: usize = 16 << 20;
 
@@ -33,7 +33,9 @@ fn take_buffer(len: usize) -> Vec<u8> {
         return vec![0u8; len];
     }
     let reused = POOL.lock().ok().and_then(|mut pool| {
-        let i = pool.iter().position(|b| b.len() >= len)?;
+        let i = (0..pool.len())
+            .filter(|&i| pool[i].len() >= len)
+            .min_by_key(|&i| pool[i].len())?;
         Some(pool.swap_remove(i))
     });
     reused.unwrap_or_else(|| vec![0u8; len.max(MIN_BUFFER_BYTES)])
