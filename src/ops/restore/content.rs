@@ -1,17 +1,18 @@
 //! The content phase: which blobs each pack holds for which files, merged range reads of
 //! the packs, and the writes that put the blobs in place.
 
+use super::buffers::BlobBuffers;
 use super::plan::{PlanFile, loc_str, target_path};
 use crate::error::{Error, Result};
 use crate::format::index::IndexBlob;
 use crate::format::tree::{Node, NodeType};
 use crate::format::{BlobId, Id, PackId};
-use crate::fs::direct::{AlignedBuf, TargetFile, align};
+use crate::fs::direct::{TargetFile, align};
 use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
-use crate::repo::packer::{OpenBuffers, open_blob_into};
+use crate::repo::packer::open_blob_into;
 use crate::repo::ranges::merge_spans;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -25,12 +26,12 @@ use std::sync::{Arc, Mutex};
 /// Blobs of one pack closer than this are fetched with one range read.
 const MAX_RANGE_GAP_BYTES: u64 = 1 << 20;
 /// A merged range read stops growing at this size (one blob may still exceed it).
-const MAX_RANGE_BYTES: u64 = 4 << 20;
+const MAX_RANGE_BYTES: u64 = 2 << 20;
 /// Files kept open while one pack range is written.
 const MAX_OPEN_FILES_PER_RANGE: usize = 32;
-/// Initial size of each range write's aligned staging buffer for direct writes; it grows to
-/// the largest blob opened straight into it.
-const STAGING_BYTES: usize = 1 << 20;
+/// Largest staging buffer taken for copying a blob's whole pages out to direct writes (a
+/// larger blob is copied and written in parts of this size).
+const COPY_STAGING_BYTES: usize = 1 << 20;
 /// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
 const SEAL_OVERHEAD_BYTES: u32 = 32;
 
@@ -114,24 +115,14 @@ pub(super) struct ContentState {
     pub(super) skip_zero_blobs: bool,
     /// Whole pages are written with O_DIRECT (see `fs::direct`).
     pub(super) direct_io: bool,
-    /// Buffers of finished range writes, for the next ones (see [`WriteBuffers`]).
-    pub(super) spare_buffers: Mutex<Vec<WriteBuffers>>,
+    /// Staging and opening buffers, lent one blob at a time.
+    pub(super) buffers: BlobBuffers,
     /// Files created by their first write (see [`create_entries`]); empty for none.
     pub(super) deferred: Vec<bool>,
     /// With options, a file's metadata is put back as soon as its last blob is written.
     pub(super) early_metadata: Option<fsw::RestoreOptions>,
     /// Files whose metadata is back.
     pub(super) metadata_done: Vec<AtomicBool>,
-}
-
-/// What one range write needs besides the range: decryption and decompression buffers and
-/// the aligned staging buffer of direct writes. They are pooled, not allocated per blob
-/// or kept per thread: per blob would allocate and free millions of times (fresh pages,
-/// and glibc's arenas grow far past what is in flight), and the blocking pool runs many
-/// more threads than range writes are ever in flight.
-pub(super) struct WriteBuffers {
-    pub(super) open: OpenBuffers,
-    pub(super) staging: AlignedBuf,
 }
 
 impl ContentState {
@@ -154,7 +145,7 @@ impl ContentState {
             progress,
             skip_zero_blobs,
             direct_io,
-            spare_buffers: Mutex::new(Vec::new()),
+            buffers: BlobBuffers::default(),
             deferred: Vec::new(),
             early_metadata: None,
             metadata_done: Vec::new(),
@@ -193,23 +184,6 @@ impl ContentState {
 
     pub(super) fn target(&self, file: usize) -> PathBuf {
         target_path(&self.root, &self.files[file].location)
-    }
-
-    pub(super) fn take_buffers(&self) -> WriteBuffers {
-        self.spare_buffers
-            .lock()
-            .ok()
-            .and_then(|mut spare| spare.pop())
-            .unwrap_or_else(|| WriteBuffers {
-                open: OpenBuffers::default(),
-                staging: AlignedBuf::new(STAGING_BYTES),
-            })
-    }
-
-    pub(super) fn return_buffers(&self, bufs: WriteBuffers) {
-        if let Ok(mut spare) = self.spare_buffers.lock() {
-            spare.push(bufs);
-        }
     }
 
     pub(super) fn fail(&self, file: usize, msg: String) {
@@ -258,7 +232,6 @@ fn write_range(
     range_start: u64,
     blobs: &[BlobNeed],
     state: &ContentState,
-    bufs: &mut WriteBuffers,
 ) -> Result<()> {
     let mut open: HashMap<u32, TargetFile> = HashMap::new();
     for b in blobs {
@@ -284,54 +257,74 @@ fn write_range(
             )
         };
         if let Some((fi, offset)) = window_target(b, state) {
-            // The blob is opened straight into the aligned staging buffer, at its offset's
+            // The blob is opened straight into an aligned staging buffer, at its offset's
             // position within a page, and its whole pages are written from there at once.
             let len = plain_length(&b.loc) as usize;
             let lead = (offset % align() as u64) as usize;
-            if bufs.staging.len() < lead + len {
-                bufs.staging = AlignedBuf::new(lead + len);
-            }
+            let mut staging = state.buffers.take_staging(lead + len);
             let window = lead..lead + len;
-            bufs.open
-                .open_to_slice(
-                    key,
-                    sealed,
-                    &ib,
-                    &mut bufs.staging.as_mut_slice()[window.clone()],
-                )
-                .map_err(corrupt)?;
+            let mut bufs = state.buffers.take_open();
+            let opened = bufs.open_to_slice(
+                key,
+                sealed,
+                &ib,
+                &mut staging.as_mut_slice()[window.clone()],
+            );
+            state.buffers.give_open(bufs);
+            opened.map_err(corrupt)?;
             if let Some(file) = open_file(&mut open, state, fi) {
-                let written = file.write_window(&bufs.staging, offset - lead as u64, window);
+                let written = file.write_window(&staging, offset - lead as u64, window);
                 record_write(state, fi, len, file, written);
             }
+            state.buffers.give_staging(staging);
             continue;
         }
-        let plain = open_blob_into(key, sealed, &ib, &mut bufs.open).map_err(corrupt)?;
-        let skip = state.skip_zero_blobs && crate::fs::block::is_zero(plain);
-        for &(fi, offset) in &b.targets {
-            let f = fi as usize;
-            if state.is_failed(f) {
-                continue;
-            }
-            if skip {
-                state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                state.blob_written(f, None);
-                continue;
-            }
-            let Some(file) = open_file(&mut open, state, fi) else {
-                continue;
-            };
-            let written = if state.skip_zero_blobs {
-                file.buffered().and_then(|h| {
-                    crate::fs::block::write_skipping_zeros(h, plain, offset, 64 * 1024)
-                })
-            } else {
-                file.write_at(plain, offset, &mut bufs.staging)
-            };
-            record_write(state, fi, plain.len(), file, written);
-        }
+        let mut bufs = state.buffers.take_open();
+        let plain = open_blob_into(key, sealed, &ib, &mut bufs).map_err(corrupt)?;
+        write_targets(b, plain, state, &mut open);
+        state.buffers.give_open(bufs);
     }
     Ok(())
+}
+
+/// Writes the opened blob `plain` to every place of `b` in files not failed.
+fn write_targets(
+    b: &BlobNeed,
+    plain: &[u8],
+    state: &ContentState,
+    open: &mut HashMap<u32, TargetFile>,
+) {
+    let skip = state.skip_zero_blobs && crate::fs::block::is_zero(plain);
+    let mut staging = None;
+    for &(fi, offset) in &b.targets {
+        let f = fi as usize;
+        if state.is_failed(f) {
+            continue;
+        }
+        if skip {
+            state.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            state.blob_written(f, None);
+            continue;
+        }
+        let Some(file) = open_file(open, state, fi) else {
+            continue;
+        };
+        let written = if state.skip_zero_blobs {
+            file.buffered()
+                .and_then(|h| crate::fs::block::write_skipping_zeros(h, plain, offset, 64 * 1024))
+        } else {
+            let staging = staging.get_or_insert_with(|| {
+                state
+                    .buffers
+                    .take_staging(plain.len().min(COPY_STAGING_BYTES))
+            });
+            file.write_at(plain, offset, staging)
+        };
+        record_write(state, fi, plain.len(), file, written);
+    }
+    if let Some(staging) = staging {
+        state.buffers.give_staging(staging);
+    }
 }
 
 /// The one place of a blob that is written from the aligned staging buffer: only with
@@ -399,8 +392,10 @@ fn record_write(
 /// merged into range reads, and the ranges of all packs, pack after pack, are the units of
 /// work. `concurrency` ranges are opened and written at once while half as many more are
 /// read, so the disk and the cores stay busy to the last range rather than to the last
-/// pack. Reading further ahead gained nothing from a local disk and cost one range buffer
-/// (up to 4 MiB) per read.
+/// pack. Most of a range write's time is spent waiting for its direct writes, so more
+/// range writes than cores keep more writes queued at the disk: 16 against 8 cut a /usr
+/// restore by about a tenth. What each one holds is its range (up to 2 MiB) and, while it
+/// writes a blob, a staging buffer the size of that blob (see [`BlobBuffers`]).
 pub(super) async fn restore_packs(
     repo: &Repository,
     packs: Vec<(PackId, Vec<BlobNeed>)>,
@@ -430,12 +425,8 @@ pub(super) async fn restore_packs(
             let state = Arc::clone(state);
             async move {
                 tokio::task::spawn_blocking(move || {
-                    let mut bufs = state.take_buffers();
                     let blobs = &blobs[r.items.clone()];
-                    let result =
-                        write_range(&key, &pack, &data, r.range.start, blobs, &state, &mut bufs);
-                    state.return_buffers(bufs);
-                    result
+                    write_range(&key, &pack, &data, r.range.start, blobs, &state)
                 })
                 .await
                 .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))?

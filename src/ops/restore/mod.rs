@@ -7,6 +7,7 @@
 //! back as soon as its last blob is written, so both overlap the content phase. It never
 //! resolves snapshots or takes locks: the caller does.
 
+mod buffers;
 mod content;
 #[cfg(test)]
 mod e2e_tests;
@@ -60,7 +61,7 @@ impl Default for RestoreOptions {
             includes: Vec::new(),
             excludes: Vec::new(),
             restore_owner: nix::unistd::geteuid().is_root(),
-            pack_concurrency: 8,
+            pack_concurrency: 16,
             verify: false,
             direct_io: true,
         }
