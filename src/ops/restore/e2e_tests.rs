@@ -41,6 +41,9 @@ async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
     std::fs::write(src.join("empty"), b"")?;
     std::os::unix::fs::symlink("small", src.join("link"))?;
     std::fs::write(src.join("sub/deep/f"), b"deep file")?;
+    // Special nodes are created beside the content phase: the directory's time must
+    // still be the one restored last.
+    std::os::unix::fs::symlink("deep/f", src.join("sub/ln"))?;
     std::fs::set_permissions(src.join("small"), std::fs::Permissions::from_mode(0o640))?;
     std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o750))?;
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
@@ -91,6 +94,7 @@ async fn restore_ls_dump_and_cat_round_trip() -> TestResult {
     assert_eq!(std::fs::read(r.join("empty"))?, b"");
     assert_eq!(std::fs::read(r.join("sub/deep/f"))?, b"deep file");
     assert_eq!(std::fs::read_link(r.join("link"))?, Path::new("small"));
+    assert_eq!(std::fs::read_link(r.join("sub/ln"))?, Path::new("deep/f"));
     assert_eq!(
         std::fs::metadata(r.join("big"))?.ino(),
         std::fs::metadata(r.join("hl"))?.ino()
@@ -100,9 +104,9 @@ async fn restore_ls_dump_and_cat_round_trip() -> TestResult {
     assert_eq!(sub.mode() & 0o777, 0o750);
     assert_eq!(sub.mtime(), 1_600_000_000);
     assert_eq!(summary.bytes_restored, 2 * f.big.len() as u64 + 5 + 9);
-    assert_eq!(summary.files_restored, 7);
+    assert_eq!(summary.files_restored, 8);
     assert!(summary.dirs_restored >= 3);
-    assert_eq!(progress.snapshot().files_done, 7);
+    assert_eq!(progress.snapshot().files_done, 8);
 
     // Include: only the deep file and its parents.
     let only = f.out.with_file_name("only");

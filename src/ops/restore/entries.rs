@@ -119,17 +119,55 @@ pub(super) struct CreatedEntries {
     pub(super) deferred: Vec<bool>,
 }
 
-/// What the metadata phase needs of the plan besides the files.
+/// What the metadata phase needs of the plan besides the files and special nodes.
 pub(super) struct MetadataEntries {
     pub(super) dirs: Vec<PlanDir>,
     pub(super) links: Vec<PlanLink>,
-    pub(super) specials: Vec<PlanSpecial>,
 }
 
-/// Puts metadata back: files (on `pool`), then special nodes and hard links (created here,
-/// after their targets are complete), then directories deepest level first (in parallel
-/// within a level), so that nothing created later changes a directory's times. Returns
-/// the errors, the files and the directories restored.
+/// Creates the special nodes (symbolic links, FIFOs, devices) with their metadata, on
+/// `pool`. They need nothing but their directory, so this runs beside the content phase
+/// instead of after it: /usr's 5.5k symbolic links took a third of a second. Returns the
+/// errors and the nodes created.
+pub(super) fn create_specials(
+    specials: &[PlanSpecial],
+    meta_opts: &fsw::RestoreOptions,
+    progress: &Progress,
+    pool: &rayon::ThreadPool,
+) -> (Vec<String>, u64) {
+    let results: Vec<(bool, Vec<String>)> = pool.install(|| {
+        specials
+            .par_iter()
+            .map(|s| {
+                let mut errors = Vec::new();
+                let create = || fsw::create_node(&s.target, &s.node);
+                let created = create_with_metadata(
+                    &s.target,
+                    &s.location,
+                    &s.node,
+                    create,
+                    meta_opts,
+                    progress,
+                    &mut errors,
+                );
+                (created, errors)
+            })
+            .collect()
+    });
+    tally(results)
+}
+
+/// The errors of all entries, in order, and how many were created.
+fn tally(results: Vec<(bool, Vec<String>)>) -> (Vec<String>, u64) {
+    let created = results.iter().filter(|(c, _)| *c).count() as u64;
+    let errors = results.into_iter().flat_map(|(_, e)| e).collect();
+    (errors, created)
+}
+
+/// Puts metadata back: files (on `pool`), then hard links (created here, after their
+/// targets are complete), then directories deepest level first (in parallel within a
+/// level), so that nothing created later changes a directory's times. Returns the errors,
+/// the files and links restored, and the directories restored.
 pub(super) fn restore_metadata(
     state: &ContentState,
     entries: &MetadataEntries,
@@ -156,42 +194,37 @@ pub(super) fn restore_metadata(
         .count();
     let mut count = (results.len() + early) as u64;
     let mut errors: Vec<String> = results.into_iter().flatten().collect();
-    for s in &entries.specials {
-        let create = || fsw::create_node(&s.target, &s.node);
-        if create_with_metadata(
-            &s.target,
-            &s.location,
-            &s.node,
-            create,
-            meta_opts,
-            progress,
-            &mut errors,
-        ) {
-            count += 1;
-        }
-    }
-    for l in &entries.links {
-        if state.is_failed(l.file) {
-            errors.push(format!(
-                "{}: not linked, because {} could not be restored",
-                loc_str(&l.location),
-                loc_str(&files[l.file].location)
-            ));
-            continue;
-        }
-        let create = || fsw::hard_link(&state.target(l.file), &l.target);
-        if create_with_metadata(
-            &l.target,
-            &l.location,
-            &l.node,
-            create,
-            meta_opts,
-            progress,
-            &mut errors,
-        ) {
-            count += 1;
-        }
-    }
+    let linked: Vec<(bool, Vec<String>)> = pool.install(|| {
+        entries
+            .links
+            .par_iter()
+            .map(|l| {
+                if state.is_failed(l.file) {
+                    let msg = format!(
+                        "{}: not linked, because {} could not be restored",
+                        loc_str(&l.location),
+                        loc_str(&files[l.file].location)
+                    );
+                    return (false, vec![msg]);
+                }
+                let mut errors = Vec::new();
+                let create = || fsw::hard_link(&state.target(l.file), &l.target);
+                let created = create_with_metadata(
+                    &l.target,
+                    &l.location,
+                    &l.node,
+                    create,
+                    meta_opts,
+                    progress,
+                    &mut errors,
+                );
+                (created, errors)
+            })
+            .collect()
+    });
+    let (link_errors, links) = tally(linked);
+    errors.extend(link_errors);
+    count += links;
     let dirs = &entries.dirs;
     let mut dir_count = 0u64;
     let levels = dirs_by_depth(dirs, |d| d.restored && d.node.is_some());

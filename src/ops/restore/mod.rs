@@ -4,8 +4,9 @@
 //! fetches content pack by pack with merged range reads and positional writes, and puts
 //! metadata back last (directories deepest first so their times stick). Files in directories
 //! this restore made are created by their first write instead, and each file's metadata goes
-//! back as soon as its last blob is written, so both overlap the content phase. It never
-//! resolves snapshots or takes locks: the caller does.
+//! back as soon as its last blob is written, so both overlap the content phase, and special
+//! nodes (symbolic links, FIFOs, devices) are created beside it. It never resolves
+//! snapshots or takes locks: the caller does.
 
 mod buffers;
 mod content;
@@ -22,7 +23,9 @@ use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use content::{ContentState, group_by_pack, restore_packs, verify_file};
-use entries::{CreatedEntries, MetadataEntries, create_entries, fs_pool, restore_metadata};
+use entries::{
+    CreatedEntries, MetadataEntries, create_entries, create_specials, fs_pool, restore_metadata,
+};
 use futures::{StreamExt, TryStreamExt};
 use plan::{Plan, build_plan, target_path};
 use select::Selector;
@@ -186,7 +189,18 @@ pub async fn restore(
         })
         .collect();
     packs.sort_by_key(|(pack, _)| *pack);
+    let specials_created = {
+        let (pool, progress, meta_opts) =
+            (Arc::clone(&pool), Arc::clone(&progress), meta_opts.clone());
+        tokio::task::spawn_blocking(move || {
+            create_specials(&specials, &meta_opts, &progress, &pool)
+        })
+    };
     restore_packs(repo, packs, &state, opts.pack_concurrency).await?;
+    let (special_errors, specials_restored) = specials_created
+        .await
+        .map_err(|e| Error::Other(format!("creating special nodes task failed: {e}")))?;
+    all_errors.extend(special_errors);
     if let Ok(mut errors) = state.errors.lock() {
         all_errors.append(&mut errors);
     }
@@ -218,12 +232,8 @@ pub async fn restore(
         }
     }
 
-    // Metadata: files not done yet, special nodes and links, then directories deepest first.
-    let entries = MetadataEntries {
-        dirs,
-        links,
-        specials,
-    };
+    // Metadata: files not done yet and links, then directories deepest first.
+    let entries = MetadataEntries { dirs, links };
     let state_m = Arc::clone(&state);
     let (meta_errors, files_restored, dirs_restored) = blocking("restoring metadata", move || {
         restore_metadata(&state_m, &entries, &meta_opts, &pool)
@@ -233,7 +243,7 @@ pub async fn restore(
     tracing::info!(elapsed = ?started.elapsed(), "restore: metadata restored");
 
     Ok(RestoreSummary {
-        files_restored,
+        files_restored: files_restored + specials_restored,
         dirs_restored,
         bytes_restored: state.bytes.load(Ordering::Relaxed),
         errors: all_errors,
