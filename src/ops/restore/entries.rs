@@ -139,18 +139,8 @@ pub(super) fn create_specials(
         specials
             .par_iter()
             .map(|s| {
-                let mut errors = Vec::new();
                 let create = || fsw::create_node(&s.target, &s.node);
-                let created = create_with_metadata(
-                    &s.target,
-                    &s.location,
-                    &s.node,
-                    create,
-                    meta_opts,
-                    progress,
-                    &mut errors,
-                );
-                (created, errors)
+                create_with_metadata(&s.target, &s.location, &s.node, create, meta_opts, progress)
             })
             .collect()
     });
@@ -207,18 +197,8 @@ pub(super) fn restore_metadata(
                     );
                     return (false, vec![msg]);
                 }
-                let mut errors = Vec::new();
                 let create = || fsw::hard_link(&state.target(l.file), &l.target);
-                let created = create_with_metadata(
-                    &l.target,
-                    &l.location,
-                    &l.node,
-                    create,
-                    meta_opts,
-                    progress,
-                    &mut errors,
-                );
-                (created, errors)
+                create_with_metadata(&l.target, &l.location, &l.node, create, meta_opts, progress)
             })
             .collect()
     });
@@ -255,25 +235,23 @@ pub(super) fn restore_metadata(
 }
 
 /// Creates a special node or an extra hard-link name with `create` (and its missing
-/// parents), then puts `node`'s metadata on it. Returns whether the entry now exists;
-/// failures are added to `errors`.
-pub(super) fn create_with_metadata(
+/// parents), then puts `node`'s metadata on it. Returns whether the entry now exists and
+/// the failures.
+fn create_with_metadata(
     target: &Path,
     location: &[u8],
     node: &Node,
     create: impl FnOnce() -> std::io::Result<()>,
     meta_opts: &fsw::RestoreOptions,
     progress: &Progress,
-    errors: &mut Vec<String>,
-) -> bool {
+) -> (bool, Vec<String>) {
     if let Err(e) = fsw::create_dir_all_for(target).and_then(|()| create()) {
-        errors.push(format!("{}: {e}", loc_str(location)));
         progress.add_error();
-        return false;
+        return (false, vec![format!("{}: {e}", loc_str(location))]);
     }
     progress.files_done.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = fsw::apply_metadata(target, node, meta_opts) {
-        errors.push(format!("{}: {e}", loc_str(location)));
+    match fsw::apply_metadata(target, node, meta_opts) {
+        Ok(()) => (true, Vec::new()),
+        Err(e) => (true, vec![format!("{}: {e}", loc_str(location))]),
     }
-    true
 }
