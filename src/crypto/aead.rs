@@ -15,8 +15,10 @@ use super::CryptoError;
 /// Bytes added by [`Key::seal`]: a 16-byte IV in front and a 16-byte MAC behind.
 pub const OVERHEAD: usize = 32;
 
-const IV_LEN: usize = 16;
-const MAC_LEN: usize = 16;
+/// The IV in front of every sealed message.
+pub const IV_LEN: usize = 16;
+/// The MAC behind every sealed message.
+pub const MAC_LEN: usize = 16;
 
 /// Go's `cipher.NewCTR`: the whole 16-byte IV is one big-endian counter (spec §3.2).
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
@@ -215,18 +217,6 @@ impl Key {
         Ok(plain)
     }
 
-    /// Like [`Key::open`] but writes the plaintext into `out` (replacing its contents and
-    /// reusing its allocation); on error `out` is left unchanged.
-    pub fn open_into(&self, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let iv = self.verify(sealed)?;
-        let body = &sealed[IV_LEN..sealed.len() - MAC_LEN];
-        out.clear();
-        out.extend_from_slice(body);
-        let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv).into());
-        cipher.apply_keystream(out);
-        Ok(())
-    }
-
     /// Like [`Key::open`] but decrypts straight into `out`, which must be exactly as long
     /// as the plaintext (the sealed length less 32); on error `out` is left unchanged.
     pub fn open_to_slice(&self, sealed: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
@@ -246,16 +236,16 @@ impl Key {
             .map_err(|_| wrong_length())
     }
 
-    /// Like [`Key::open`] but reuses `buf`: on success it holds only the plaintext; on error
-    /// it is left unchanged.
-    pub fn open_in_place(&self, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let iv = self.verify(buf)?;
-        let len = buf.len();
+    /// Like [`Key::open`] but decrypts where the sealed bytes lie: on success the plaintext
+    /// is the returned part of `sealed` (without IV and MAC); on error `sealed` is left
+    /// unchanged.
+    pub fn open_in_slice<'a>(&self, sealed: &'a mut [u8]) -> Result<&'a mut [u8], CryptoError> {
+        let iv = self.verify(sealed)?;
+        let len = sealed.len();
+        let body = &mut sealed[IV_LEN..len - MAC_LEN];
         let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv).into());
-        cipher.apply_keystream(&mut buf[IV_LEN..len - MAC_LEN]);
-        buf.truncate(len - MAC_LEN);
-        buf.drain(..IV_LEN);
-        Ok(())
+        cipher.apply_keystream(body);
+        Ok(body)
     }
 
     /// The master-key JSON exactly as Go's `json.Marshal` writes it (spec §3.4).
@@ -355,8 +345,10 @@ mod tests {
         assert_eq!(sealed.len(), 50);
         assert_eq!(test_key().open(&sealed).unwrap(), b"Dies ist ein Test!");
         let mut buf = sealed.clone();
-        test_key().open_in_place(&mut buf).unwrap();
-        assert_eq!(buf, b"Dies ist ein Test!");
+        assert_eq!(
+            test_key().open_in_slice(&mut buf).unwrap(),
+            b"Dies ist ein Test!"
+        );
     }
 
     #[test]
@@ -406,7 +398,7 @@ mod tests {
                 "byte {i}: {err:?}"
             );
             let mut buf = bad.clone();
-            assert_eq!(key.open_in_place(&mut buf).unwrap_err(), err);
+            assert_eq!(key.open_in_slice(&mut buf).unwrap_err(), err);
             assert_eq!(buf, bad, "buffer unchanged on error");
         }
     }
@@ -518,8 +510,7 @@ mod tests {
             key.open_to_slice(&sealed, &mut out).unwrap();
             prop_assert_eq!(&out, &plain);
             let mut buf = sealed;
-            key.open_in_place(&mut buf).unwrap();
-            prop_assert_eq!(buf, plain);
+            prop_assert_eq!(key.open_in_slice(&mut buf).unwrap(), plain.as_slice());
         }
     }
 

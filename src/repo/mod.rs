@@ -19,7 +19,7 @@ use crate::format::index::{IndexBlob, IndexFile};
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
 use crate::format::{BlobId, BlobType, Id, PackId, SnapshotId, TreeId};
-use crate::storage::{FileType, Storage, StorageError};
+use crate::storage::{FileType, RangeBuf, Storage, StorageError};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use index::MasterIndex;
@@ -292,24 +292,23 @@ impl Repository {
         pack: &PackId,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes> {
-        match self
-            .storage
+        self.storage
             .read_range(FileType::Pack, pack.id(), range)
             .await
-        {
-            Ok(b) => Ok(b),
-            Err(e @ (StorageError::ShortRead { .. } | StorageError::NotFound { .. })) => {
-                Err(Error::corrupt(format!("pack {pack}"), e.to_string()))
-            }
-            Err(StorageError::Backend {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }) => Err(Error::corrupt(
-                format!("pack {pack}"),
-                "missing from storage",
-            )),
-            Err(e) => Err(e.into()),
-        }
+            .map_err(|e| pack_read_error(pack, e))
+    }
+
+    /// [`Repository::read_pack_range`] into a buffer the caller may write over (blobs are
+    /// then opened in place).
+    pub async fn read_pack_range_mut(
+        &self,
+        pack: &PackId,
+        range: std::ops::Range<u64>,
+    ) -> Result<RangeBuf> {
+        self.storage
+            .read_range_mut(FileType::Pack, pack.id(), range)
+            .await
+            .map_err(|e| pack_read_error(pack, e))
     }
 
     /// Fetch one blob's sealed bytes from its pack, verify and decrypt it.
@@ -373,4 +372,19 @@ pub(crate) async fn in_memory_for_tests(
         ..InitOptions::default()
     };
     Repository::init(storage, "pw", &init).await
+}
+
+/// A failed pack read: a short or missing pack is corruption of the repository, anything
+/// else is the storage's own error.
+fn pack_read_error(pack: &PackId, e: StorageError) -> Error {
+    match e {
+        e @ (StorageError::ShortRead { .. } | StorageError::NotFound { .. }) => {
+            Error::corrupt(format!("pack {pack}"), e.to_string())
+        }
+        StorageError::Backend {
+            source: object_store::Error::NotFound { .. },
+            ..
+        } => Error::corrupt(format!("pack {pack}"), "missing from storage"),
+        e => e.into(),
+    }
 }

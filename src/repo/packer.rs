@@ -3,6 +3,7 @@
 //! CPU only: no I/O and no logging; callers fetch and store the bytes.
 
 use crate::compress::{self, CompressError};
+use crate::crypto::aead::{IV_LEN, MAC_LEN};
 use crate::crypto::{CryptoError, Key};
 use crate::format::index::IndexBlob;
 use crate::format::pack::{
@@ -315,44 +316,17 @@ pub fn parse_pack_header(
 
 /// Verify, decrypt, decompress (bounded to the recorded length) and hash-check one blob.
 pub fn open_blob(key: &Key, sealed: &[u8], blob: &IndexBlob) -> Result<Vec<u8>, PackReadError> {
-    let mut bufs = OpenBuffers::default();
-    open_blob_into(key, sealed, blob, &mut bufs)?;
+    let mut buf = sealed.to_vec();
+    let mut plain = Vec::new();
+    open_blob_in_place(key, &mut buf, blob, &mut plain)?;
     Ok(match blob.uncompressed_length {
-        Some(_) => bufs.plain,
-        None => bufs.decrypted,
-    })
-}
-
-/// Buffers reused by [`open_blob_into`]: the decrypted bytes and, for compressed blobs, the
-/// decompressed ones. Keeping one per thread turns two allocations per blob into none.
-#[derive(Debug, Default)]
-pub struct OpenBuffers {
-    decrypted: Vec<u8>,
-    plain: Vec<u8>,
-}
-
-/// [`open_blob`] without allocating: returns the verified plaintext, which lives in `bufs`
-/// until the next call.
-pub fn open_blob_into<'a>(
-    key: &Key,
-    sealed: &[u8],
-    blob: &IndexBlob,
-    bufs: &'a mut OpenBuffers,
-) -> Result<&'a [u8], PackReadError> {
-    let id = blob.id;
-    check_sealed_length(sealed, blob)?;
-    key.open_into(sealed, &mut bufs.decrypted)
-        .map_err(|source| PackReadError::BlobMac { id, source })?;
-    let plain: &[u8] = match blob.uncompressed_length {
-        Some(len) => {
-            compress::decompress_exact_into(&bufs.decrypted, len as usize, &mut bufs.plain)
-                .map_err(|source| PackReadError::BlobDecompress { id, source })?;
-            &bufs.plain
+        Some(_) => plain,
+        None => {
+            buf.truncate(buf.len() - MAC_LEN);
+            buf.drain(..IV_LEN);
+            buf
         }
-        None => &bufs.decrypted,
-    };
-    check_hash(plain, blob)?;
-    Ok(plain)
+    })
 }
 
 /// The sealed bytes must be exactly as long as the index says.
@@ -379,32 +353,57 @@ fn check_hash(plain: &[u8], blob: &IndexBlob) -> Result<(), PackReadError> {
     })
 }
 
-impl OpenBuffers {
-    /// [`open_blob_into`] into `out`, which must be exactly the blob's plaintext length (its
-    /// `uncompressed_length`, or the sealed length less 32): the plaintext lands where the
-    /// caller wants it, with no copy. On error `out` holds nothing useful.
-    pub fn open_to_slice(
-        &mut self,
-        key: &Key,
-        sealed: &[u8],
-        blob: &IndexBlob,
-        out: &mut [u8],
-    ) -> Result<(), PackReadError> {
-        let id = blob.id;
-        check_sealed_length(sealed, blob)?;
-        match blob.uncompressed_length {
-            Some(_) => {
-                key.open_into(sealed, &mut self.decrypted)
-                    .map_err(|source| PackReadError::BlobMac { id, source })?;
-                compress::decompress_exact_to_slice(&self.decrypted, out)
-                    .map_err(|source| PackReadError::BlobDecompress { id, source })?;
-            }
-            None => key
-                .open_to_slice(sealed, out)
-                .map_err(|source| PackReadError::BlobMac { id, source })?,
+/// [`open_blob_into`] for sealed bytes the caller is done with: they are decrypted where
+/// they lie, so no buffer holds a copy. An uncompressed blob's plaintext is then part of
+/// `sealed`; a compressed one is decompressed into `plain`. On error `sealed` may hold
+/// decrypted bytes.
+pub fn open_blob_in_place<'a>(
+    key: &Key,
+    sealed: &'a mut [u8],
+    blob: &IndexBlob,
+    plain: &'a mut Vec<u8>,
+) -> Result<&'a [u8], PackReadError> {
+    let id = blob.id;
+    check_sealed_length(sealed, blob)?;
+    let decrypted = key
+        .open_in_slice(sealed)
+        .map_err(|source| PackReadError::BlobMac { id, source })?;
+    let out: &[u8] = match blob.uncompressed_length {
+        Some(len) => {
+            compress::decompress_exact_into(decrypted, len as usize, plain)
+                .map_err(|source| PackReadError::BlobDecompress { id, source })?;
+            plain
         }
-        check_hash(out, blob)
+        None => decrypted,
+    };
+    check_hash(out, blob)?;
+    Ok(out)
+}
+
+/// [`open_blob_in_place`] into `out`, which must be exactly the blob's plaintext length (its
+/// `uncompressed_length`, or the sealed length less 32): the plaintext lands where the
+/// caller wants it, with no buffer in between. On error `out` holds nothing useful.
+pub fn open_blob_in_place_to_slice(
+    key: &Key,
+    sealed: &mut [u8],
+    blob: &IndexBlob,
+    out: &mut [u8],
+) -> Result<(), PackReadError> {
+    let id = blob.id;
+    check_sealed_length(sealed, blob)?;
+    match blob.uncompressed_length {
+        Some(_) => {
+            let decrypted = key
+                .open_in_slice(sealed)
+                .map_err(|source| PackReadError::BlobMac { id, source })?;
+            compress::decompress_exact_to_slice(decrypted, out)
+                .map_err(|source| PackReadError::BlobDecompress { id, source })?;
+        }
+        None => key
+            .open_to_slice(sealed, out)
+            .map_err(|source| PackReadError::BlobMac { id, source })?,
     }
+    check_hash(out, blob)
 }
 
 #[cfg(test)]
@@ -653,21 +652,24 @@ mod tests {
             let pack = build(&key, &inputs);
             let parsed = read_header(&key, &pack.bytes, HEADER_READ_AHEAD);
             prop_assert_eq!(&parsed, &pack.blobs);
-            let mut bufs = OpenBuffers::default();
+            let mut plain = Vec::new();
             for (b, (_, data, _)) in parsed.iter().zip(&inputs) {
                 prop_assert_eq!(&open_blob(&key, &slice_of(&pack.bytes, b), b).unwrap(), data);
-                // Reused buffers, whatever the previous blob's size and compression.
-                let reused = open_blob_into(&key, &slice_of(&pack.bytes, b), b, &mut bufs).unwrap();
-                prop_assert_eq!(reused, data.as_slice());
                 let mut out = vec![0u8; data.len()];
-                bufs.open_to_slice(&key, &slice_of(&pack.bytes, b), b, &mut out).unwrap();
+                open_blob_in_place_to_slice(&key, &mut slice_of(&pack.bytes, b), b, &mut out)
+                    .unwrap();
                 prop_assert_eq!(&out, data);
+                // A reused decompression buffer, whatever the previous blob's size and
+                // compression.
+                let mut sealed = slice_of(&pack.bytes, b);
+                let in_place = open_blob_in_place(&key, &mut sealed, b, &mut plain).unwrap();
+                prop_assert_eq!(in_place, data.as_slice());
             }
         }
     }
 
     #[test]
-    fn open_to_slice_rejects_a_changed_byte_and_a_wrong_id() {
+    fn opening_in_place_rejects_a_changed_byte_and_a_wrong_id() {
         let key = Key::random();
         let data = b"some blob content".repeat(20);
         let pack = build(
@@ -677,21 +679,31 @@ mod tests {
                 (BlobType::Data, data.clone(), None),
             ],
         );
-        let mut bufs = OpenBuffers::default();
+        let mut plain = Vec::new();
         for b in &pack.blobs {
-            let mut sealed = slice_of(&pack.bytes, b);
             let mut out = vec![0u8; data.len()];
             let mut wrong = *b;
             wrong.id = BlobId(Id([1; 32]));
             assert!(matches!(
-                bufs.open_to_slice(&key, &sealed, &wrong, &mut out),
+                open_blob_in_place_to_slice(&key, &mut slice_of(&pack.bytes, b), &wrong, &mut out),
                 Err(PackReadError::BlobHash { .. })
             ));
-            sealed[20] ^= 1;
             assert!(matches!(
-                bufs.open_to_slice(&key, &sealed, b, &mut out),
+                open_blob_in_place(&key, &mut slice_of(&pack.bytes, b), &wrong, &mut plain),
+                Err(PackReadError::BlobHash { .. })
+            ));
+            let mut changed = slice_of(&pack.bytes, b);
+            changed[20] ^= 1;
+            let before = changed.clone();
+            assert!(matches!(
+                open_blob_in_place_to_slice(&key, &mut changed, b, &mut out),
                 Err(PackReadError::BlobMac { .. })
             ));
+            assert!(matches!(
+                open_blob_in_place(&key, &mut changed, b, &mut plain),
+                Err(PackReadError::BlobMac { .. })
+            ));
+            assert_eq!(changed, before, "a blob failing its MAC is left as it was");
         }
     }
 }

@@ -2,7 +2,6 @@
 //! once, so the page cache would only add a copy and fill memory with data nobody reads
 //! again. Any failure here makes the caller fall back to the object store's own read.
 
-use bytes::Bytes;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -65,8 +64,9 @@ pub(super) fn give_back(buf: Vec<u8>) {
     }
 }
 
-/// The bytes of one read, inside a pooled buffer that goes back to the pool on drop.
-struct PooledRange {
+/// The bytes of one read, inside a pooled buffer that goes back to the pool on drop. The
+/// bytes are the holder's to change: a restore opens blobs where they were read.
+pub struct PooledRange {
     buf: Vec<u8>,
     range: Range<usize>,
 }
@@ -74,6 +74,19 @@ struct PooledRange {
 impl AsRef<[u8]> for PooledRange {
     fn as_ref(&self) -> &[u8] {
         &self.buf[self.range.clone()]
+    }
+}
+
+impl std::ops::Deref for PooledRange {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl std::ops::DerefMut for PooledRange {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.range.clone()]
     }
 }
 
@@ -86,7 +99,7 @@ impl Drop for PooledRange {
 /// Reads `range` of `path`, bypassing the page cache. `Ok(None)` when the filesystem does
 /// not take direct reads or the file ends early (the caller then reads the ordinary way
 /// and reports a short read itself).
-pub fn read_range(path: &Path, range: Range<u64>) -> io::Result<Option<Bytes>> {
+pub fn read_range(path: &Path, range: Range<u64>) -> io::Result<Option<PooledRange>> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -118,10 +131,10 @@ pub fn read_range(path: &Path, range: Range<u64>) -> io::Result<Option<Bytes>> {
         give_back(raw);
         return Ok(None);
     }
-    Ok(Some(Bytes::from_owner(PooledRange {
+    Ok(Some(PooledRange {
         buf: raw,
         range: from..to,
-    })))
+    }))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -162,7 +175,11 @@ mod tests {
         ] {
             let got = read_range(&path, a..b)?.expect("direct read");
             assert_eq!(&got[..], &data[a as usize..b as usize], "range {a}..{b}");
-            // Held and dropped reads alike leave later reads of reused buffers exact.
+            // Held and dropped reads alike leave later reads of reused buffers exact, also
+            // when a holder wrote over its bytes.
+            let mut held = read_range(&path, b / 2..b)?.expect("direct read");
+            held.fill(0xee);
+            drop(held);
             let held = read_range(&path, b / 2..b)?.expect("direct read");
             drop(got);
             assert_eq!(&held[..], &data[(b / 2) as usize..b as usize]);

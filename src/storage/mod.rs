@@ -12,7 +12,7 @@ pub use url::Location;
 
 use crate::error::ErrorClass;
 use crate::format::id::Id;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -324,8 +324,40 @@ impl Storage {
         id: &Id,
         range: Range<u64>,
     ) -> Result<Bytes, StorageError> {
+        Ok(match self.read_range_data(ft, id, range).await? {
+            RangeData::Direct(r) => Bytes::from_owner(r),
+            RangeData::Fetched(b) => b,
+        })
+    }
+
+    /// [`Storage::read_range`] into a buffer the caller may write over, so that blobs can
+    /// be decrypted where they were read. No copy is made for local packs or for a fetched
+    /// body nothing else holds.
+    pub async fn read_range_mut(
+        &self,
+        ft: FileType,
+        id: &Id,
+        range: Range<u64>,
+    ) -> Result<RangeBuf, StorageError> {
+        Ok(RangeBuf(
+            match self.read_range_data(ft, id, range).await? {
+                RangeData::Direct(r) => RangeBufInner::Direct(r),
+                RangeData::Fetched(b) => RangeBufInner::Heap(
+                    b.try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+                ),
+            },
+        ))
+    }
+
+    async fn read_range_data(
+        &self,
+        ft: FileType,
+        id: &Id,
+        range: Range<u64>,
+    ) -> Result<RangeData, StorageError> {
         if range.start >= range.end {
-            return Ok(Bytes::new());
+            return Ok(RangeData::Fetched(Bytes::new()));
         }
         let path = self.path(ft, id);
         if let Some(file) = self.direct_pack_file(ft, id) {
@@ -333,7 +365,7 @@ impl Storage {
             if let Ok(Ok(Some(data))) =
                 tokio::task::spawn_blocking(move || direct_read::read_range(&file, r)).await
             {
-                return Ok(data);
+                return Ok(RangeData::Direct(data));
             }
         }
         let data = self
@@ -349,7 +381,7 @@ impl Storage {
                 got: data.len() as u64,
             });
         }
-        Ok(data)
+        Ok(RangeData::Fetched(data))
     }
 
     /// Writes a whole file. Local writes go to a temporary file renamed into place and are
@@ -482,6 +514,39 @@ fn parse_name(name: &str) -> Option<Id> {
         return None;
     }
     Id::from_hex(name).ok()
+}
+
+/// A range read's bytes before they are handed out.
+enum RangeData {
+    Direct(direct_read::PooledRange),
+    Fetched(Bytes),
+}
+
+/// The bytes of a range read, owned and writable ([`Storage::read_range_mut`]).
+pub struct RangeBuf(RangeBufInner);
+
+enum RangeBufInner {
+    Direct(direct_read::PooledRange),
+    Heap(BytesMut),
+}
+
+impl std::ops::Deref for RangeBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            RangeBufInner::Direct(r) => r,
+            RangeBufInner::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RangeBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            RangeBufInner::Direct(r) => r,
+            RangeBufInner::Heap(b) => b,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,29 +1,29 @@
 //! Buffers of the content phase, lent one blob at a time to whichever range write needs
-//! them: the aligned staging buffers that direct writes go out from, and the decryption
-//! and decompression buffers of opening a blob.
+//! them: the aligned staging buffers that direct writes go out from, and the buffers that
+//! blobs written from memory are decompressed into. (Blobs are decrypted where they were
+//! read and need no buffer of their own.)
 //!
-//! A range write holds a staging buffer only while it writes one blob, and opening
-//! buffers only while it opens one, so what is allocated follows the blobs in flight,
+//! A range write holds a staging buffer only while it writes one blob, and a
+//! decompression buffer only while it opens one, so what is allocated follows the blobs in flight,
 //! not the largest blob each range write ever met. Freed buffers are kept for the next
 //! blob up to a byte limit: allocating per blob would cost fresh pages every time, and
 //! with glibc let the heap grow far past what is in flight.
 
 use crate::fs::direct::{AlignedBuf, align_up};
-use crate::repo::packer::OpenBuffers;
 use std::sync::Mutex;
 
 /// Staging buffers are allocated in multiples of this, so that one fits many blob sizes.
 const STAGING_STEP_BYTES: usize = 1 << 20;
 /// Free staging bytes kept for reuse; beyond this, returned buffers are freed.
 const KEPT_STAGING_BYTES: usize = 24 << 20;
-/// Free opening buffers kept for reuse. Only the range writes that are opening a blob
-/// hold one, which is about one per core.
-const KEPT_OPEN_BUFFERS: usize = 4;
+/// Free decompression buffers kept for reuse. Only the range writes that are opening a
+/// blob hold one, which is about one per core.
+const KEPT_PLAIN_BUFFERS: usize = 4;
 
 #[derive(Default)]
 pub(super) struct BlobBuffers {
     staging: Mutex<Vec<AlignedBuf>>,
-    open: Mutex<Vec<OpenBuffers>>,
+    plain: Mutex<Vec<Vec<u8>>>,
 }
 
 impl BlobBuffers {
@@ -57,18 +57,18 @@ impl BlobBuffers {
         }
     }
 
-    pub(super) fn take_open(&self) -> OpenBuffers {
-        self.open
+    pub(super) fn take_plain(&self) -> Vec<u8> {
+        self.plain
             .lock()
             .ok()
             .and_then(|mut free| free.pop())
             .unwrap_or_default()
     }
 
-    pub(super) fn give_open(&self, bufs: OpenBuffers) {
-        if let Ok(mut free) = self.open.lock() {
-            if free.len() < KEPT_OPEN_BUFFERS {
-                free.push(bufs);
+    pub(super) fn give_plain(&self, buf: Vec<u8>) {
+        if let Ok(mut free) = self.plain.lock() {
+            if free.len() < KEPT_PLAIN_BUFFERS {
+                free.push(buf);
             }
         }
     }
@@ -121,14 +121,14 @@ mod tests {
     }
 
     #[test]
-    fn open_buffers_are_kept_up_to_their_limit() {
+    fn plain_buffers_are_kept_up_to_their_limit() {
         let pool = BlobBuffers::default();
-        for _ in 0..KEPT_OPEN_BUFFERS + 3 {
-            pool.give_open(OpenBuffers::default());
+        for _ in 0..KEPT_PLAIN_BUFFERS + 3 {
+            pool.give_plain(Vec::with_capacity(10));
         }
         assert_eq!(
-            pool.open.lock().map(|f| f.len()).unwrap_or(0),
-            KEPT_OPEN_BUFFERS
+            pool.plain.lock().map(|f| f.len()).unwrap_or(0),
+            KEPT_PLAIN_BUFFERS
         );
     }
 }

@@ -12,7 +12,7 @@ use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::{BlobLocation, MasterIndex};
-use crate::repo::packer::open_blob_into;
+use crate::repo::packer::{open_blob_in_place, open_blob_in_place_to_slice};
 use crate::repo::ranges::merge_spans;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -228,7 +228,7 @@ impl ContentState {
 fn write_range(
     key: &crate::crypto::Key,
     pack: &PackId,
-    data: &[u8],
+    data: &mut [u8],
     range_start: u64,
     blobs: &[BlobNeed],
     state: &ContentState,
@@ -237,7 +237,7 @@ fn write_range(
     for b in blobs {
         let from = (u64::from(b.loc.offset) - range_start) as usize;
         let to = from + b.loc.length as usize;
-        let sealed = data.get(from..to).ok_or_else(|| {
+        let sealed = data.get_mut(from..to).ok_or_else(|| {
             Error::corrupt(
                 format!("pack {pack}"),
                 format!("short read for blob {} at offset {}", b.id, b.loc.offset),
@@ -263,15 +263,13 @@ fn write_range(
             let lead = (offset % align() as u64) as usize;
             let mut staging = state.buffers.take_staging(lead + len);
             let window = lead..lead + len;
-            let mut bufs = state.buffers.take_open();
-            let opened = bufs.open_to_slice(
+            open_blob_in_place_to_slice(
                 key,
                 sealed,
                 &ib,
                 &mut staging.as_mut_slice()[window.clone()],
-            );
-            state.buffers.give_open(bufs);
-            opened.map_err(corrupt)?;
+            )
+            .map_err(corrupt)?;
             if let Some(file) = open_file(&mut open, state, fi) {
                 let written = file.write_window(&staging, offset - lead as u64, window);
                 record_write(state, fi, len, file, written);
@@ -279,10 +277,10 @@ fn write_range(
             state.buffers.give_staging(staging);
             continue;
         }
-        let mut bufs = state.buffers.take_open();
-        let plain = open_blob_into(key, sealed, &ib, &mut bufs).map_err(corrupt)?;
+        let mut buf = state.buffers.take_plain();
+        let plain = open_blob_in_place(key, sealed, &ib, &mut buf).map_err(corrupt)?;
         write_targets(b, plain, state, &mut open);
-        state.buffers.give_open(bufs);
+        state.buffers.give_plain(buf);
     }
     Ok(())
 }
@@ -416,17 +414,17 @@ pub(super) async fn restore_packs(
     });
     futures::stream::iter(ranges)
         .map(|(pack, blobs, r)| async move {
-            let data = repo.read_pack_range(&pack, r.range.clone()).await?;
+            let data = repo.read_pack_range_mut(&pack, r.range.clone()).await?;
             Ok::<_, Error>((pack, blobs, r, data))
         })
         .buffer_unordered(reads_ahead)
-        .map_ok(|(pack, blobs, r, data)| {
+        .map_ok(|(pack, blobs, r, mut data)| {
             let key = repo.key_arc();
             let state = Arc::clone(state);
             async move {
                 tokio::task::spawn_blocking(move || {
                     let blobs = &blobs[r.items.clone()];
-                    write_range(&key, &pack, &data, r.range.start, blobs, &state)
+                    write_range(&key, &pack, &mut data, r.range.start, blobs, &state)
                 })
                 .await
                 .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))?
