@@ -337,15 +337,15 @@ impl TargetFile {
         Ok(TargetFile::with_file(file, direct))
     }
 
-    /// Creates the file (mode 0600, empty) unless it exists, and opens it for writing. Only
-    /// for files that nothing but this restore can have made: an existing file is opened as
-    /// it is, not emptied. The writes give it its length, as every byte of a restored file
-    /// is written, so no separate truncate call is spent on it.
-    pub fn create_or_open(path: &Path, direct: bool) -> io::Result<TargetFile> {
+    /// Creates the file (empty, permission bits `mode` less the umask) unless it exists, and
+    /// opens it for writing. Only for files that nothing but this restore can have made: an
+    /// existing file is opened as it is, not emptied. The writes give it its length, as
+    /// every byte of a restored file is written, so no separate truncate call is spent on it.
+    pub fn create_or_open(path: &Path, direct: bool, mode: u32) -> io::Result<TargetFile> {
         let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(path);
         let file = match created {
             Ok(file) => file,
@@ -618,20 +618,21 @@ mod tests {
         let path = dir.path().join("f");
         let data = pattern(3 * 4096 + 5, 9);
         let mut staging = AlignedBuf::new(8192);
-        let mut first = TargetFile::create_or_open(&path, true)?;
+        let mut first = TargetFile::create_or_open(&path, true, 0o640)?;
         assert_eq!(std::fs::metadata(&path)?.len(), 0);
         first.write_at(&data[4100..], 4100, &mut staging)?;
         assert_eq!(std::fs::metadata(&path)?.len(), data.len() as u64);
-        // A later range of the same file opens it as it is.
-        let mut second = TargetFile::create_or_open(&path, true)?;
+        // A later range of the same file opens it as it is, mode included.
+        let mut second = TargetFile::create_or_open(&path, true, 0o777)?;
         second.write_at(&data[..4100], 0, &mut staging)?;
         drop((first, second));
         assert_eq!(std::fs::read(&path)?, data);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path)?.permissions().mode() & 0o777,
-            0o600
-        );
+        // Created with the mode asked for, less whatever the umask takes from group and
+        // others.
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
         Ok(())
     }
 

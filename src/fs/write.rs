@@ -171,6 +171,14 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// The permission bits to create a regular file with, so that [`Metadata::apply`] need
+    /// not change them in the usual case: the final ones without setuid, setgid and sticky
+    /// (those go on only after the owner), and writable by the owner so that the restore can
+    /// open it again while writing it.
+    pub fn creation_mode(&self) -> u32 {
+        self.mode.map_or(0o600, |m| (m & 0o777) | 0o200)
+    }
+
     /// The metadata of `node`; takes its extended attributes.
     pub fn take(node: &mut Node) -> Metadata {
         let mut m = Metadata::of_node_without_xattrs(node);
@@ -192,7 +200,8 @@ impl Metadata {
 
     /// Puts this metadata on `path`: owner (lchown, when `restore_owner`), mode (not for
     /// symlinks; after chown, which clears setuid/setgid), xattrs, then atime/mtime last so
-    /// that nothing above changes them. Every step is tried; the first failure is returned.
+    /// that nothing above changes them. Owner and mode are only changed where they differ.
+    /// Every step is tried; the first failure is returned.
     pub fn apply(&self, path: &Path, opts: &RestoreOptions) -> io::Result<()> {
         apply(Target::Path(path), self, &self.xattrs, opts)
     }
@@ -221,19 +230,36 @@ fn apply(
         Target::Path(p) | Target::File(_, p) => p,
     };
     let mut first = None;
-    if opts.restore_owner {
+    // Owner and mode calls that would change nothing are skipped: each one is a journalled
+    // inode update, and the files a restore creates mostly have both right already.
+    let current = match target {
+        Target::Path(p) => std::fs::symlink_metadata(p),
+        Target::File(f, _) => f.metadata(),
+    }
+    .ok();
+    let mut chowned = false;
+    if opts.restore_owner
+        && !current
+            .as_ref()
+            .is_some_and(|m| m.uid() == meta.uid && m.gid() == meta.gid)
+    {
         let result = match target {
             Target::Path(p) => std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid)),
             Target::File(f, _) => std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)),
         };
+        chowned = result.is_ok();
         keep_first(&mut first, path, "changing owner of", result);
     }
     if let Some(mode) = meta.mode {
-        let result = match target {
-            Target::Path(p) => std::fs::set_permissions(p, Permissions::from_mode(mode)),
-            Target::File(f, _) => f.set_permissions(Permissions::from_mode(mode)),
-        };
-        keep_first(&mut first, path, "changing mode of", result);
+        // A successful chown may have cleared setuid and setgid, so the mode goes on again.
+        let unchanged = !chowned && current.as_ref().is_some_and(|m| m.mode() & 0o7777 == mode);
+        if !unchanged {
+            let result = match target {
+                Target::Path(p) => std::fs::set_permissions(p, Permissions::from_mode(mode)),
+                Target::File(f, _) => f.set_permissions(Permissions::from_mode(mode)),
+            };
+            keep_first(&mut first, path, "changing mode of", result);
+        }
     }
     if opts.restore_xattrs {
         for attr in xattrs {

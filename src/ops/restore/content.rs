@@ -169,7 +169,8 @@ impl ContentState {
     pub(super) fn open_target(&self, file: usize) -> std::io::Result<TargetFile> {
         let path = self.target(file);
         if self.deferred.get(file).copied().unwrap_or(false) {
-            TargetFile::create_or_open(&path, self.direct_io)
+            let mode = self.files[file].meta.creation_mode();
+            TargetFile::create_or_open(&path, self.direct_io, mode)
         } else {
             TargetFile::open(&path, self.direct_io)
         }

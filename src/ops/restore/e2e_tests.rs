@@ -217,3 +217,52 @@ async fn corrupt_pack_fails_the_restore() -> TestResult {
     assert!(err.to_string().contains(&hex), "{err}");
     Ok(())
 }
+
+/// Files are created with their final permission bits where they can be, and given them
+/// afterwards where they cannot: without owner write (the restore opens a file again for
+/// each range of it), and with setuid, setgid or sticky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_files_get_their_modes_whatever_they_were_created_with() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&src)?;
+    let mut data = vec![0u8; 5 << 20];
+    rand::rngs::StdRng::seed_from_u64(11).fill_bytes(&mut data);
+    let modes = [0o444, 0o4755, 0o2750, 0o1644, 0o600, 0o755, 0o640, 0o000];
+    for (i, mode) in modes.iter().enumerate() {
+        let path = src.join(format!("f{mode:o}"));
+        std::fs::write(&path, &data[i * 1000..])?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+    }
+    let store = Arc::new(InMemory::new());
+    let repo = crate::repo::in_memory_for_tests(store).await?;
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..BackupOptions::default()
+    };
+    let summary = backup(&repo, &opts, Arc::new(Progress::default())).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let (_, snap) = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .await?;
+    let opts = RestoreOptions {
+        target: out.clone(),
+        verify: true,
+        ..RestoreOptions::default()
+    };
+    let summary = restore(&repo, &snap, &opts, Arc::new(Progress::default())).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let r = inside(&out, &src);
+    for (i, mode) in modes.iter().enumerate() {
+        let path = r.join(format!("f{mode:o}"));
+        let md = std::fs::metadata(&path)?;
+        assert_eq!(md.mode() & 0o7777, *mode, "{}", path.display());
+        assert_eq!(md.len(), (data.len() - i * 1000) as u64);
+    }
+    // Owner-readable ones are compared whole (root reads the others too).
+    let f444 = std::fs::read(r.join("f444"))?;
+    assert!(f444 == data[..], "f444 content");
+    assert_eq!(std::fs::read(r.join("f4755"))?, data[1000..]);
+    Ok(())
+}
