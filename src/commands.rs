@@ -461,7 +461,7 @@ async fn restore(g: &cli::GlobalOptions, args: &cli::RestoreArgs) -> Result<u8> 
         let progress = Arc::new(Progress::default());
         ops::restore::restore(&repo, &snap, &opts, progress).await
     };
-    let summary = lock::while_locked(&repo, false, work).await?;
+    let summary = lock::while_locked_loading_index(&repo, false, work).await?;
     for e in &summary.errors {
         eprintln!("error: {e}");
     }
@@ -522,7 +522,7 @@ async fn restore_volume(
         };
         ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await
     };
-    let summary = lock::while_locked(&repo, false, work).await?;
+    let summary = lock::while_locked_loading_index(&repo, false, work).await?;
     if g.json {
         let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
@@ -645,6 +645,6 @@ async fn dump(g: &cli::GlobalOptions, args: &cli::DumpArgs) -> Result<u8> {
         out.flush().map_err(|e| Error::io("writing to stdout", e))?;
         Ok::<u64, Error>(n)
     };
-    lock::while_locked(&repo, false, work).await?;
+    lock::while_locked_loading_index(&repo, false, work).await?;
     Ok(0)
 }

@@ -119,16 +119,33 @@ async fn find_conflict(
 
 /// Take a lock on `repo`. Shared locks coexist; an exclusive one conflicts with all others.
 pub async fn lock(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
+    lock_with(repo, exclusive, false).await
+}
+
+/// [`lock`]; with `prefetch_index`, the index starts loading once this process's lock file
+/// is written. That is safe: a process that changes the repository holds an exclusive lock,
+/// and one taken before ours is found by the first check, one taken after it sees ours and
+/// backs off before it changes anything. Should the lock still fail, the load is dropped.
+async fn lock_with(repo: &Repository, exclusive: bool, prefetch_index: bool) -> Result<LockGuard> {
     if let Some(detail) = find_conflict(repo, exclusive, None).await? {
         return Err(Error::Locked { detail });
     }
     let id = repo
         .save_unpacked(FileType::Lock, &new_lock_file(exclusive).encode())
         .await?;
+    if prefetch_index {
+        repo.prefetch_index();
+    }
     tokio::time::sleep(LOCK_SETTLE_DELAY).await;
-    if let Some(detail) = find_conflict(repo, exclusive, Some(&id)).await? {
+    let conflict = match find_conflict(repo, exclusive, Some(&id)).await {
+        Ok(None) => None,
+        Ok(Some(detail)) => Some(Error::Locked { detail }),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = conflict {
+        repo.cancel_index_prefetch();
         let _ = repo.storage().remove(FileType::Lock, &id).await;
-        return Err(Error::Locked { detail });
+        return Err(e);
     }
     let current = Arc::new(Mutex::new(id));
     let refresher = tokio::spawn(refresh_loop(repo.clone(), Arc::clone(&current), exclusive));
@@ -146,8 +163,29 @@ pub async fn while_locked<T>(
     exclusive: bool,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    let guard = lock(repo, exclusive).await?;
+    run_locked(repo, exclusive, false, work).await
+}
+
+/// [`while_locked`] for work that loads the index: it is read while the lock settles (see
+/// [`lock_with`]), so the wait costs nothing. Backups and restores spend it that way.
+pub async fn while_locked_loading_index<T>(
+    repo: &Repository,
+    exclusive: bool,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    run_locked(repo, exclusive, true, work).await
+}
+
+async fn run_locked<T>(
+    repo: &Repository,
+    exclusive: bool,
+    prefetch_index: bool,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let guard = lock_with(repo, exclusive, prefetch_index).await?;
     let result = work.await;
+    // An index the work never asked for must not be handed to a later load.
+    repo.cancel_index_prefetch();
     let released = guard.release().await;
     let value = result?;
     released?;
@@ -172,5 +210,70 @@ async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, exclusive: bool
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh lock"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+    use crate::format::{BlobId, BlobType, PackId};
+
+    /// Saves an index file naming one pack with one blob, both derived from `n`.
+    async fn add_index(repo: &Repository, n: u8) -> Result<()> {
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: PackId(Id([n; 32])),
+                blobs: vec![IndexBlob {
+                    id: BlobId(Id([n.wrapping_add(100); 32])),
+                    blob_type: BlobType::Data,
+                    offset: 0,
+                    length: 64,
+                    uncompressed_length: None,
+                }],
+            }],
+        };
+        repo.save_index(&file).await.map(drop)
+    }
+
+    async fn repo() -> Result<Repository> {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        crate::repo::in_memory_for_tests(store).await
+    }
+
+    #[tokio::test]
+    async fn work_gets_the_index_read_while_the_lock_settled() -> Result<()> {
+        let repo = repo().await?;
+        add_index(&repo, 1).await?;
+        add_index(&repo, 2).await?;
+        let index = while_locked_loading_index(&repo, false, repo.load_index()).await?;
+        assert_eq!(index.pack_count(), 2);
+        assert!(repo.storage().list(FileType::Lock).await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_index_read_ahead_but_never_asked_for_is_not_handed_out_later() -> Result<()> {
+        let repo = repo().await?;
+        add_index(&repo, 1).await?;
+        while_locked_loading_index(&repo, false, async { Ok(()) }).await?;
+        add_index(&repo, 2).await?;
+        assert_eq!(repo.load_index().await?.pack_count(), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_lock_fails_and_leaves_no_lock_file() -> Result<()> {
+        let repo = repo().await?;
+        add_index(&repo, 1).await?;
+        let held = lock(&repo, true).await?;
+        let err = while_locked_loading_index(&repo, false, async { Ok(()) })
+            .await
+            .err();
+        assert!(matches!(err, Some(Error::Locked { .. })), "{err:?}");
+        assert_eq!(repo.storage().list(FileType::Lock).await?.len(), 1);
+        held.release().await?;
+        Ok(())
     }
 }

@@ -57,7 +57,11 @@ pub struct Repository {
     storage: Storage,
     key: Arc<Key>,
     config: Arc<ConfigFile>,
+    /// An index load started ahead of [`Repository::load_index`] (shared by clones).
+    index_prefetch: Arc<std::sync::Mutex<Option<IndexLoad>>>,
 }
+
+type IndexLoad = tokio::task::JoinHandle<Result<MasterIndex>>;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +98,7 @@ impl Repository {
             storage,
             key: Arc::new(key),
             config: Arc::new(config),
+            index_prefetch: Arc::default(),
         })
     }
 
@@ -117,6 +122,7 @@ impl Repository {
             storage,
             key: Arc::new(key),
             config: Arc::new(config),
+            index_prefetch: Arc::default(),
         })
     }
 
@@ -258,6 +264,36 @@ impl Repository {
 
     /// Load every index file into one in-memory index.
     pub async fn load_index(&self) -> Result<MasterIndex> {
+        let started = self.index_prefetch.lock().ok().and_then(|mut p| p.take());
+        if let Some(load) = started {
+            // A load that was cancelled or panicked is simply done again.
+            if let Ok(result) = load.await {
+                return result;
+            }
+        }
+        self.read_index().await
+    }
+
+    /// Starts loading the index in the background for the next [`Repository::load_index`]
+    /// (see `lock::while_locked_loading_index`); a load already started is kept.
+    pub fn prefetch_index(&self) {
+        let Ok(mut slot) = self.index_prefetch.lock() else {
+            return;
+        };
+        if slot.is_none() {
+            let repo = self.clone();
+            *slot = Some(tokio::spawn(async move { repo.read_index().await }));
+        }
+    }
+
+    /// Stops and forgets a load started by [`Repository::prefetch_index`].
+    pub fn cancel_index_prefetch(&self) {
+        if let Some(load) = self.index_prefetch.lock().ok().and_then(|mut p| p.take()) {
+            load.abort();
+        }
+    }
+
+    async fn read_index(&self) -> Result<MasterIndex> {
         let ids = self.storage.list(FileType::Index).await?;
         let mut stream = futures::stream::iter(ids)
             .map(|(id, _)| async move {

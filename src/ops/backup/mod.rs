@@ -274,7 +274,7 @@ pub async fn backup(
     let work = run(
         repo, opts, progress, skeleton, excludes, abs_paths, start_time,
     );
-    let mut summary = lock::while_locked(repo, false, work).await?;
+    let mut summary = lock::while_locked_loading_index(repo, false, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -117,7 +117,7 @@ pub async fn backup_volume(
         }
     }
     let work = run(repo, opts, source, vpath, start_time, progress);
-    let mut summary = lock::while_locked(repo, false, work).await?;
+    let mut summary = lock::while_locked_loading_index(repo, false, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
