@@ -147,34 +147,10 @@ pub(super) fn remote(
 ) -> Result<(Arc<dyn ObjectStore>, Path), StorageError> {
     let client = client_options(options)?;
     let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
-        Location::S3 {
-            endpoint,
-            region,
-            bucket,
-            prefix,
-            allow_http,
-        } => {
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(bucket)
-                .with_retry(retry_config())
-                .with_client_options(client)
-                .with_allow_http(*allow_http);
-            builder = s3_credentials(builder, env)?;
-            let region = region
-                .clone()
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .or_else(|| env("AWS_REGION"))
-                .unwrap_or_else(|| "us-east-1".to_string());
-            builder = builder.with_region(region);
-            builder = match endpoint {
-                Some(endpoint) => builder
-                    .with_endpoint(endpoint)
-                    .with_virtual_hosted_style_request(false),
-                // Virtual-hosted addressing is what AWS wants, except for bucket names with
-                // dots, whose TLS certificates do not match `a.b.s3.amazonaws.com`.
-                None => builder.with_virtual_hosted_style_request(!bucket.contains('.')),
-            };
-            let store = builder.build().map_err(|e| build_error(location, e))?;
+        Location::S3 { prefix, .. } => {
+            let store = s3_builder(location, client, env)?
+                .build()
+                .map_err(|e| build_error(location, e))?;
             (Arc::new(store), prefix.as_str())
         }
         Location::Gcs { bucket, prefix } => {
@@ -220,6 +196,53 @@ pub(super) fn remote(
         }
     };
     Ok((store, Path::from(prefix)))
+}
+
+/// The S3 client of an `s3:` location. Over TLS, request bodies are sent unsigned
+/// (`UNSIGNED-PAYLOAD`), as restic's minio-go sends them: TLS protects them on the way, and
+/// signing a body means hashing each uploaded byte once more on both ends (packs are
+/// named by their SHA-256 and sealed blob by blob, so `check --read-data` still finds any
+/// damage). Over plain HTTP the body's hash is signed, so the server refuses a body changed
+/// on the way.
+pub(super) fn s3_builder(
+    location: &Location,
+    client: ClientOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AmazonS3Builder, StorageError> {
+    let Location::S3 {
+        endpoint,
+        region,
+        bucket,
+        allow_http,
+        ..
+    } = location
+    else {
+        return Err(StorageError::Config(format!(
+            "{} is not an S3 location",
+            location.kind()
+        )));
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config())
+        .with_client_options(client)
+        .with_allow_http(*allow_http)
+        .with_unsigned_payload(!*allow_http);
+    builder = s3_credentials(builder, env)?;
+    let region = region
+        .clone()
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| env("AWS_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    builder = builder.with_region(region);
+    Ok(match endpoint {
+        Some(endpoint) => builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false),
+        // Virtual-hosted addressing is what AWS wants, except for bucket names with
+        // dots, whose TLS certificates do not match `a.b.s3.amazonaws.com`.
+        None => builder.with_virtual_hosted_style_request(!bucket.contains('.')),
+    })
 }
 
 /// Static keys from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (both or neither, as in

@@ -460,3 +460,23 @@ async fn s3_round_trip_through_moto() {
     assert_eq!(err.class(), ErrorClass::NotFound, "{err:?}");
     assert!(!storage.config_exists().await.unwrap());
 }
+
+#[test]
+fn s3_bodies_are_signed_over_http_only() {
+    use object_store::aws::AmazonS3ConfigKey;
+    for (location, signed) in [
+        ("s3:http://127.0.0.1:9000/bucket", true),
+        ("s3:https://minio.example:9000/bucket", false),
+        ("s3:s3.amazonaws.com/bucket/prefix", false),
+    ] {
+        let parsed = Location::parse(location).unwrap();
+        let builder =
+            backends::s3_builder(&parsed, object_store::ClientOptions::new(), &test_env).unwrap();
+        let unsigned = builder.get_config_value(&AmazonS3ConfigKey::UnsignedPayload);
+        assert_eq!(
+            unsigned.as_deref(),
+            Some(if signed { "false" } else { "true" }),
+            "{location}"
+        );
+    }
+}

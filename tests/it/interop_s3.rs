@@ -2,7 +2,7 @@
 //! same bucket, each reads what the other wrote.
 
 use crate::support::compare::{CompareOptions, compare_trees};
-use crate::support::s3::S3Server;
+use crate::support::s3::{S3Server, TlsFiles};
 use crate::support::tree_gen::{GenOptions, generate_tree_with_summary};
 use crate::support::*;
 use std::process::Command;
@@ -112,4 +112,45 @@ fn mover_restores_restic_backup_on_s3() {
     let listed = ok(with_s3(restic(), server).args(["-r", &url, "snapshots", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
+}
+
+/// Over HTTPS mover sends its uploads unsigned, as restic does, and trusts the server's
+/// certificate through `--cacert`: restic creates the bucket and the repository, mover backs
+/// up into it, and restic checks every byte and restores it.
+#[test]
+fn mover_and_restic_share_a_repository_over_https() {
+    let tmp = tempdir();
+    let tls = TlsFiles::generate(tmp.path());
+    let server = S3Server::start_tls(&tls);
+    let url = server.repo_url("tls-bucket", "volume");
+    let cacert = tls.cert.to_str().expect("temp path is UTF-8");
+    ok(with_s3(restic(), &server).args(["-r", &url, "--cacert", cacert, "init"]));
+
+    let src = tmp.path().join("src");
+    let xattrs = generate_tree_with_summary(
+        &src,
+        &GenOptions {
+            seed: 67,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .xattrs;
+    ok(with_s3(mover(), &server)
+        .args(["-r", &url, "--cacert", cacert, "backup"])
+        .arg(&src));
+    ok(with_s3(restic(), &server).args(["-r", &url, "--cacert", cacert, "check", "--read-data"]));
+
+    let target = tmp.path().join("restic-restore");
+    ok(with_s3(restic(), &server)
+        .args([
+            "-r", &url, "--cacert", cacert, "restore", "latest", "--target",
+        ])
+        .arg(&target));
+    compare_trees(
+        &src,
+        &restored_path(&target, &src),
+        &compare_opts(false, xattrs, true),
+    )
+    .unwrap_or_else(|e| panic!("restic restore over HTTPS differs:\n{e}"));
 }

@@ -1,10 +1,12 @@
 //! A moto S3 server on 127.0.0.1 for integration tests (`pip install 'moto[server]'`).
 //! One server is shared by all tests of the binary ([`S3Server::shared`]); each test uses
-//! its own bucket. The server dies with the test process, also when a test panics.
+//! its own bucket. [`S3Server::start_tls`] starts one that speaks HTTPS with a certificate
+//! made for the test. The server dies with the test process, also when a test panics.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +17,7 @@ const SECRET_ACCESS_KEY: &str = "mover-test-secret";
 const REGION: &str = "us-east-1";
 
 pub struct S3Server {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://` for [`S3Server::start_tls`]
     pub endpoint: String,
     pub port: u16,
     child: Child,
@@ -24,9 +26,41 @@ pub struct S3Server {
     lifeline: Option<ChildStdin>,
 }
 
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a certificate for 127.0.0.1 and writes it and its key into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .expect("cannot make a test certificate");
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).expect("cannot write cert.pem");
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).expect("cannot write key.pem");
+        files
+    }
+}
+
 impl S3Server {
     /// Starts a fresh server on a free port and waits until it answers.
     pub fn start() -> S3Server {
+        S3Server::start_with(None)
+    }
+
+    /// [`S3Server::start`] speaking HTTPS with the certificate of `tls`. Create buckets with
+    /// a client that trusts it (`restic init` creates its bucket); [`S3Server::create_bucket`]
+    /// speaks plain HTTP.
+    pub fn start_tls(tls: &TlsFiles) -> S3Server {
+        S3Server::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&TlsFiles>) -> S3Server {
         let found = Command::new("sh")
             .args(["-c", "command -v moto_server"])
             .stdout(Stdio::null())
@@ -41,9 +75,13 @@ impl S3Server {
             .and_then(|l| l.local_addr())
             .expect("no free port on 127.0.0.1")
             .port();
+        let tls_args = match tls {
+            Some(t) => format!("-c '{}' -k '{}'", t.cert.display(), t.key.display()),
+            None => String::new(),
+        };
         // The shell keeps moto_server's pid and kills it when its stdin reaches EOF.
         let script = format!(
-            "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+            "moto_server -H 127.0.0.1 -p {port} {tls_args} >/dev/null 2>&1 & pid=$!; \
              read _ignored; kill $pid 2>/dev/null; wait $pid"
         );
         let mut child = Command::new("sh")
@@ -57,18 +95,23 @@ impl S3Server {
                 )
             });
         let lifeline = child.stdin.take();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = S3Server {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{port}"),
             port,
             child,
             lifeline,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if server
-                .request("GET", "/")
-                .is_ok_and(|reply| reply.starts_with("HTTP/"))
-            {
+            // Over TLS, a listening port is as far as this plain probe can tell.
+            let up = match tls {
+                Some(_) => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                None => server
+                    .request("GET", "/")
+                    .is_ok_and(|reply| reply.starts_with("HTTP/")),
+            };
+            if up {
                 break;
             }
             assert!(
@@ -144,7 +187,7 @@ impl S3Server {
             .map(|(_, v)| v)
     }
 
-    /// `s3:http://127.0.0.1:PORT/bucket/prefix` (no trailing `/` when `prefix` is empty).
+    /// `s3:http(s)://127.0.0.1:PORT/bucket/prefix` (no trailing `/` when `prefix` is empty).
     pub fn repo_url(&self, bucket: &str, prefix: &str) -> String {
         let prefix = prefix.trim_matches('/');
         if prefix.is_empty() {
