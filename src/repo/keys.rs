@@ -44,7 +44,7 @@ pub async fn save_new_key(
     let bytes = file.encode();
     let id = Id::hash(&bytes);
     storage
-        .write(FileType::Key, &id, Bytes::from(bytes))
+        .write_named_by_hash(FileType::Key, &id, Bytes::from(bytes))
         .await?;
     Ok(id)
 }

@@ -194,7 +194,9 @@ impl Repository {
         };
         let sealed = self.key.seal(&plain);
         let id = Id::hash(&sealed);
-        self.storage.write(ft, &id, Bytes::from(sealed)).await?;
+        self.storage
+            .write_named_by_hash(ft, &id, Bytes::from(sealed))
+            .await?;
         Ok(id)
     }
 
@@ -316,7 +318,7 @@ impl Repository {
     pub async fn save_pack(&self, pack: FinishedPack) -> Result<(PackId, Vec<IndexBlob>)> {
         let FinishedPack { id, bytes, blobs } = pack;
         self.storage
-            .write(FileType::Pack, id.id(), Bytes::from(bytes))
+            .write_named_by_hash(FileType::Pack, id.id(), Bytes::from(bytes))
             .await?;
         Ok((id, blobs))
     }

@@ -2,6 +2,7 @@
 //! environment variables, `--cacert` roots, and timeouts and retries bounded so that a dead
 //! endpoint fails in well under a minute. Never puts a secret into an error message.
 
+use super::known_digests::{KnownDigests, SigningCrypto};
 use super::{Location, StorageError, StorageOptions};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -144,11 +145,12 @@ pub(super) fn remote(
     location: &Location,
     options: &StorageOptions,
     env: &dyn Fn(&str) -> Option<String>,
+    known: Option<&Arc<KnownDigests>>,
 ) -> Result<(Arc<dyn ObjectStore>, Path), StorageError> {
     let client = client_options(options)?;
     let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
         Location::S3 { prefix, .. } => {
-            let store = s3_builder(location, client, env)?
+            let store = s3_builder(location, client, env, known)?
                 .build()
                 .map_err(|e| build_error(location, e))?;
             (Arc::new(store), prefix.as_str())
@@ -203,11 +205,12 @@ pub(super) fn remote(
 /// signing a body means hashing each uploaded byte once more on both ends (packs are
 /// named by their SHA-256 and sealed blob by blob, so `check --read-data` still finds any
 /// damage). Over plain HTTP the body's hash is signed, so the server refuses a body changed
-/// on the way.
+/// on the way; with `known`, bodies whose hash is already known are not hashed again.
 pub(super) fn s3_builder(
     location: &Location,
     client: ClientOptions,
     env: &dyn Fn(&str) -> Option<String>,
+    known: Option<&Arc<KnownDigests>>,
 ) -> Result<AmazonS3Builder, StorageError> {
     let Location::S3 {
         endpoint,
@@ -228,6 +231,9 @@ pub(super) fn s3_builder(
         .with_client_options(client)
         .with_allow_http(*allow_http)
         .with_unsigned_payload(!*allow_http);
+    if let Some(known) = known {
+        builder = builder.with_crypto_provider(Arc::new(SigningCrypto::new(Arc::clone(known))));
+    }
     builder = s3_credentials(builder, env)?;
     let region = region
         .clone()

@@ -6,6 +6,7 @@
 mod backends;
 mod direct_read;
 mod direct_write;
+mod known_digests;
 pub mod url;
 
 pub use url::Location;
@@ -144,6 +145,8 @@ pub struct Storage {
     local_root: Option<PathBuf>,
     /// Whether local pack files are read and written with O_DIRECT.
     direct_io: bool,
+    /// S3 over plain HTTP: digests of uploads in flight, for the request signer.
+    known_digests: Option<Arc<known_digests::KnownDigests>>,
 }
 
 impl fmt::Debug for Storage {
@@ -186,10 +189,20 @@ impl Storage {
                     display,
                     local_root: Some(root),
                     direct_io: options.direct_io,
+                    known_digests: None,
                 })
             }
             remote => {
-                let (store, prefix) = backends::remote(remote, options, &env)?;
+                let known_digests = matches!(
+                    remote,
+                    Location::S3 {
+                        allow_http: true,
+                        ..
+                    }
+                )
+                .then(Arc::default);
+                let (store, prefix) =
+                    backends::remote(remote, options, &env, known_digests.as_ref())?;
                 let store: Arc<dyn ObjectStore> = if options.connections > 0 {
                     Arc::new(object_store::limit::LimitStore::new(
                         store,
@@ -204,6 +217,7 @@ impl Storage {
                     display,
                     local_root: None,
                     direct_io: false,
+                    known_digests,
                 })
             }
         }
@@ -218,6 +232,7 @@ impl Storage {
             display,
             local_root: None,
             direct_io: false,
+            known_digests: None,
         }
     }
 
@@ -382,6 +397,20 @@ impl Storage {
             });
         }
         Ok(RangeData::Fetched(data))
+    }
+
+    /// [`Storage::write`] for a file named by the SHA-256 of `data`, as restic names every
+    /// file but the config: where the upload's signature needs that hash (S3 over plain
+    /// HTTP), the name is used instead of hashing `data` again.
+    pub async fn write_named_by_hash(
+        &self,
+        ft: FileType,
+        id: &Id,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        debug_assert_eq!(Id::hash(&data), *id, "{ft:?} not named by its hash");
+        let _known = self.known_digests.as_ref().map(|k| k.know(&data, id.0));
+        self.write(ft, id, data).await
     }
 
     /// Writes a whole file. Local writes go to a temporary file renamed into place and are

@@ -471,7 +471,8 @@ fn s3_bodies_are_signed_over_http_only() {
     ] {
         let parsed = Location::parse(location).unwrap();
         let builder =
-            backends::s3_builder(&parsed, object_store::ClientOptions::new(), &test_env).unwrap();
+            backends::s3_builder(&parsed, object_store::ClientOptions::new(), &test_env, None)
+                .unwrap();
         let unsigned = builder.get_config_value(&AmazonS3ConfigKey::UnsignedPayload);
         assert_eq!(
             unsigned.as_deref(),
