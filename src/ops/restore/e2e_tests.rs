@@ -50,16 +50,7 @@ async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
     File::open(src.join("sub"))?.set_modified(when)?;
 
     let store = Arc::new(InMemory::new());
-    let repo = crate::repo::in_memory_for_tests(store.clone()).await?;
-    let opts = BackupOptions {
-        paths: vec![src.clone()],
-        ..BackupOptions::default()
-    };
-    let summary = backup(&repo, &opts, Arc::new(Progress::default())).await?;
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    let (_, snap) = repo
-        .find_snapshot("latest", &SnapshotFilter::default())
-        .await?;
+    let (repo, snap) = back_up(Arc::clone(&store), &src).await?;
     Ok(Fixture {
         _dir: dir,
         src,
@@ -69,6 +60,24 @@ async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
         snap,
         big,
     })
+}
+
+/// A new repository in `store` holding one backup of `src`, and that snapshot.
+async fn back_up(
+    store: Arc<InMemory>,
+    src: &Path,
+) -> std::result::Result<(Repository, SnapshotFile), Box<dyn std::error::Error>> {
+    let repo = crate::repo::in_memory_for_tests(store).await?;
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        ..BackupOptions::default()
+    };
+    let summary = backup(&repo, &opts, Arc::new(Progress::default())).await?;
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let (_, snap) = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .await?;
+    Ok((repo, snap))
 }
 
 fn inside(out: &Path, src: &Path) -> PathBuf {
@@ -235,17 +244,7 @@ async fn restored_files_get_their_modes_whatever_they_were_created_with() -> Tes
         std::fs::write(&path, &data[i * 1000..])?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
     }
-    let store = Arc::new(InMemory::new());
-    let repo = crate::repo::in_memory_for_tests(store).await?;
-    let opts = BackupOptions {
-        paths: vec![src.clone()],
-        ..BackupOptions::default()
-    };
-    let summary = backup(&repo, &opts, Arc::new(Progress::default())).await?;
-    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
-    let (_, snap) = repo
-        .find_snapshot("latest", &SnapshotFilter::default())
-        .await?;
+    let (repo, snap) = back_up(Arc::new(InMemory::new()), &src).await?;
     let opts = RestoreOptions {
         target: out.clone(),
         verify: true,
