@@ -8,8 +8,13 @@ use crate::storage::StorageError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Exit code of a run stopped by a signal or a cancel request (restic 0.17+: 130).
+pub const EXIT_CANCELED: i32 = 130;
+
 /// Broad classes of failure. Exit codes follow from the class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// The repository (or a named object in it) does not exist.
     NotFound,
@@ -25,6 +30,8 @@ pub enum ErrorClass {
     Retryable,
     /// Local file system I/O failed.
     Io,
+    /// The run was asked to stop (SIGINT, SIGTERM, a cancel request).
+    Canceled,
 }
 
 impl ErrorClass {
@@ -34,6 +41,7 @@ impl ErrorClass {
             ErrorClass::NotFound => 10,
             ErrorClass::Locked => 11,
             ErrorClass::WrongPassword => 12,
+            ErrorClass::Canceled => EXIT_CANCELED,
             _ => 1,
         }
     }
@@ -47,6 +55,7 @@ impl ErrorClass {
             ErrorClass::InvalidInput => "invalid_input",
             ErrorClass::Retryable => "retryable",
             ErrorClass::Io => "io",
+            ErrorClass::Canceled => "canceled",
         }
     }
 }
@@ -59,6 +68,11 @@ pub enum Error {
     WrongPassword { location: String },
     #[error("repository is locked: {detail}")]
     Locked { detail: String },
+    /// The lock protecting a run could not be refreshed before others may call it stale.
+    #[error("lock lost: {detail}")]
+    LockLost { detail: String },
+    #[error("{reason}")]
+    Canceled { reason: String },
     #[error("{what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
     #[error("{what} not found")]
@@ -101,6 +115,8 @@ impl Error {
             Error::RepositoryNotFound { .. } => ErrorClass::NotFound,
             Error::WrongPassword { .. } => ErrorClass::WrongPassword,
             Error::Locked { .. } => ErrorClass::Locked,
+            Error::LockLost { .. } => ErrorClass::Retryable,
+            Error::Canceled { .. } => ErrorClass::Canceled,
             Error::Corrupt { .. }
             | Error::Format { .. }
             | Error::Crypto { .. }
@@ -120,6 +136,16 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         self.class().exit_code()
+    }
+
+    /// Whether storage said the object does not exist (a lock removed meanwhile, a missing
+    /// pack), whatever class that has for the operation.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Storage(e) => e.class() == ErrorClass::NotFound,
+            Error::NotFound { .. } | Error::RepositoryNotFound { .. } => true,
+            _ => false,
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {

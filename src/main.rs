@@ -1,12 +1,19 @@
 //! The `mover` binary: parse flags, build the one tokio runtime, run the operation, print the
 //! result, and map errors to exit codes (10 no repository, 11 locked, 12 wrong password,
-//! 3 backup with unreadable files, 1 anything else).
+//! 3 backup with unreadable files, 130 stopped by SIGINT or SIGTERM, 1 anything else).
 
 mod cli;
 mod commands;
 
 use clap::Parser;
+use mover::Cancel;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// After SIGINT or SIGTERM the operation stops and removes its lock at once; a command that
+/// is still running this long after the signal is dropped, so the process always exits well
+/// within the 10 s a Kubernetes pod gets before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(8);
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -24,12 +31,52 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let cancel = Cancel::new();
+    let result = runtime.block_on(async {
+        tokio::spawn(cancel_on_signals(cancel.clone()));
+        let command = commands::run(cli, cancel.clone());
+        tokio::select! {
+            r = command => r,
+            _ = async { cancel.cancelled().await; tokio::time::sleep(STOP_GRACE).await } => {
+                Err(mover::Error::Canceled { reason: cancel.reason() })
+            }
+        }
+    });
+    // Blocking tasks of a stopped run (reads, writes of staging files) are not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Fatal: {}", e.chain_string());
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+/// The first SIGINT or SIGTERM cancels the run (which then removes its lock and exits 130);
+/// a second one exits at once.
+async fn cancel_on_signals(cancel: Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install SIGINT and SIGTERM handlers");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        seen += 1;
+        if seen > 1 {
+            eprintln!("Fatal: interrupted again by {name}, exiting now");
+            std::process::exit(mover::error::EXIT_CANCELED);
+        }
+        eprintln!("signal {name} received, stopping and removing this process's lock");
+        cancel.cancel(format!("interrupted by {name}"));
     }
 }
 

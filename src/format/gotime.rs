@@ -99,6 +99,52 @@ pub fn parse(s: &str) -> Result<DateTime<FixedOffset>, FormatError> {
     Ok(t)
 }
 
+/// Parses a duration as Go's `time.ParseDuration` does (`90s`, `1h30m`, `1.5h`, `300ms`),
+/// for restic's duration flags such as `--retry-lock`. Negative durations are refused.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, FormatError> {
+    let bad = |why: &str| FormatError::invalid("duration", format!("{text:?}: {why}"));
+    let s = text.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.starts_with('-') {
+        return Err(bad("negative durations are not allowed"));
+    }
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| bad("missing unit"))?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad("bad number"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unknown unit (use ns, us, ms, s, m or h)")),
+        };
+        total += value * seconds;
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad("too large"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +230,21 @@ mod tests {
             prop_assert_eq!(back, t);
             prop_assert_eq!(back.offset(), t.offset());
             prop_assert_eq!(format(&back), text);
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        let d = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(d("0"), Duration::ZERO);
+        assert_eq!(d("90s"), Duration::from_secs(90));
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("300ms"), Duration::from_millis(300));
+        assert_eq!(d("2m3s"), Duration::from_secs(123));
+        for bad in ["", "5", "-1s", "1d", "s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

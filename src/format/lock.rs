@@ -1,6 +1,11 @@
-//! Lock files (`locks/<id>`): the JSON document and restic's staleness rule. Pure: the
-//! caller supplies the current time, the local hostname and a process probe; writing,
-//! refreshing and removing locks belong to the repository layer.
+//! Lock files (`locks/<id>`): the JSON document and the staleness rules. Pure: the caller
+//! supplies the current time, the local hostname and a process probe; writing, refreshing
+//! and removing locks belong to the repository layer.
+//!
+//! restic's rule: a lock is stale after 30 minutes, or at once when it was made on this host
+//! by a process that is gone. mover's locks also carry `mover_stale_after_seconds`, the age
+//! after which the process that wrote it promises it has either refreshed it or stopped;
+//! restic ignores the field (Go's JSON decoder skips unknown keys).
 
 use crate::format::{FormatError, gojson, gotime};
 use chrono::{DateTime, FixedOffset, TimeDelta};
@@ -19,6 +24,9 @@ pub struct LockFile {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// mover's promise: this lock is refreshed (or its process has stopped) before it is
+    /// this old. `None` for restic's locks.
+    pub stale_after_seconds: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +45,8 @@ struct RawLock {
     uid: Option<u32>,
     #[serde(default)]
     gid: Option<u32>,
+    #[serde(default)]
+    mover_stale_after_seconds: Option<u32>,
 }
 
 impl LockFile {
@@ -61,6 +71,10 @@ impl LockFile {
             out.extend_from_slice(b",\"gid\":");
             out.extend_from_slice(self.gid.to_string().as_bytes());
         }
+        if let Some(s) = self.stale_after_seconds {
+            out.extend_from_slice(b",\"mover_stale_after_seconds\":");
+            out.extend_from_slice(s.to_string().as_bytes());
+        }
         out.push(b'}');
         out
     }
@@ -83,21 +97,51 @@ impl LockFile {
             pid: raw.pid.unwrap_or_default(),
             uid: raw.uid.unwrap_or_default(),
             gid: raw.gid.unwrap_or_default(),
+            stale_after_seconds: raw.mover_stale_after_seconds,
         })
     }
 
-    /// restic's rule: stale when older than 30 minutes, or when it was made on this host by
-    /// a process that no longer exists. Locks from other hosts are trusted until they age out.
+    /// Stale when older than 30 minutes (restic), older than the age its writer promised to
+    /// refresh it by (mover's locks), or made on this host by a process that no longer
+    /// exists. Otherwise locks from other hosts are trusted.
     pub fn is_stale(
         &self,
         now: DateTime<FixedOffset>,
         local_hostname: &str,
         pid_exists: impl Fn(u32) -> bool,
     ) -> bool {
-        if now.signed_duration_since(self.time) > STALE_AFTER {
-            return true;
+        self.stale_reason(now, local_hostname, pid_exists).is_some()
+    }
+
+    /// Why [`LockFile::is_stale`] holds, in words for a log line; `None` for a live lock.
+    pub fn stale_reason(
+        &self,
+        now: DateTime<FixedOffset>,
+        local_hostname: &str,
+        pid_exists: impl Fn(u32) -> bool,
+    ) -> Option<String> {
+        let age = now.signed_duration_since(self.time);
+        if age > STALE_AFTER {
+            return Some(format!(
+                "not refreshed for {} minutes (restic's limit is 30)",
+                age.num_minutes()
+            ));
         }
-        self.hostname == local_hostname && !pid_exists(self.pid)
+        if let Some(limit) = self.stale_after_seconds {
+            if age > TimeDelta::seconds(i64::from(limit)) {
+                return Some(format!(
+                    "not refreshed for {} s, past the {limit} s its writer refreshes within",
+                    age.num_seconds()
+                ));
+            }
+        }
+        if self.hostname == local_hostname && !pid_exists(self.pid) {
+            return Some(format!(
+                "process {} on this host ({}) no longer exists",
+                self.pid, self.hostname
+            ));
+        }
+        None
     }
 }
 
@@ -117,6 +161,7 @@ mod tests {
             pid: 15486,
             uid: 0,
             gid: 0,
+            stale_after_seconds: None,
         }
     }
 
@@ -169,6 +214,31 @@ mod tests {
         assert_eq!(probed.get(), 15486);
     }
 
+    #[test]
+    fn movers_promise_makes_a_lock_stale_sooner_on_any_host() {
+        let t = |s: &str| gotime::parse(s).unwrap();
+        let lock = LockFile {
+            stale_after_seconds: Some(900),
+            hostname: "pod-a".into(),
+            ..example()
+        };
+        let json = String::from_utf8(lock.encode()).unwrap();
+        assert!(
+            json.ends_with(r#","mover_stale_after_seconds":900}"#),
+            "{json}"
+        );
+        assert_eq!(LockFile::decode(json.as_bytes()).unwrap(), lock);
+        let alive = |_| true;
+        // 14 minutes old: live; 16: stale, whatever host reads it.
+        assert!(!lock.is_stale(t("2026-11-21T13:40:01Z"), "pod-b", alive));
+        let reason = lock
+            .stale_reason(t("2026-11-21T13:42:02Z"), "pod-b", alive)
+            .expect("stale");
+        assert!(reason.contains("900 s"), "{reason}");
+        // restic's locks keep restic's 30 minutes.
+        assert!(!example().is_stale(t("2026-11-21T13:42:02Z"), "pod-b", alive));
+    }
+
     proptest! {
         #[test]
         fn encode_decode_roundtrip(
@@ -182,6 +252,7 @@ mod tests {
             let lock = LockFile {
                 time: DateTime::from_timestamp(secs, nanos).unwrap().fixed_offset(),
                 exclusive, hostname, username, pid, uid, gid,
+                stale_after_seconds: pid.checked_rem(3).filter(|r| *r == 0).map(|_| uid),
             };
             let bytes = lock.encode();
             let back = LockFile::decode(&bytes).unwrap();

@@ -32,8 +32,8 @@ pub async fn save_new_key(
     let data = user_key.seal(&master.to_json());
     let file = KeyFile {
         created: gotime::format(&gotime::now_local()),
-        username: crate::ops::current_username(),
-        hostname: crate::ops::hostname(),
+        username: crate::host::current_username(),
+        hostname: crate::host::hostname(),
         kdf: "scrypt".to_string(),
         n: params.n,
         r: params.r,

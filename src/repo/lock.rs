@@ -1,32 +1,174 @@
-//! restic lock files: take a shared or exclusive lock, refresh it, release it.
+//! restic lock files: take a shared or exclusive lock, refresh it, release it, and clear
+//! stale ones.
 //!
-//! Unlike restic, stale locks (older than 30 minutes, or left by a dead process on this host)
-//! do not block: a crashed Job must not wedge the next one. They are reported and left for
-//! `restic unlock`.
+//! The protocol is restic's: check for conflicting locks, write ours, wait 200 ms, check
+//! again. Shared locks coexist; an exclusive one conflicts with every other lock. Two rules
+//! go further than restic, so that a killed Job never wedges the next one and mover never
+//! waits on a lock nobody holds:
+//!
+//! - A conflicting lock that is stale is removed (and said so) instead of blocking. Stale is
+//!   restic's rule (30 minutes without refresh, or a dead process on this host) or, for
+//!   mover's own locks, older than the `mover_stale_after_seconds` their writer promised.
+//! - mover keeps that promise: it refreshes its lock every 5 minutes, and when a refresh has
+//!   not succeeded for [`REFRESH_DEADLINE`] it stops the work the lock protects (restic's
+//!   rule too) before any other process may call the lock stale.
+//!
+//! A live lock is never removed here; `unlock --remove-all` is the caller's explicit choice.
 
-use crate::error::{Error, Result};
+use crate::cancel::Cancel;
+use crate::error::{Error, ErrorClass, Result};
 use crate::format::Id;
 use crate::format::gotime;
 use crate::format::lock::LockFile;
 use crate::repo::Repository;
 use crate::storage::FileType;
+use chrono::{DateTime, FixedOffset};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// How often a held lock is rewritten with a fresh time (restic: 5 minutes).
 pub const LOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The age mover's lock files promise never to reach while their process runs.
+pub const MOVER_LOCK_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// A run whose lock has gone this long without a successful refresh stops. The 5 minutes
+/// left before [`MOVER_LOCK_STALE_AFTER`] allow for clocks that differ between hosts.
+pub const REFRESH_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// Wait between failed refresh attempts.
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
 /// Wait between writing our lock and checking again for a conflicting one (restic: 200 ms).
 const LOCK_SETTLE_DELAY: Duration = Duration::from_millis(200);
+/// First and longest wait between attempts while `--retry-lock` lasts (restic's).
+const RETRY_SLEEP_START: Duration = Duration::from_secs(5);
+const RETRY_SLEEP_MAX: Duration = Duration::from_secs(60);
+/// Removing our lock after a cancel may not hold up the exit for longer than this.
+const RELEASE_AFTER_CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A held lock. Call [`LockGuard::release`] when done; dropping it only stops the refresher.
+/// What a run needs of the repository: shared (backup, restore, check, reading) or
+/// exclusive (forget, prune, removing keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+impl LockMode {
+    fn is_exclusive(self) -> bool {
+        self == LockMode::Exclusive
+    }
+}
+
+/// How a run takes its lock.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    /// Keep trying this long while a live conflicting lock is held (restic's
+    /// `--retry-lock`); zero fails at once with [`Error::Locked`].
+    pub retry: Duration,
+    /// Stops the waiting and the work; the lock is removed either way.
+    pub cancel: Cancel,
+}
+
+/// One lock file as found in the repository.
+#[derive(Debug, Clone)]
+pub struct FoundLock {
+    pub id: Id,
+    /// The decoded lock, or why it could not be read.
+    pub lock: std::result::Result<LockFile, String>,
+}
+
+impl FoundLock {
+    /// Why the lock is stale at `now`, or `None` while it is live (or unreadable).
+    pub fn stale_reason(&self, now: DateTime<FixedOffset>, host: &str) -> Option<String> {
+        self.lock
+            .as_ref()
+            .ok()
+            .and_then(|l| l.stale_reason(now, host, crate::host::pid_exists))
+    }
+
+    /// "exclusive lock 1a2b3c4d held by root@host (pid 12) since 2026-12-02T10:00:00Z".
+    pub fn describe(&self) -> String {
+        match &self.lock {
+            Ok(l) => format!(
+                "{} lock {} held by {}@{} (pid {}) since {}",
+                if l.exclusive { "exclusive" } else { "shared" },
+                self.id.short(),
+                l.username,
+                l.hostname,
+                l.pid,
+                gotime::format(&l.time)
+            ),
+            Err(e) => format!("unreadable lock {} ({e})", self.id.short()),
+        }
+    }
+}
+
+/// Every lock file in the repository. Empty files (an upload that never finished, restic
+/// ignores them too) are left out; a lock removed while listing is simply gone.
+pub async fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
+    let mut out = Vec::new();
+    for (id, size) in repo.storage().list(FileType::Lock).await? {
+        if size == 0 {
+            continue;
+        }
+        let lock = match repo.load_unpacked(FileType::Lock, &id).await {
+            Ok(bytes) => LockFile::decode(&bytes).map_err(|e| e.to_string()),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => Err(e.chain_string()),
+        };
+        out.push(FoundLock { id, lock });
+    }
+    Ok(out)
+}
+
+/// Removes the stale locks (all of them, or only those that conflict with `mode`); returns
+/// what was removed with the reason.
+pub async fn remove_stale_locks(
+    repo: &Repository,
+    conflicting_with: Option<LockMode>,
+) -> Result<Vec<(FoundLock, String)>> {
+    let now = gotime::now_local();
+    let host = crate::host::hostname();
+    let mut removed = Vec::new();
+    for found in list_locks(repo).await? {
+        let conflicts = match (&found.lock, conflicting_with) {
+            (Ok(l), Some(LockMode::Shared)) => l.exclusive,
+            _ => true,
+        };
+        if !conflicts {
+            continue;
+        }
+        if let Some(reason) = found.stale_reason(now, &host) {
+            repo.storage().remove(FileType::Lock, &found.id).await?;
+            removed.push((found, reason));
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every lock file, live or not (`unlock --remove-all`).
+pub async fn remove_all_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
+    let found = list_locks(repo).await?;
+    for l in &found {
+        repo.storage().remove(FileType::Lock, &l.id).await?;
+    }
+    Ok(found)
+}
+
+/// A held lock. [`LockGuard::release`] removes it; dropping it only stops the refresher.
 pub struct LockGuard {
     repo: Repository,
     current: Arc<Mutex<Id>>,
     refresher: tokio::task::JoinHandle<()>,
+    /// Cancelled by the refresher once the lock can no longer be kept.
+    lost: Cancel,
 }
 
 impl LockGuard {
+    /// The lock file's current id (it changes with every refresh).
+    pub async fn id(&self) -> Id {
+        *self.current.lock().await
+    }
+
     /// Remove the lock file.
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
@@ -42,105 +184,114 @@ impl Drop for LockGuard {
     }
 }
 
-fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // Signal 0 checks for existence; EPERM means it exists but is not ours.
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
-}
-
-fn new_lock_file(exclusive: bool) -> LockFile {
+fn new_lock_file(mode: LockMode) -> LockFile {
     LockFile {
         time: gotime::now_local(),
-        exclusive,
-        hostname: crate::ops::hostname(),
-        username: crate::ops::current_username(),
+        exclusive: mode.is_exclusive(),
+        hostname: crate::host::hostname(),
+        username: crate::host::current_username(),
         pid: std::process::id(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
+        stale_after_seconds: Some(MOVER_LOCK_STALE_AFTER.as_secs() as u32),
     }
 }
 
-/// Look for a live lock that conflicts with one of kind `exclusive`, ignoring `own`.
+/// Looks for a live lock that conflicts with one of `mode`, ignoring `own`. Stale
+/// conflicting locks are removed on the way, each with a warning naming it.
 async fn find_conflict(
     repo: &Repository,
-    exclusive: bool,
+    mode: LockMode,
     own: Option<&Id>,
 ) -> Result<Option<String>> {
     let now = gotime::now_local();
-    let host = crate::ops::hostname();
-    for (id, size) in repo.storage().list(FileType::Lock).await? {
-        if Some(&id) == own || size == 0 {
+    let host = crate::host::hostname();
+    for found in list_locks(repo).await? {
+        if Some(&found.id) == own {
             continue;
         }
-        let lock = match repo.load_unpacked(FileType::Lock, &id).await {
-            Ok(bytes) => match LockFile::decode(&bytes) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(lock = %id, error = %e, "ignoring unreadable lock file");
-                    continue;
-                }
-            },
-            // A lock removed between listing and reading is simply gone.
-            Err(e) if e.class() == crate::error::ErrorClass::NotFound => continue,
+        let lock = match &found.lock {
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(lock = %id, error = %e, "ignoring unreadable lock file");
+                tracing::warn!(lock = %found.id, error = %e, "ignoring unreadable lock file");
                 continue;
             }
         };
-        if !(exclusive || lock.exclusive) {
+        if !(mode.is_exclusive() || lock.exclusive) {
             continue;
         }
-        if lock.is_stale(now, &host, pid_exists) {
-            tracing::warn!(lock = %id.short(), host = %lock.hostname, pid = lock.pid, "ignoring stale lock");
+        if let Some(reason) = found.stale_reason(now, &host) {
+            repo.storage().remove(FileType::Lock, &found.id).await?;
+            tracing::warn!("removed stale {}: {reason}", found.describe());
             continue;
         }
-        let kind = if lock.exclusive {
-            "exclusive"
-        } else {
-            "shared"
-        };
-        return Ok(Some(format!(
-            "{kind} lock {} held by {}@{} (pid {}) since {}",
-            id.short(),
-            lock.username,
-            lock.hostname,
-            lock.pid,
-            gotime::format(&lock.time)
-        )));
+        return Ok(Some(found.describe()));
     }
     Ok(None)
 }
 
-/// Take a lock on `repo`. Shared locks coexist; an exclusive one conflicts with all others.
-pub async fn lock(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
-    lock_with(repo, exclusive, false).await
+/// Take a lock on `repo` (no retries, no cancel).
+pub async fn lock(repo: &Repository, mode: LockMode) -> Result<LockGuard> {
+    acquire(repo, mode, &LockOptions::default(), false).await
 }
 
-/// [`lock`]; with `prefetch_index`, the index starts loading once this process's lock file
-/// is written. That is safe: a process that changes the repository holds an exclusive lock,
-/// and one taken before ours is found by the first check, one taken after it sees ours and
-/// backs off before it changes anything. Should the lock still fail, the load is dropped.
-async fn lock_with(repo: &Repository, exclusive: bool, prefetch_index: bool) -> Result<LockGuard> {
-    if let Some(detail) = find_conflict(repo, exclusive, None).await? {
+/// Takes the lock, retrying while `opts.retry` lasts. With `prefetch_index`, the index starts
+/// loading once this process's lock file is written. That is safe: a process that changes
+/// the repository holds an exclusive lock, and one taken before ours is found by the first
+/// check, one taken after it sees ours and backs off before it changes anything. Should the
+/// lock still fail, the load is dropped.
+async fn acquire(
+    repo: &Repository,
+    mode: LockMode,
+    opts: &LockOptions,
+    prefetch_index: bool,
+) -> Result<LockGuard> {
+    let deadline = tokio::time::Instant::now() + opts.retry;
+    let mut sleep = RETRY_SLEEP_START.min(opts.retry);
+    let mut told = false;
+    loop {
+        opts.cancel.check()?;
+        match try_acquire(repo, mode, &opts.cancel, prefetch_index).await {
+            Err(Error::Locked { detail }) if tokio::time::Instant::now() < deadline => {
+                if !told {
+                    tracing::warn!(
+                        "repository is already locked ({detail}), waiting up to {} s for the lock",
+                        opts.retry.as_secs()
+                    );
+                    told = true;
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                opts.cancel.sleep(sleep.min(left)).await?;
+                sleep = (sleep * 2).min(RETRY_SLEEP_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_acquire(
+    repo: &Repository,
+    mode: LockMode,
+    cancel: &Cancel,
+    prefetch_index: bool,
+) -> Result<LockGuard> {
+    if let Some(detail) = find_conflict(repo, mode, None).await? {
         return Err(Error::Locked { detail });
     }
     let id = repo
-        .save_unpacked(FileType::Lock, &new_lock_file(exclusive).encode())
+        .save_unpacked(FileType::Lock, &new_lock_file(mode).encode())
         .await?;
     if prefetch_index {
         repo.prefetch_index();
     }
-    tokio::time::sleep(LOCK_SETTLE_DELAY).await;
-    let conflict = match find_conflict(repo, exclusive, Some(&id)).await {
-        Ok(None) => None,
-        Ok(Some(detail)) => Some(Error::Locked { detail }),
+    let settled = cancel.sleep(LOCK_SETTLE_DELAY).await;
+    let conflict = match settled {
         Err(e) => Some(e),
+        Ok(()) => match find_conflict(repo, mode, Some(&id)).await {
+            Ok(None) => None,
+            Ok(Some(detail)) => Some(Error::Locked { detail }),
+            Err(e) => Some(e),
+        },
     };
     if let Some(e) = conflict {
         repo.cancel_index_prefetch();
@@ -148,67 +299,118 @@ async fn lock_with(repo: &Repository, exclusive: bool, prefetch_index: bool) -> 
         return Err(e);
     }
     let current = Arc::new(Mutex::new(id));
-    let refresher = tokio::spawn(refresh_loop(repo.clone(), Arc::clone(&current), exclusive));
+    let lost = Cancel::new();
+    let refresher = tokio::spawn(refresh_loop(
+        repo.clone(),
+        Arc::clone(&current),
+        mode,
+        lost.clone(),
+    ));
     Ok(LockGuard {
         repo: repo.clone(),
         current,
         refresher,
+        lost,
     })
 }
 
-/// Run `work` while holding a lock on `repo`, and release the lock whether or not it
-/// succeeded. The work's own error wins over a failure to remove the lock file.
+/// Run `work` while holding a lock of `mode` on `repo`, and release the lock whether it
+/// succeeded, failed or was cancelled. The work is stopped (dropped) when `opts.cancel` fires
+/// or the lock is lost. The work's own error wins over a failure to remove the lock file.
 pub async fn while_locked<T>(
     repo: &Repository,
-    exclusive: bool,
+    mode: LockMode,
+    opts: &LockOptions,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    run_locked(repo, exclusive, false, work).await
+    run_locked(repo, mode, opts, false, work).await
 }
 
 /// [`while_locked`] for work that loads the index: it is read while the lock settles (see
-/// [`lock_with`]), so the wait costs nothing. Backups and restores spend it that way.
+/// [`acquire`]), so the wait costs nothing. Backups and restores spend it that way.
 pub async fn while_locked_loading_index<T>(
     repo: &Repository,
-    exclusive: bool,
+    mode: LockMode,
+    opts: &LockOptions,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    run_locked(repo, exclusive, true, work).await
+    run_locked(repo, mode, opts, true, work).await
 }
 
 async fn run_locked<T>(
     repo: &Repository,
-    exclusive: bool,
+    mode: LockMode,
+    opts: &LockOptions,
     prefetch_index: bool,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    let guard = lock_with(repo, exclusive, prefetch_index).await?;
-    let result = work.await;
+    let guard = acquire(repo, mode, opts, prefetch_index).await?;
+    let result = {
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            _ = opts.cancel.cancelled() => Err(Error::Canceled { reason: opts.cancel.reason() }),
+            _ = guard.lost.cancelled() => Err(Error::LockLost { detail: guard.lost.reason() }),
+            r = &mut work => r,
+        }
+    };
     // An index the work never asked for must not be handed to a later load.
     repo.cancel_index_prefetch();
-    let released = guard.release().await;
+    let stopped = matches!(
+        result.as_ref().map_err(Error::class),
+        Err(ErrorClass::Canceled)
+    );
+    let released = if stopped {
+        tokio::time::timeout(RELEASE_AFTER_CANCEL_TIMEOUT, guard.release())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Other(
+                    "removing the lock file timed out after the run was canceled".into(),
+                ))
+            })
+    } else {
+        guard.release().await
+    };
     let value = result?;
     released?;
     Ok(value)
 }
 
-async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, exclusive: bool) {
-    let mut ticker = tokio::time::interval(LOCK_REFRESH_INTERVAL);
-    ticker.tick().await;
+/// Rewrites the lock every [`LOCK_REFRESH_INTERVAL`]; after a failure it retries every
+/// [`REFRESH_RETRY`], and once no refresh has succeeded for [`REFRESH_DEADLINE`] it cancels
+/// `lost`, which stops the work.
+async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, mode: LockMode, lost: Cancel) {
+    let mut last_ok = tokio::time::Instant::now();
+    let mut wait = LOCK_REFRESH_INTERVAL;
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(wait).await;
         let mut cur = current.lock().await;
         match repo
-            .save_unpacked(FileType::Lock, &new_lock_file(exclusive).encode())
+            .save_unpacked(FileType::Lock, &new_lock_file(mode).encode())
             .await
         {
             Ok(new_id) => {
                 let old = std::mem::replace(&mut *cur, new_id);
+                last_ok = tokio::time::Instant::now();
+                wait = LOCK_REFRESH_INTERVAL;
                 if let Err(e) = repo.storage().remove(FileType::Lock, &old).await {
                     tracing::warn!(lock = %old.short(), error = %e, "could not remove old lock file");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not refresh lock"),
+            Err(e) => {
+                let since = last_ok.elapsed();
+                if since >= REFRESH_DEADLINE {
+                    lost.cancel(format!(
+                        "the lock could not be refreshed for {} s (last error: {}); stopping \
+                         before other processes may consider it stale",
+                        since.as_secs(),
+                        e.chain_string()
+                    ));
+                    return;
+                }
+                tracing::warn!(error = %e.chain_string(), "could not refresh lock, retrying");
+                wait = REFRESH_RETRY.min(REFRESH_DEADLINE - since);
+            }
         }
     }
 }
@@ -242,12 +444,32 @@ mod tests {
         crate::repo::in_memory_for_tests(store).await
     }
 
+    /// Writes a lock file as another process would.
+    async fn foreign_lock(repo: &Repository, lock: LockFile) -> Result<Id> {
+        repo.save_unpacked(FileType::Lock, &lock.encode()).await
+    }
+
+    fn restic_lock(exclusive: bool, host: &str, age_minutes: i64) -> LockFile {
+        LockFile {
+            time: gotime::now_local() - chrono::TimeDelta::minutes(age_minutes),
+            exclusive,
+            hostname: host.into(),
+            username: "someone".into(),
+            pid: 1,
+            uid: 0,
+            gid: 0,
+            stale_after_seconds: None,
+        }
+    }
+
     #[tokio::test]
     async fn work_gets_the_index_read_while_the_lock_settled() -> Result<()> {
         let repo = repo().await?;
         add_index(&repo, 1).await?;
         add_index(&repo, 2).await?;
-        let index = while_locked_loading_index(&repo, false, repo.load_index()).await?;
+        let opts = LockOptions::default();
+        let index =
+            while_locked_loading_index(&repo, LockMode::Shared, &opts, repo.load_index()).await?;
         assert_eq!(index.pack_count(), 2);
         assert!(repo.storage().list(FileType::Lock).await?.is_empty());
         Ok(())
@@ -257,7 +479,8 @@ mod tests {
     async fn an_index_read_ahead_but_never_asked_for_is_not_handed_out_later() -> Result<()> {
         let repo = repo().await?;
         add_index(&repo, 1).await?;
-        while_locked_loading_index(&repo, false, async { Ok(()) }).await?;
+        let opts = LockOptions::default();
+        while_locked_loading_index(&repo, LockMode::Shared, &opts, async { Ok(()) }).await?;
         add_index(&repo, 2).await?;
         assert_eq!(repo.load_index().await?.pack_count(), 2);
         Ok(())
@@ -267,12 +490,145 @@ mod tests {
     async fn a_conflicting_lock_fails_and_leaves_no_lock_file() -> Result<()> {
         let repo = repo().await?;
         add_index(&repo, 1).await?;
-        let held = lock(&repo, true).await?;
-        let err = while_locked_loading_index(&repo, false, async { Ok(()) })
+        let held = lock(&repo, LockMode::Exclusive).await?;
+        let opts = LockOptions::default();
+        let err = while_locked_loading_index(&repo, LockMode::Shared, &opts, async { Ok(()) })
             .await
             .err();
         assert!(matches!(err, Some(Error::Locked { .. })), "{err:?}");
+        assert_eq!(err.map(|e| e.exit_code()), Some(11));
         assert_eq!(repo.storage().list(FileType::Lock).await?.len(), 1);
+        held.release().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn shared_locks_coexist_and_exclusive_ones_do_not() -> Result<()> {
+        let repo = repo().await?;
+        let a = lock(&repo, LockMode::Shared).await?;
+        let b = lock(&repo, LockMode::Shared).await?;
+        assert!(matches!(
+            lock(&repo, LockMode::Exclusive).await.err(),
+            Some(Error::Locked { .. })
+        ));
+        a.release().await?;
+        b.release().await?;
+        let x = lock(&repo, LockMode::Exclusive).await?;
+        assert!(lock(&repo, LockMode::Shared).await.is_err());
+        x.release().await?;
+        assert!(repo.storage().list(FileType::Lock).await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn stale_conflicting_locks_are_removed_and_live_ones_kept() -> Result<()> {
+        let repo = repo().await?;
+        // A restic lock from another host, 31 minutes old: stale by restic's rule.
+        let old = foreign_lock(&repo, restic_lock(true, "elsewhere", 31)).await?;
+        // A mover lock from another host, 16 minutes old: past its 15-minute promise.
+        let promised = foreign_lock(
+            &repo,
+            LockFile {
+                stale_after_seconds: Some(900),
+                ..restic_lock(false, "pod-x", 16)
+            },
+        )
+        .await?;
+        // A restic lock 16 minutes old from another host is still live.
+        let live = foreign_lock(&repo, restic_lock(false, "elsewhere", 16)).await?;
+        // A shared lock does not conflict with a shared run: the stale exclusive one goes,
+        // the stale shared one stays.
+        let shared = lock(&repo, LockMode::Shared).await?;
+        let ids: Vec<Id> = list_locks(&repo).await?.into_iter().map(|l| l.id).collect();
+        assert!(!ids.contains(&old) && ids.contains(&promised) && ids.contains(&live));
+        shared.release().await?;
+        // An exclusive run removes the stale shared lock, then stops at the live one.
+        let err = lock(&repo, LockMode::Exclusive).await.err();
+        let detail = match err {
+            Some(Error::Locked { detail }) => detail,
+            other => panic!("expected Locked, got {other:?}"),
+        };
+        assert!(detail.contains(&live.short()), "{detail}");
+        let ids: Vec<Id> = list_locks(&repo).await?.into_iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![live]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn retry_waits_for_a_lock_to_go_and_cancel_stops_the_wait() -> Result<()> {
+        let repo = repo().await?;
+        let held = lock(&repo, LockMode::Exclusive).await?;
+        let releaser = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            held.release().await
+        });
+        let opts = LockOptions {
+            retry: Duration::from_secs(20),
+            cancel: Cancel::new(),
+        };
+        let got = while_locked(&repo, LockMode::Shared, &opts, async { Ok(7) }).await?;
+        assert_eq!(got, 7);
+        releaser.await.expect("releaser ran")?;
+
+        let held = lock(&repo, LockMode::Exclusive).await?;
+        let cancel = Cancel::new();
+        let opts = LockOptions {
+            retry: Duration::from_secs(600),
+            cancel: cancel.clone(),
+        };
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.cancel("interrupted by SIGTERM");
+        });
+        let started = std::time::Instant::now();
+        let err = while_locked(&repo, LockMode::Shared, &opts, async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Canceled);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        held.release().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_work_and_removes_the_lock() -> Result<()> {
+        let repo = repo().await?;
+        let cancel = Cancel::new();
+        let opts = LockOptions {
+            retry: Duration::ZERO,
+            cancel: cancel.clone(),
+        };
+        let c = cancel.clone();
+        let work = async move {
+            c.cancel("interrupted by SIGINT");
+            std::future::pending::<Result<()>>().await
+        };
+        let err = while_locked(&repo, LockMode::Exclusive, &opts, work)
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 130);
+        assert!(err.to_string().contains("SIGINT"), "{err}");
+        assert!(repo.storage().list(FileType::Lock).await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn mover_locks_carry_their_promise() -> Result<()> {
+        let repo = repo().await?;
+        let held = lock(&repo, LockMode::Shared).await?;
+        let found = list_locks(&repo).await?;
+        let lock = found[0].lock.as_ref().expect("readable");
+        assert_eq!(
+            lock.stale_after_seconds,
+            Some(MOVER_LOCK_STALE_AFTER.as_secs() as u32)
+        );
+        assert_eq!(lock.pid, std::process::id());
+        assert!(
+            found[0]
+                .stale_reason(gotime::now_local(), &lock.hostname)
+                .is_none()
+        );
         held.release().await?;
         Ok(())
     }

@@ -105,7 +105,7 @@ fn missing_repository_exits_10() {
 }
 
 #[test]
-fn exclusive_lock_exits_11_and_stale_lock_is_ignored() {
+fn exclusive_lock_exits_11_and_stale_lock_is_removed() {
     let tmp = tempdir();
     let (repo, src) = repo_with_snapshot(tmp.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -122,11 +122,12 @@ fn exclusive_lock_exits_11_and_stale_lock_is_ignored() {
             let lock = mover::format::lock::LockFile {
                 time: mover::format::gotime::now_local() - chrono::Duration::minutes(age_minutes),
                 exclusive: true,
-                hostname: mover::ops::hostname(),
+                hostname: mover::host::hostname(),
                 username: "someone".into(),
                 pid,
                 uid: 0,
                 gid: 0,
+                stale_after_seconds: None,
             };
             r.save_unpacked(mover::storage::FileType::Lock, &lock.encode())
                 .await
@@ -148,12 +149,18 @@ fn exclusive_lock_exits_11_and_stale_lock_is_ignored() {
     );
     assert!(one_line(&err).contains("exclusive lock"), "{err}");
     std::fs::remove_file(repo.join("locks").join(id.to_hex())).unwrap();
-    // A stale one (old, and its process is gone) does not block.
-    write_lock(u32::MAX - 7, 45);
-    ok(mover().arg("-r").arg(&repo).arg("backup").arg(&src));
-    // Our own shared locks are gone after each command.
+    // A stale one (old, and its process is gone) does not block: it is removed, and said so.
+    let stale = write_lock(u32::MAX - 7, 45);
+    let out = run(mover().arg("-r").arg(&repo).arg("backup").arg(&src));
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("removed stale exclusive lock") && stderr.contains(&stale.short()),
+        "{stderr}"
+    );
+    // Our own shared locks are gone after each command, and so is the stale one.
     let left = std::fs::read_dir(repo.join("locks")).unwrap().count();
-    assert_eq!(left, 1, "only the planted stale lock remains");
+    assert_eq!(left, 0, "no lock file remains");
 }
 
 #[test]

@@ -26,7 +26,8 @@ use crate::fs::meta::{NameCache, NodeOptions};
 use crate::ops::pipeline::{BlobSaver, PipelineOptions, save_indexes};
 use crate::progress::Progress;
 use crate::repo::index::MasterIndex;
-use crate::repo::{Repository, SnapshotFilter, lock};
+use crate::repo::lock::{self, LockMode, LockOptions};
+use crate::repo::{Repository, SnapshotFilter};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use skeleton::Skeleton;
 use std::path::{Path, PathBuf};
@@ -74,13 +75,15 @@ pub struct BackupOptions {
     pub pipeline: PipelineOptions,
     /// Overrides the repository's chunker for this run.
     pub chunker: Option<ChunkerKind>,
+    /// Retrying a held lock, and cancelling the run.
+    pub lock: LockOptions,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             paths: Vec::new(),
-            host: crate::ops::hostname(),
+            host: crate::host::hostname(),
             tags: Vec::new(),
             excludes: Vec::new(),
             one_file_system: false,
@@ -95,6 +98,7 @@ impl Default for BackupOptions {
             cpu_threads: None,
             pipeline: PipelineOptions::default(),
             chunker: None,
+            lock: LockOptions::default(),
         }
     }
 }
@@ -274,7 +278,8 @@ pub async fn backup(
     let work = run(
         repo, opts, progress, skeleton, excludes, abs_paths, start_time,
     );
-    let mut summary = lock::while_locked_loading_index(repo, false, work).await?;
+    let mut summary =
+        lock::while_locked_loading_index(repo, LockMode::Shared, &opts.lock, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -482,7 +487,7 @@ pub(crate) async fn save_backup_snapshot(
         tree: done.root,
         paths: done.paths,
         hostname: host.to_string(),
-        username: crate::ops::current_username(),
+        username: crate::host::current_username(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         excludes: done.excludes,

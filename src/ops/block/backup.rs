@@ -21,7 +21,8 @@ use crate::ops::backup::{
 use crate::ops::dump::{Found, lookup};
 use crate::ops::pipeline::{BlobSaver, PipelineOptions, save_indexes};
 use crate::progress::Progress;
-use crate::repo::{Repository, SnapshotFilter, lock};
+use crate::repo::lock::{self, LockMode, LockOptions};
+use crate::repo::{Repository, SnapshotFilter};
 use chrono::{DateTime, FixedOffset};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
@@ -64,17 +65,20 @@ pub struct VolumeBackupOptions {
     pub parent: ParentChoice,
     pub pipeline: PipelineOptions,
     pub chunker: Option<ChunkerKind>,
+    /// Retrying a held lock, and cancelling the run.
+    pub lock: LockOptions,
 }
 
 impl Default for VolumeBackupOptions {
     fn default() -> Self {
         VolumeBackupOptions {
             name: None,
-            host: crate::ops::hostname(),
+            host: crate::host::hostname(),
             tags: Vec::new(),
             parent: ParentChoice::Latest,
             pipeline: PipelineOptions::default(),
             chunker: None,
+            lock: LockOptions::default(),
         }
     }
 }
@@ -117,7 +121,8 @@ pub async fn backup_volume(
         }
     }
     let work = run(repo, opts, source, vpath, start_time, progress);
-    let mut summary = lock::while_locked_loading_index(repo, false, work).await?;
+    let mut summary =
+        lock::while_locked_loading_index(repo, LockMode::Shared, &opts.lock, work).await?;
     summary.total_duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

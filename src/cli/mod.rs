@@ -1,8 +1,18 @@
 //! Command-line flags (clap derive). restic's verbs, flags and environment names, so an
 //! existing restic Secret and habits keep working. Only parsing lives here.
 
+mod maintenance;
+
+pub use maintenance::*;
+
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// A Go duration flag value (`90s`, `5m`, `1h30m`).
+fn go_duration(s: &str) -> Result<Duration, String> {
+    mover::format::gotime::parse_duration(s).map_err(|e| e.to_string())
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +86,10 @@ pub struct GlobalOptions {
     /// Concurrent storage operations (restic's default for S3 is 5)
     #[arg(long, global = true, default_value_t = 5)]
     pub connections: usize,
+    /// Wait this long for a conflicting lock to go before failing with exit code 11 (for
+    /// example 5m)
+    #[arg(long = "retry-lock", global = true, value_name = "DURATION", value_parser = go_duration, default_value = "0")]
+    pub retry_lock: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +108,10 @@ pub enum Command {
     Cat(CatArgs),
     /// Write a file from a snapshot to standard output
     Dump(DumpArgs),
+    // FORGET-PRUNE-CHECK
+    /// Remove stale locks (or all with --remove-all)
+    Unlock(UnlockArgs),
+    // KEY
     /// Print version information
     Version,
 }
@@ -204,6 +222,25 @@ pub struct RestoreArgs {
     /// Re-read restored files and check their content
     #[arg(long)]
     pub verify: bool,
+    /// Remove files and directories in the target that the snapshot does not have
+    #[arg(long)]
+    pub delete: bool,
+    /// Only restore extended attributes matching this pattern (repeatable)
+    #[arg(long = "include-xattr", value_name = "PATTERN")]
+    pub include_xattr: Vec<String>,
+    /// Do not restore extended attributes matching this pattern (repeatable)
+    #[arg(long = "exclude-xattr", value_name = "PATTERN")]
+    pub exclude_xattr: Vec<String>,
+    /// What to do with files that exist: always (rewrite what differs), if-changed (skip
+    /// files whose size and mtime match), if-newer, never
+    #[arg(long, default_value = "always")]
+    pub overwrite: String,
+    /// With "latest": the latest snapshot taken at or before this time (RFC 3339)
+    #[arg(long = "as-of", value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// With "latest": step back this many snapshots more
+    #[arg(long, default_value_t = 0)]
+    pub previous: usize,
     /// Write files and read local packs through the page cache instead of with O_DIRECT
     #[arg(
         long = "no-direct-io",
@@ -219,6 +256,15 @@ pub struct SnapshotsArgs {
     pub ids: Vec<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Only the last N snapshots of each group
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    /// Group snapshots by host, paths and/or tags, comma-separated
+    #[arg(short = 'g', long = "group-by", default_value = "")]
+    pub group_by: String,
+    /// Use a compact table
+    #[arg(short = 'c', long)]
+    pub compact: bool,
 }
 
 #[derive(Debug, Args)]

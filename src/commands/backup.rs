@@ -1,0 +1,222 @@
+//! `backup`: a tree, a block device, an image or stdin into the repository (created when
+//! missing, as a mover Job's first run needs).
+
+use super::output::{human_bytes, human_duration, short};
+use super::{Cx, compression, pack_size_bytes};
+use crate::cli;
+use mover::error::{Error, Result};
+use mover::ops;
+use mover::progress::Progress;
+use mover::repo::{InitOptions, Repository};
+use std::sync::Arc;
+
+/// Exit code of a backup that saved a snapshot but could not read some files (restic: 3).
+const EXIT_PARTIAL_BACKUP: u8 = 3;
+
+fn split_tags(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .flat_map(|t| t.split(','))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
+    let storage = cx.storage(!args.no_direct_io)?;
+    let pw = cx.password()?;
+    let location = storage.display().to_string();
+    // A mover Job's first run finds an empty bucket: create the repository then.
+    let repo = match Repository::open(storage.clone(), &pw).await {
+        Ok(r) => r,
+        Err(Error::RepositoryNotFound { .. }) => {
+            let repo = Repository::init(storage, &pw, &InitOptions::default()).await?;
+            if cx.g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location})
+                );
+            } else if !cx.g.quiet {
+                println!(
+                    "repository {location} did not exist: created restic repository {}",
+                    short(&repo.config().id)
+                );
+            }
+            repo
+        }
+        Err(e) => return Err(e),
+    };
+    let mut excludes = args.exclude.clone();
+    excludes.extend(
+        mover::fs::exclude::ExcludeMatcher::from_files(&args.exclude_file)
+            .map_err(|e| Error::io("reading exclude file", e))?,
+    );
+    let mut opts = ops::backup::BackupOptions {
+        paths: args.paths.clone(),
+        tags: split_tags(&args.tag),
+        excludes,
+        one_file_system: args.one_file_system,
+        with_atime: args.with_atime,
+        lock: cx.lock_options(),
+        ..Default::default()
+    };
+    if let Some(h) = &args.host {
+        opts.host = h.clone();
+    }
+    opts.parent = match (&args.parent, args.force) {
+        (_, true) => ops::backup::ParentChoice::None,
+        (Some(p), false) => ops::backup::ParentChoice::Snapshot(p.clone()),
+        (None, false) => ops::backup::ParentChoice::Latest,
+    };
+    opts.strict_change_detection = args.strict_change_detection;
+    if let Some(c) = &args.chunker {
+        opts.chunker = Some(
+            c.parse()
+                .map_err(|e: String| Error::InvalidInput(format!("--chunker: {e}")))?,
+        );
+    }
+    if let Some(n) = args.read_concurrency {
+        opts.read_threads = n.max(1);
+    }
+    opts.direct_io = !args.no_direct_io;
+    opts.pipeline.compression = compression(cx.g)?;
+    opts.pipeline.pack_size_bytes = pack_size_bytes(cx.g)?;
+    // A local disk gains nothing from many packs in flight; each one holds a pack in memory.
+    opts.pipeline.upload_concurrency = if repo.storage().is_local() {
+        cx.g.connections.clamp(1, 2)
+    } else {
+        cx.g.connections.max(1)
+    };
+
+    let progress = Arc::new(Progress::default());
+    let reporter = spawn_reporter(Arc::clone(&progress), cx.g.json, cx.g.quiet);
+    let result = match volume_source(args)? {
+        Some((source, name)) => {
+            let vopts = ops::block::VolumeBackupOptions {
+                name,
+                host: opts.host.clone(),
+                tags: opts.tags.clone(),
+                parent: opts.parent.clone(),
+                pipeline: opts.pipeline.clone(),
+                chunker: opts.chunker,
+                lock: opts.lock.clone(),
+            };
+            ops::block::backup_volume(&repo, &vopts, source, Arc::clone(&progress)).await
+        }
+        None => ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await,
+    };
+    reporter.abort();
+    let summary = result?;
+    for e in &summary.errors {
+        eprintln!("error: {e}");
+    }
+    if cx.g.json {
+        let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_type".into(), "summary".into());
+        }
+        println!("{v}");
+    } else if !cx.g.quiet {
+        if let Some(p) = &summary.parent {
+            println!("using parent snapshot {}", p.short());
+        }
+        println!(
+            "\nFiles:       {:>5} new, {:>5} changed, {:>5} unmodified",
+            summary.files_new, summary.files_changed, summary.files_unmodified
+        );
+        println!(
+            "Dirs:        {:>5} new, {:>5} changed, {:>5} unmodified",
+            summary.dirs_new, summary.dirs_changed, summary.dirs_unmodified
+        );
+        println!(
+            "Added to the repository: {} ({} stored)",
+            human_bytes(summary.data_added),
+            human_bytes(summary.data_added_packed)
+        );
+        println!(
+            "Read from files:         {}",
+            human_bytes(summary.bytes_read)
+        );
+        println!(
+            "\nprocessed {} files, {} in {}",
+            summary.total_files_processed,
+            human_bytes(summary.total_bytes_processed),
+            human_duration(summary.total_duration_seconds)
+        );
+        println!("snapshot {} saved", summary.snapshot_id.short());
+    }
+    if summary.errors.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("Warning: at least one source file could not be read");
+        Ok(EXIT_PARTIAL_BACKUP)
+    }
+}
+
+/// A volume to back up as one file (stdin, a block device, or an image with `--image`), or
+/// `None` for a tree backup.
+fn volume_source(
+    args: &cli::BackupArgs,
+) -> Result<Option<(ops::block::VolumeSource, Option<String>)>> {
+    use mover::fs::block::{VolumeKind, volume_kind};
+    if args.stdin {
+        return Ok(Some((
+            ops::block::VolumeSource::Stdin,
+            Some(args.stdin_filename.clone()),
+        )));
+    }
+    let kinds = args
+        .paths
+        .iter()
+        .map(|p| volume_kind(p).unwrap_or(VolumeKind::Other))
+        .collect::<Vec<_>>();
+    let volume = |k: &VolumeKind| {
+        *k == VolumeKind::BlockDevice || (args.image && *k == VolumeKind::RegularFile)
+    };
+    match (args.paths.as_slice(), kinds.as_slice()) {
+        ([path], [kind]) if volume(kind) => {
+            Ok(Some((ops::block::VolumeSource::Path(path.clone()), None)))
+        }
+        (_, kinds) if args.image || kinds.iter().any(volume) => Err(Error::InvalidInput(
+            "a block device or --image backs up exactly one volume: give a single path".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Print a progress line every few seconds: on stderr for people, as JSON status on stdout.
+fn spawn_reporter(progress: Arc<Progress>, json: bool, quiet: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if quiet {
+            return;
+        }
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let every = if interactive { 1 } else { 10 };
+        let started = std::time::Instant::now();
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let s = progress.snapshot();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "message_type": "status",
+                        "seconds_elapsed": started.elapsed().as_secs(),
+                        "files_done": s.files_done,
+                        "bytes_done": s.bytes_done,
+                        "error_count": s.errors,
+                    })
+                );
+            } else {
+                eprintln!(
+                    "[{}] {} files, {} processed, {} errors",
+                    human_duration(started.elapsed().as_secs_f64()),
+                    s.files_done,
+                    human_bytes(s.bytes_done),
+                    s.errors
+                );
+            }
+        }
+    })
+}
