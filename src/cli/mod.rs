@@ -108,10 +108,16 @@ pub enum Command {
     Cat(CatArgs),
     /// Write a file from a snapshot to standard output
     Dump(DumpArgs),
-    // FORGET-PRUNE-CHECK
+    /// Remove snapshots by policy or by id
+    Forget(ForgetArgs),
+    /// Remove unreferenced data, repack partly used packs, rewrite the index
+    Prune(PruneArgs),
+    /// Check the repository for errors
+    Check(CheckArgs),
     /// Remove stale locks (or all with --remove-all)
     Unlock(UnlockArgs),
-    // KEY
+    /// Manage the repository's keys (passwords)
+    Key(KeyArgs),
     /// Print version information
     Version,
 }

@@ -29,10 +29,42 @@ pub async fn snapshots(cx: &Cx<'_>, args: &cli::SnapshotsArgs) -> Result<u8> {
         }
         snaps = picked;
     }
+    let by: ops::snapshots::GroupBy = args
+        .group_by
+        .parse()
+        .map_err(|e: String| Error::InvalidInput(format!("--group-by: {e}")))?;
+    let groups: Vec<_> = ops::snapshots::group_snapshots(snaps, by)
+        .into_iter()
+        .map(|(key, list)| {
+            let mut list = match args.latest {
+                Some(n) if n > 0 => ops::snapshots::latest_per_host_and_paths(list, n),
+                _ => list,
+            };
+            list.sort_by_key(|s| s.1.time);
+            (key, list)
+        })
+        .collect();
     if cx.g.json {
-        println!("{}", ops::snapshots::to_json(&snaps));
-    } else {
-        print!("{}", ops::snapshots::format_table(&snaps));
+        if by.is_grouped() {
+            println!("{}", ops::snapshots::groups_to_json(&groups));
+        } else {
+            let all: Vec<_> = groups.into_iter().flat_map(|(_, l)| l).collect();
+            println!("{}", ops::snapshots::to_json(&all));
+        }
+        return Ok(0);
+    }
+    let table = ops::snapshots::TableOptions {
+        compact: args.compact,
+        ..Default::default()
+    };
+    for (key, list) in &groups {
+        if let Some(header) = key.header() {
+            println!("{header}");
+        }
+        print!("{}", ops::snapshots::format_table(list, table));
+    }
+    if groups.is_empty() && !by.is_grouped() {
+        print!("{}", ops::snapshots::format_table(&[], table));
     }
     Ok(0)
 }

@@ -5,8 +5,12 @@
 
 mod backup;
 mod browse;
+mod check;
+mod forget;
 mod init;
+mod key;
 mod output;
+mod prune;
 mod restore;
 mod unlock;
 
@@ -48,7 +52,11 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
         Command::Ls(args) => browse::ls(&cx, args).await,
         Command::Cat(args) => browse::cat(&cx, args).await,
         Command::Dump(args) => browse::dump(&cx, args).await,
+        Command::Forget(args) => forget::forget(&cx, args).await,
+        Command::Prune(args) => prune::prune(&cx, args).await,
+        Command::Check(args) => check::check(&cx, args).await,
         Command::Unlock(args) => unlock::unlock(&cx, args).await,
+        Command::Key(args) => key::key(&cx, args).await,
     }
 }
 

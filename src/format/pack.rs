@@ -22,6 +22,19 @@ pub const HEADER_READ_AHEAD: usize =
 pub const MAX_ENTRIES_PER_PACK: usize =
     (MAX_HEADER_SIZE - CRYPTO_OVERHEAD - HEADER_LENGTH_SIZE) / ENTRY_SIZE_COMPRESSED;
 
+/// Bytes of a pack besides its blobs and header entries: the sealed header's IV and MAC and
+/// the length field.
+pub const HEADER_FIXED_SIZE: usize = CRYPTO_OVERHEAD + HEADER_LENGTH_SIZE;
+
+/// Size of the header entry of a blob, compressed or not.
+pub fn entry_size(compressed: bool) -> usize {
+    if compressed {
+        ENTRY_SIZE_COMPRESSED
+    } else {
+        ENTRY_SIZE_PLAIN
+    }
+}
+
 const WHAT: &str = "pack header";
 
 /// One entry of a pack header, in blob order.

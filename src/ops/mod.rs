@@ -4,8 +4,13 @@
 pub mod backup;
 pub mod block;
 pub mod cat;
+pub mod check;
 pub mod dump;
+pub mod forget;
+pub mod key;
 pub mod ls;
 pub mod pipeline;
+pub mod prune;
+pub mod reachable;
 pub mod restore;
 pub mod snapshots;

@@ -204,6 +204,26 @@ impl BlobSaver {
     }
 }
 
+impl BlobSaver {
+    /// Queues a blob that is already sealed (prune copies blobs between packs without
+    /// opening them again). No deduplication: the caller hands each blob over once.
+    pub fn save_sealed(&self, blob: SealedBlob) -> Result<()> {
+        if self.abort.is_aborted() {
+            return Err(Error::Other("saving blobs was aborted".into()));
+        }
+        match blob.blob_type {
+            BlobType::Data => self.stats.data_blobs.fetch_add(1, Ordering::Relaxed),
+            BlobType::Tree => self.stats.tree_blobs.fetch_add(1, Ordering::Relaxed),
+        };
+        self.stats
+            .data_added_packed
+            .fetch_add(blob.sealed.len() as u64, Ordering::Relaxed);
+        self.tx
+            .send(blob)
+            .map_err(|_| Error::Other("pack writer stopped".into()))
+    }
+}
+
 impl SaverHandle {
     /// Wait until every queued blob is packed and uploaded. `saver` must be the last
     /// reference to the saver so that the packer sees the end of input.

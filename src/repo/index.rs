@@ -113,6 +113,9 @@ pub struct MasterIndex {
     /// none while nothing is merged.
     starts: Vec<u32>,
     pending: HashMap<BlobId, Packed>,
+    /// Further locations of blobs already known (the same id listed for another pack or
+    /// offset): lookups ignore them, prune and check count every copy.
+    duplicates: Vec<(BlobId, Packed)>,
 }
 
 /// An id's bucket and tail.
@@ -149,22 +152,24 @@ impl MasterIndex {
     pub fn add_pack(&mut self, pack: PackId, blobs: &[IndexBlob]) {
         let number = self.pack_number(pack);
         for b in blobs {
-            if self.contains(&b.id) {
-                continue;
-            }
             let type_bit = match b.blob_type {
                 BlobType::Data => 0,
                 BlobType::Tree => TREE_BIT,
             };
-            self.pending.insert(
-                b.id,
-                Packed {
-                    pack: number | type_bit,
-                    offset: b.offset,
-                    length: b.length,
-                    uncompressed: b.uncompressed_length.unwrap_or(0),
-                },
-            );
+            let packed = Packed {
+                pack: number | type_bit,
+                offset: b.offset,
+                length: b.length,
+                uncompressed: b.uncompressed_length.unwrap_or(0),
+            };
+            if let Some(known) = self.lookup(&b.id) {
+                // The same entry listed by two index files is one copy, not two.
+                if (known.pack & !TREE_BIT, known.offset) != (number, b.offset) {
+                    self.duplicates.push((b.id, packed));
+                }
+                continue;
+            }
+            self.pending.insert(b.id, packed);
         }
         if self.pending.len() >= MIN_PENDING.max(self.records.len() / 8) {
             self.merge_pending();
@@ -226,7 +231,13 @@ impl MasterIndex {
         if let Some(p) = self.pending.get(id) {
             return Some(*p);
         }
+        self.find_merged(id).map(|(_, p)| p)
+    }
+
+    /// A merged blob's position in `records` and its location.
+    fn find_merged(&self, id: &BlobId) -> Option<(usize, Packed)> {
         let (bucket, tail) = split(id);
+        let base = *self.starts.get(bucket)? as usize;
         let keys = self.bucket(bucket);
         // Tails within a bucket are uniform too: start where the next two id bytes say the
         // tail should be and walk to it. The guess is off by about half the square root of
@@ -255,7 +266,7 @@ impl MasterIndex {
                 }
             },
         }
-        keys.get(i).map(Record::packed)
+        keys.get(i).map(|r| (base + i, r.packed()))
     }
 
     fn location(&self, p: Packed) -> Option<BlobLocation> {
@@ -324,6 +335,46 @@ impl MasterIndex {
         out
     }
 
+    /// Merges the blobs added last, so that every blob has a fixed [`MasterIndex::position`]
+    /// until the next [`MasterIndex::add_pack`].
+    pub fn finish_loading(&mut self) {
+        self.merge_pending();
+    }
+
+    /// A number in `0..len()` for each blob, to index per-blob marks by (prune, check).
+    /// Only after [`MasterIndex::finish_loading`]; `None` for unknown blobs.
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        self.find_merged(id).map(|(pos, _)| pos)
+    }
+
+    /// Number of index entries that are further copies of a known blob.
+    pub fn duplicate_count(&self) -> usize {
+        self.duplicates.len()
+    }
+
+    /// Every index entry, further copies included, with the blob's position (the same for
+    /// all copies of a blob): the blobs in position order, then the copies. Only after
+    /// [`MasterIndex::finish_loading`].
+    pub fn entries(&self) -> impl Iterator<Item = (usize, BlobId, BlobLocation)> + '_ {
+        let merged = (0..BUCKETS).flat_map(move |bucket| {
+            let base = self.starts.get(bucket).copied().unwrap_or(0) as usize;
+            self.bucket(bucket)
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (base + i, join(bucket, &r.tail), r.packed()))
+        });
+        let copies = self
+            .duplicates
+            .iter()
+            .filter_map(|(id, p)| self.find_merged(id).map(|(pos, _)| (pos, *id, *p)));
+        merged
+            .chain(copies)
+            .filter_map(|(pos, id, p)| self.location(p).map(|loc| (pos, id, loc)))
+    }
+
     /// Approximate heap bytes held by the index (excluding allocator overhead).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
@@ -334,6 +385,7 @@ impl MasterIndex {
             + self.packs.capacity() * size_of::<PackId>()
             + map(self.pack_numbers.capacity(), size_of::<(PackId, u32)>())
             + map(self.pending.capacity(), size_of::<(BlobId, Packed)>())
+            + self.duplicates.capacity() * size_of::<(BlobId, Packed)>()
     }
 }
 
@@ -597,5 +649,33 @@ mod tests {
             absent[30] = 1;
             prop_assert_eq!(idx.contains(&BlobId(Id(absent))), model.contains_key(&BlobId(Id(absent))));
         }
+    }
+
+    #[test]
+    fn copies_are_kept_apart_and_positions_are_dense() {
+        let mut idx = MasterIndex::new();
+        let a = blob(1, BlobType::Data, 0);
+        let b = blob(2, BlobType::Tree, 100);
+        idx.add_pack(pack_id(1), &[a, b]);
+        // The same entry again (an index file listed twice): no copy.
+        idx.add_pack(pack_id(1), &[a]);
+        // Blob a again in another pack: a copy.
+        idx.add_pack(pack_id(2), &[IndexBlob { offset: 7, ..a }]);
+        idx.finish_loading();
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.duplicate_count(), 1);
+        assert_eq!(idx.get(&a.id).map(|l| l.pack), Some(pack_id(1)));
+        let pa = idx.position(&a.id).unwrap();
+        let pb = idx.position(&b.id).unwrap();
+        assert_ne!(pa, pb);
+        assert!(pa < 2 && pb < 2);
+        let entries: Vec<(usize, BlobId, PackId, u32)> = idx
+            .entries()
+            .map(|(pos, id, loc)| (pos, id, loc.pack, loc.offset))
+            .collect();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.contains(&(pa, a.id, pack_id(2), 7)));
+        assert!(entries.contains(&(pb, b.id, pack_id(1), 100)));
+        assert_eq!(idx.position(&blob(9, BlobType::Data, 0).id), None);
     }
 }

@@ -1,4 +1,5 @@
-//! Key files: creating one for a password and finding the one a password opens.
+//! Key files: creating one for a password, finding the one a password opens, listing and
+//! removing them.
 
 use crate::crypto::kdf::{derive_key, random_salt};
 use crate::crypto::{CryptoError, KdfParams, Key};
@@ -12,12 +13,32 @@ use bytes::Bytes;
 /// restic 0.14 gives up after this many key files.
 const MAX_KEYS_TRIED: usize = 20;
 
+/// Who a new key file says made it (restic's `key add --user/--host`).
+#[derive(Debug, Clone, Default)]
+pub struct KeyOwner {
+    /// Default: the current user.
+    pub username: Option<String>,
+    /// Default: this host.
+    pub hostname: Option<String>,
+}
+
 /// Create and store a key file that wraps `master` with `password`.
 pub async fn save_new_key(
     storage: &Storage,
     master: &Key,
     password: &str,
     params: &KdfParams,
+) -> Result<Id> {
+    save_new_key_for(storage, master, password, params, &KeyOwner::default()).await
+}
+
+/// [`save_new_key`] recording `owner` in the key file.
+pub async fn save_new_key_for(
+    storage: &Storage,
+    master: &Key,
+    password: &str,
+    params: &KdfParams,
+    owner: &KeyOwner,
 ) -> Result<Id> {
     params
         .validate()
@@ -32,8 +53,11 @@ pub async fn save_new_key(
     let data = user_key.seal(&master.to_json());
     let file = KeyFile {
         created: gotime::format(&gotime::now_local()),
-        username: crate::host::current_username(),
-        hostname: crate::host::hostname(),
+        username: owner
+            .username
+            .clone()
+            .unwrap_or_else(crate::host::current_username),
+        hostname: owner.hostname.clone().unwrap_or_else(crate::host::hostname),
         kdf: "scrypt".to_string(),
         n: params.n,
         r: params.r,
@@ -49,8 +73,24 @@ pub async fn save_new_key(
     Ok(id)
 }
 
-/// Try the key files (the `RESTIC_KEY_HINT` one first) until one opens with `password`.
-pub async fn open_with_password(storage: &Storage, password: &str) -> Result<Key> {
+/// Every key file, decoded (an unreadable one is reported with its error), sorted by id.
+pub async fn list_keys(
+    storage: &Storage,
+) -> Result<Vec<(Id, std::result::Result<KeyFile, String>)>> {
+    let mut out = Vec::new();
+    for (id, _) in storage.list(FileType::Key).await? {
+        let file = match storage.read(FileType::Key, &id).await {
+            Ok(raw) => KeyFile::decode(&raw).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push((id, file));
+    }
+    Ok(out)
+}
+
+/// Try the key files (the `RESTIC_KEY_HINT` one first) until one opens with `password`;
+/// returns the key file's id with the master key.
+pub async fn open_with_password(storage: &Storage, password: &str) -> Result<(Id, Key)> {
     let mut ids: Vec<Id> = storage
         .list(FileType::Key)
         .await?
@@ -101,6 +141,7 @@ pub async fn open_with_password(storage: &Storage, password: &str) -> Result<Key
         match user_key.open(&file.data) {
             Ok(plain) => {
                 return Key::from_json(&plain)
+                    .map(|key| (id, key))
                     .map_err(|e| Error::crypto(format!("master key in key file {id}"), e));
             }
             Err(CryptoError::MacMismatch) => continue,

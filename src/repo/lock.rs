@@ -197,8 +197,8 @@ fn new_lock_file(mode: LockMode) -> LockFile {
     }
 }
 
-/// Looks for a live lock that conflicts with one of `mode`, ignoring `own`. Stale
-/// conflicting locks are removed on the way, each with a warning naming it.
+/// Looks for a live lock that conflicts with one of `mode`, ignoring `own`. Every stale
+/// conflicting lock is removed on the way, each with a warning naming it.
 async fn find_conflict(
     repo: &Repository,
     mode: LockMode,
@@ -206,6 +206,7 @@ async fn find_conflict(
 ) -> Result<Option<String>> {
     let now = gotime::now_local();
     let host = crate::host::hostname();
+    let mut conflict = None;
     for found in list_locks(repo).await? {
         if Some(&found.id) == own {
             continue;
@@ -225,9 +226,9 @@ async fn find_conflict(
             tracing::warn!("removed stale {}: {reason}", found.describe());
             continue;
         }
-        return Ok(Some(found.describe()));
+        conflict.get_or_insert_with(|| found.describe());
     }
-    Ok(None)
+    Ok(conflict)
 }
 
 /// Take a lock on `repo` (no retries, no cancel).

@@ -56,6 +56,8 @@ impl Default for InitOptions {
 pub struct Repository {
     storage: Storage,
     key: Arc<Key>,
+    /// The key file the password opened (or `init` wrote).
+    key_id: Id,
     config: Arc<ConfigFile>,
     /// An index load started ahead of [`Repository::load_index`] (shared by clones).
     index_prefetch: Arc<std::sync::Mutex<Option<IndexLoad>>>,
@@ -91,12 +93,13 @@ impl Repository {
         let mut config = ConfigFile::new(opts.version);
         config.mover_chunker = opts.chunker.clone();
         storage.create_layout().await?;
-        keys::save_new_key(&storage, &key, password, &opts.kdf).await?;
+        let key_id = keys::save_new_key(&storage, &key, password, &opts.kdf).await?;
         let sealed = key.seal(&config.encode());
         storage.write_config(Bytes::from(sealed)).await?;
         Ok(Repository {
             storage,
             key: Arc::new(key),
+            key_id,
             config: Arc::new(config),
             index_prefetch: Arc::default(),
         })
@@ -113,7 +116,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let key = keys::open_with_password(&storage, password).await?;
+        let (key_id, key) = keys::open_with_password(&storage, password).await?;
         let plain = key
             .open(&raw_config)
             .map_err(|e| Error::crypto("config file", e))?;
@@ -121,6 +124,7 @@ impl Repository {
         Ok(Repository {
             storage,
             key: Arc::new(key),
+            key_id,
             config: Arc::new(config),
             index_prefetch: Arc::default(),
         })
@@ -132,6 +136,11 @@ impl Repository {
 
     pub fn key(&self) -> &Key {
         &self.key
+    }
+
+    /// The id of the key file this repository was opened with.
+    pub fn key_id(&self) -> Id {
+        self.key_id
     }
 
     pub fn key_arc(&self) -> Arc<Key> {
@@ -296,18 +305,36 @@ impl Repository {
     }
 
     async fn read_index(&self) -> Result<MasterIndex> {
+        Ok(self.load_index_files().await?.0)
+    }
+
+    /// Loads every index file into one index, finished loading (see
+    /// [`MasterIndex::finish_loading`]), and says which packs each file lists: what prune
+    /// needs to rewrite only the files that change.
+    pub async fn load_index_files(&self) -> Result<(MasterIndex, Vec<IndexFileSummary>)> {
         let ids = self.storage.list(FileType::Index).await?;
         let mut stream = futures::stream::iter(ids)
             .map(|(id, _)| async move {
                 let bytes = self.load_unpacked(FileType::Index, &id).await?;
-                IndexFile::decode(&bytes).map_err(|e| Error::format(format!("index {id}"), e))
+                IndexFile::decode(&bytes)
+                    .map(|file| (id, file))
+                    .map_err(|e| Error::format(format!("index {id}"), e))
             })
             .buffer_unordered(LOAD_CONCURRENCY);
         let mut index = MasterIndex::new();
-        while let Some(file) = stream.next().await {
-            index.add_index_file(&file?);
+        let mut files = Vec::new();
+        while let Some(loaded) = stream.next().await {
+            let (id, file) = loaded?;
+            index.add_index_file(&file);
+            files.push(IndexFileSummary {
+                id,
+                packs: file.packs.iter().map(|p| p.id).collect(),
+                blobs: file.packs.iter().map(|p| p.blobs.len()).sum(),
+            });
         }
-        Ok(index)
+        index.finish_loading();
+        files.sort_by_key(|f| f.id);
+        Ok((index, files))
     }
 
     pub async fn save_index(&self, file: &IndexFile) -> Result<Id> {
@@ -386,12 +413,31 @@ impl Repository {
     }
 }
 
+/// One index file: its id, the packs it lists and how many blob entries.
+#[derive(Debug, Clone)]
+pub struct IndexFileSummary {
+    pub id: Id,
+    pub packs: Vec<PackId>,
+    pub blobs: usize,
+}
+
 /// Snapshot selection filters shared by restore, ls, dump and snapshots.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
     pub hosts: Vec<String>,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// No host, path or tag given: every snapshot matches.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.paths.is_empty() && self.tags.is_empty()
+    }
+
+    pub fn matches(&self, s: &SnapshotFile) -> bool {
+        s.matches(&self.hosts, &self.paths, &self.tags)
+    }
 }
 
 /// A repository in `store` (in memory) with a cheap key derivation and the password "pw",
