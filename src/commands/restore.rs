@@ -17,11 +17,11 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
         .target
         .clone()
         .ok_or_else(|| Error::InvalidInput("restore needs --target or --target-device".into()))?;
+    let overwrite: ops::restore::Overwrite = args.overwrite.parse().map_err(Error::InvalidInput)?;
+    let as_of = selection_time(args)?;
     let repo = cx.open_with(!args.no_direct_io).await?;
     let work = async {
-        let (id, snap) = repo
-            .find_snapshot(&args.snapshot, &filter(&args.filter))
-            .await?;
+        let (id, snap) = select(&repo, args, as_of).await?;
         if cx.verbose_output() {
             println!(
                 "restoring snapshot {} of {:?} at {} to {}",
@@ -37,6 +37,10 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
             excludes: args.exclude.clone(),
             verify: args.verify,
             direct_io: !args.no_direct_io,
+            overwrite,
+            delete: args.delete,
+            include_xattrs: args.include_xattr.clone(),
+            exclude_xattrs: args.exclude_xattr.clone(),
             ..Default::default()
         };
         let progress = Arc::new(Progress::default());
@@ -55,6 +59,8 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
                 "files_restored": summary.files_restored,
                 "dirs_restored": summary.dirs_restored,
                 "bytes_restored": summary.bytes_restored,
+                "files_skipped": summary.files_skipped,
+                "files_deleted": summary.files_deleted,
                 "errors": summary.errors,
             })
         );
@@ -65,6 +71,12 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
             summary.dirs_restored,
             human_bytes(summary.bytes_restored)
         );
+        if summary.files_skipped > 0 || summary.files_deleted > 0 {
+            println!(
+                "skipped {} existing files, deleted {} entries",
+                summary.files_skipped, summary.files_deleted
+            );
+        }
     }
     if summary.errors.is_empty() {
         Ok(0)
@@ -84,9 +96,7 @@ pub async fn restore_volume(
 ) -> Result<u8> {
     let repo = cx.open_with(!args.no_direct_io).await?;
     let work = async {
-        let (id, snap) = repo
-            .find_snapshot(&args.snapshot, &filter(&args.filter))
-            .await?;
+        let (id, snap) = select(&repo, args, selection_time(args)?).await?;
         if cx.verbose_output() {
             println!(
                 "restoring volume {:?} of snapshot {} at {} to {}",
@@ -122,4 +132,40 @@ pub async fn restore_volume(
         );
     }
     Ok(0)
+}
+
+/// `--as-of` as a time.
+fn selection_time(
+    args: &cli::RestoreArgs,
+) -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {
+    args.as_of
+        .as_deref()
+        .map(|t| {
+            mover::format::gotime::parse(t).map_err(|e| {
+                Error::InvalidInput(format!("--as-of {t:?} is not an RFC 3339 time: {e}"))
+            })
+        })
+        .transpose()
+}
+
+/// The snapshot to restore: by id, or `latest` (at or before `--as-of`, `--previous` more
+/// back), narrowed by `--host`, `--tag` and `--path`.
+async fn select(
+    repo: &mover::repo::Repository,
+    args: &cli::RestoreArgs,
+    as_of: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> Result<(
+    mover::format::SnapshotId,
+    mover::format::snapshot::SnapshotFile,
+)> {
+    let f = filter(&args.filter);
+    if as_of.is_none() && args.previous == 0 {
+        return repo.find_snapshot(&args.snapshot, &f).await;
+    }
+    if args.snapshot != "latest" {
+        return Err(Error::InvalidInput(
+            "--as-of and --previous select from \"latest\", not from a snapshot id".into(),
+        ));
+    }
+    repo.find_latest_as_of(&f, as_of, args.previous).await
 }

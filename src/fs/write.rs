@@ -20,6 +20,12 @@ pub struct RestoreOptions {
     pub restore_owner: bool,
     /// Restore extended attributes.
     pub restore_xattrs: bool,
+    /// Which extended attributes are restored (restic's `--include-xattr` and
+    /// `--exclude-xattr`).
+    pub xattrs: std::sync::Arc<XattrFilter>,
+    /// The entry existed before the restore: extended attributes it has that the filter
+    /// selects but the snapshot does not list are removed (restic 0.17+).
+    pub clean_xattrs: bool,
 }
 
 impl Default for RestoreOptions {
@@ -27,6 +33,45 @@ impl Default for RestoreOptions {
         RestoreOptions {
             restore_owner: nix::unistd::geteuid().is_root(),
             restore_xattrs: true,
+            xattrs: std::sync::Arc::default(),
+            clean_xattrs: false,
+        }
+    }
+}
+
+/// Which extended attributes a restore puts back, by restic's patterns (`user.*`).
+#[derive(Debug, Clone, Default)]
+pub enum XattrFilter {
+    #[default]
+    All,
+    /// Only names matching one of the patterns.
+    Include(crate::fs::ExcludeMatcher),
+    /// All names but those matching one of the patterns.
+    Exclude(crate::fs::ExcludeMatcher),
+}
+
+impl XattrFilter {
+    /// From `--include-xattr` and `--exclude-xattr`, which restic does not allow together.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<XattrFilter, String> {
+        match (include.is_empty(), exclude.is_empty()) {
+            (true, true) => Ok(XattrFilter::All),
+            (false, true) => crate::fs::ExcludeMatcher::new(include)
+                .map(XattrFilter::Include)
+                .map_err(|e| format!("--include-xattr: {}", e.replace("exclude ", ""))),
+            (true, false) => crate::fs::ExcludeMatcher::new(exclude)
+                .map(XattrFilter::Exclude)
+                .map_err(|e| format!("--exclude-xattr: {}", e.replace("exclude ", ""))),
+            (false, false) => {
+                Err("exclude and include xattr patterns are mutually exclusive".into())
+            }
+        }
+    }
+
+    pub fn selects(&self, name: &str) -> bool {
+        match self {
+            XattrFilter::All => true,
+            XattrFilter::Include(m) => m.matches(Path::new(name)),
+            XattrFilter::Exclude(m) => !m.matches(Path::new(name)),
         }
     }
 }
@@ -80,6 +125,31 @@ pub fn create_dir(path: &Path) -> io::Result<bool> {
     }
     std::fs::create_dir_all(path).map_err(|e| with_path(path, "creating directory", e))?;
     Ok(true)
+}
+
+/// Opens the existing regular file `path` for writing in place and gives it length `size`
+/// (a restore over existing data rewrites only the parts that differ).
+pub fn open_for_update(path: &Path, size: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| with_path(path, "opening existing file", e))?;
+    file.set_len(size)
+        .map_err(|e| with_path(path, "setting length of", e))?;
+    Ok(file)
+}
+
+/// Removes `path` whatever it is (a directory with everything below it; a symbolic link
+/// itself, never what it points to).
+pub fn remove_all(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| with_path(path, "removing", e))
 }
 
 /// Creates (or replaces) a regular file of length `size`, all holes, ready for writes at
@@ -179,6 +249,11 @@ impl Metadata {
         self.mode.map_or(0o600, |m| (m & 0o777) | 0o200)
     }
 
+    /// The modification time as seconds and nanoseconds since the epoch.
+    pub fn mtime(&self) -> (i64, i64) {
+        (self.mtime.tv_sec(), self.mtime.tv_nsec())
+    }
+
     /// The metadata of `node`; takes its extended attributes.
     pub fn take(node: &mut Node) -> Metadata {
         let mut m = Metadata::of_node_without_xattrs(node);
@@ -262,7 +337,29 @@ fn apply(
         }
     }
     if opts.restore_xattrs {
-        for attr in xattrs {
+        if opts.clean_xattrs {
+            let listed = match target {
+                Target::Path(p) => xattr::list(p),
+                Target::File(f, _) => xattr::FileExt::list_xattr(f),
+            };
+            for name in listed.into_iter().flatten() {
+                let name = name.to_string_lossy().into_owned();
+                if !opts.xattrs.selects(&name) || xattrs.iter().any(|a| a.name == name) {
+                    continue;
+                }
+                let result = match target {
+                    Target::Path(p) => xattr::remove(p, &name),
+                    Target::File(f, _) => xattr::FileExt::remove_xattr(f, &name),
+                };
+                keep_first(
+                    &mut first,
+                    path,
+                    &format!("removing xattr {name:?} from"),
+                    result,
+                );
+            }
+        }
+        for attr in xattrs.iter().filter(|a| opts.xattrs.selects(&a.name)) {
             let result = match target {
                 Target::Path(p) => xattr::set(p, &attr.name, &attr.value),
                 Target::File(f, _) => xattr::FileExt::set_xattr(f, &attr.name, &attr.value),
@@ -401,5 +498,49 @@ mod tests {
             err.err().map(|e| e.kind()),
             Some(io::ErrorKind::InvalidInput)
         );
+    }
+
+    #[test]
+    fn xattr_filters_select_and_clean() -> io::Result<()> {
+        let user = XattrFilter::new(&["user.*".into()], &[]).unwrap();
+        assert!(user.selects("user.a") && !user.selects("security.selinux"));
+        let no_trusted = XattrFilter::new(&[], &["trusted.*".into()]).unwrap();
+        assert!(no_trusted.selects("user.a") && !no_trusted.selects("trusted.x"));
+        assert!(XattrFilter::new(&["a".into()], &["b".into()]).is_err());
+        assert!(XattrFilter::new(&["[".into()], &[]).is_err());
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x")?;
+        if xattr::set(&path, "user.stale", b"old").is_err() {
+            // The filesystem has no user xattrs; nothing to check here.
+            return Ok(());
+        }
+        let mut node = Node::new(b"f".to_vec(), NodeType::File);
+        node.mode = 0o644;
+        node.extended_attributes = vec![
+            crate::format::tree::ExtendedAttribute {
+                name: "user.keep".into(),
+                value: b"1".to_vec(),
+            },
+            crate::format::tree::ExtendedAttribute {
+                name: "user.skip".into(),
+                value: b"2".to_vec(),
+            },
+        ];
+        let opts = RestoreOptions {
+            xattrs: std::sync::Arc::new(XattrFilter::new(&[], &["user.skip".into()]).unwrap()),
+            clean_xattrs: true,
+            ..RestoreOptions::default()
+        };
+        apply_metadata(&path, &node, &opts)?;
+        assert_eq!(xattr::get(&path, "user.keep")?, Some(b"1".to_vec()));
+        assert_eq!(xattr::get(&path, "user.skip")?, None);
+        assert_eq!(
+            xattr::get(&path, "user.stale")?,
+            None,
+            "unexpected xattr removed"
+        );
+        Ok(())
     }
 }

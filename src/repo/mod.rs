@@ -236,6 +236,32 @@ impl Repository {
         Ok(snaps)
     }
 
+    /// The newest snapshot matching `filter` taken at or before `as_of` (any time when
+    /// `None`), or the one `previous` places before it: what VolSync's `restoreAsOf` and
+    /// `previous` select.
+    pub async fn find_latest_as_of(
+        &self,
+        filter: &SnapshotFilter,
+        as_of: Option<chrono::DateTime<chrono::FixedOffset>>,
+        previous: usize,
+    ) -> Result<(SnapshotId, SnapshotFile)> {
+        let snaps = self.list_snapshots().await?;
+        snaps
+            .into_iter()
+            .rev()
+            .filter(|(_, s)| filter.matches(s) && as_of.is_none_or(|t| s.time <= t))
+            .nth(previous)
+            .ok_or_else(|| Error::NotFound {
+                what: match as_of {
+                    Some(t) => format!(
+                        "snapshot {previous} before the latest at or before {} matching the filters",
+                        crate::format::gotime::format(&t)
+                    ),
+                    None => format!("snapshot {previous} before the latest matching the filters"),
+                },
+            })
+    }
+
     /// Resolve `latest` or an id prefix to one snapshot, applying the filter.
     pub async fn find_snapshot(
         &self,

@@ -176,6 +176,13 @@ impl ContentState {
         }
     }
 
+    /// Marks a file's metadata as dealt with (a file the restore leaves alone).
+    pub(super) fn mark_metadata_done(&self, file: usize) {
+        if let Some(d) = self.metadata_done.get(file) {
+            d.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether the file's metadata was already put back in the content phase.
     pub(super) fn metadata_done(&self, file: usize) -> bool {
         self.metadata_done

@@ -2,6 +2,7 @@
 //! and given their metadata after it.
 
 use super::content::ContentState;
+use super::existing::{self, FileAction, Overwrite};
 use super::plan::{Plan, PlanDir, PlanLink, PlanSpecial, loc_str, target_path};
 use crate::error::{Error, Result};
 use crate::format::tree::Node;
@@ -47,7 +48,15 @@ pub(super) fn dirs_by_depth(
 /// them with reading and decrypting packs: nothing else can be in a new directory.
 /// Creating a file waits on the disk for the directory and inode tables, so many are
 /// created at once.
-pub(super) fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> CreatedEntries {
+/// With `existing` (the target held something before), files whose target exists are
+/// examined first (see [`existing::examine`]); `replace_dirs` lets a file replace a
+/// directory in its way (`--delete`).
+pub(super) fn create_entries(
+    plan: &Plan,
+    pool: &rayon::ThreadPool,
+    existing: Option<Overwrite>,
+    replace_dirs: bool,
+) -> CreatedEntries {
     let mut errors = Vec::new();
     let ensured: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
     let fresh: Vec<AtomicBool> = plan.dirs.iter().map(|_| AtomicBool::new(false)).collect();
@@ -77,15 +86,19 @@ pub(super) fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> CreatedEn
         .iter()
         .map(|f| !f.content.is_empty() && fresh[f.dir].load(Ordering::Relaxed))
         .collect();
-    let results: Vec<Option<String>> = pool.install(|| {
+    let results: Vec<(FileAction, Option<String>)> = pool.install(|| {
         plan.files
             .par_iter()
             .zip(deferred.par_iter())
             .map(|(f, &deferred)| {
                 if deferred {
-                    return None;
+                    return (FileAction::Create, None);
                 }
                 let target = target_path(root, &f.location);
+                let action = match existing {
+                    Some(mode) => existing::examine(&target, f, mode),
+                    None => FileAction::Create,
+                };
                 let mut result = Ok(());
                 // Only for parents that are not selected themselves (or failed): create_dir_all
                 // tolerates the other threads doing the same.
@@ -95,28 +108,38 @@ pub(super) fn create_entries(plan: &Plan, pool: &rayon::ThreadPool) -> CreatedEn
                         ensured[f.dir].store(true, Ordering::Relaxed);
                     }
                 }
-                result
-                    .and_then(|()| fsw::create_file(&target, f.size).map(drop))
+                let error = result
+                    .and_then(|()| existing::prepare(&target, f, &action, replace_dirs))
                     .err()
-                    .map(|e| format!("{}: {e}", loc_str(&f.location)))
+                    .map(|e| format!("{}: {e}", loc_str(&f.location)));
+                (action, error)
             })
             .collect()
     });
-    let failed = results.iter().map(Option::is_some).collect();
-    errors.extend(results.into_iter().flatten());
+    let failed = results.iter().map(|(_, e)| e.is_some()).collect();
+    let mut actions = Vec::with_capacity(results.len());
+    for (action, error) in results {
+        actions.push(action);
+        errors.extend(error);
+    }
     CreatedEntries {
         errors,
         failed,
         deferred,
+        actions,
+        fresh_dirs: fresh.into_iter().map(AtomicBool::into_inner).collect(),
     }
 }
 
-/// What [`create_entries`] did: errors in plan order, and per file whether creating it
-/// failed and whether it was left to the content phase.
+/// What [`create_entries`] did: errors in plan order, per file whether creating it failed,
+/// whether it was left to the content phase and what was done with an existing one, and
+/// per directory whether this restore made it.
 pub(super) struct CreatedEntries {
     pub(super) errors: Vec<String>,
     pub(super) failed: Vec<bool>,
     pub(super) deferred: Vec<bool>,
+    pub(super) actions: Vec<FileAction>,
+    pub(super) fresh_dirs: Vec<bool>,
 }
 
 /// What the metadata phase needs of the plan besides the files and special nodes.

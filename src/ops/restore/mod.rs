@@ -13,8 +13,11 @@ mod content;
 #[cfg(test)]
 mod e2e_tests;
 mod entries;
+mod existing;
 mod plan;
 mod select;
+
+pub use existing::Overwrite;
 
 use crate::error::{Error, Result};
 use crate::format::PackId;
@@ -26,6 +29,7 @@ use content::{ContentState, group_by_pack, restore_packs, verify_file};
 use entries::{
     CreatedEntries, MetadataEntries, create_entries, create_specials, fs_pool, restore_metadata,
 };
+use existing::FileAction;
 use futures::{StreamExt, TryStreamExt};
 use plan::{Plan, build_plan, target_path};
 use select::Selector;
@@ -55,6 +59,13 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Write file content with O_DIRECT, bypassing the page cache.
     pub direct_io: bool,
+    /// What to do with files that exist in the target.
+    pub overwrite: Overwrite,
+    /// Remove what the target has and the snapshot does not (restic's `--delete`).
+    pub delete: bool,
+    /// restic's `--include-xattr` / `--exclude-xattr` patterns (not both).
+    pub include_xattrs: Vec<String>,
+    pub exclude_xattrs: Vec<String>,
 }
 
 impl Default for RestoreOptions {
@@ -67,6 +78,10 @@ impl Default for RestoreOptions {
             pack_concurrency: 16,
             verify: false,
             direct_io: true,
+            overwrite: Overwrite::Always,
+            delete: false,
+            include_xattrs: Vec::new(),
+            exclude_xattrs: Vec::new(),
         }
     }
 }
@@ -78,6 +93,10 @@ pub struct RestoreSummary {
     pub files_restored: u64,
     pub dirs_restored: u64,
     pub bytes_restored: u64,
+    /// Existing files left as they were (content already right, or `--overwrite` said so).
+    pub files_skipped: u64,
+    /// Entries removed by `--delete`.
+    pub files_deleted: u64,
     pub errors: Vec<String>,
 }
 
@@ -110,10 +129,14 @@ pub async fn restore(
             .join(&opts.target)
     };
     let selector = Selector::new(&opts.includes, &opts.excludes)?;
+    let xattrs = fsw::XattrFilter::new(&opts.include_xattrs, &opts.exclude_xattrs)
+        .map_err(Error::InvalidInput)?;
+    // Only a target that already holds something can have files to compare or delete.
+    let existing = target_has_entries(&target).then_some(opts.overwrite);
     let started = std::time::Instant::now();
     let index = repo.load_index().await?;
-    let mut plan = build_plan(repo, &index, snapshot.tree, &target, &selector).await?;
-    let by_pack = group_by_pack(&mut plan.files, &index, opts.verify)?;
+    let mut plan = build_plan(repo, &index, snapshot.tree, &target, &selector, opts.delete).await?;
+    let by_pack = group_by_pack(&mut plan.files, &index, opts.verify || existing.is_some())?;
     drop(index);
     tracing::info!(
         files = plan.files.len(),
@@ -126,8 +149,9 @@ pub async fn restore(
     // Directories and files.
     let pool = Arc::new(fs_pool()?);
     let pool_c = Arc::clone(&pool);
+    let delete = opts.delete;
     let (plan, created) = blocking("creating files", move || {
-        let created = create_entries(&plan, &pool_c);
+        let created = create_entries(&plan, &pool_c, existing, delete);
         (plan, created)
     })
     .await?;
@@ -135,9 +159,11 @@ pub async fn restore(
         errors: create_errors,
         failed,
         deferred,
+        actions,
+        fresh_dirs,
     } = created;
     let Plan {
-        dirs,
+        mut dirs,
         files,
         links,
         specials,
@@ -148,15 +174,28 @@ pub async fn restore(
     let files = Arc::new(files);
     let remaining: Vec<AtomicUsize> = files
         .iter()
-        .map(|f| AtomicUsize::new(f.content.len()))
+        .zip(&actions)
+        .map(|(f, action)| {
+            AtomicUsize::new(match action {
+                FileAction::Create => f.content.len(),
+                FileAction::Update(matched) => f.content.len() - matched.len(),
+                FileAction::Skip | FileAction::Keep => 0,
+            })
+        })
         .collect();
+    let mut files_skipped = 0u64;
     for (i, rem) in remaining.iter().enumerate() {
-        if !failed[i] && rem.load(Ordering::Relaxed) == 0 {
+        if matches!(actions[i], FileAction::Skip | FileAction::Keep) {
+            files_skipped += 1;
+        } else if !failed[i] && rem.load(Ordering::Relaxed) == 0 {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
     let meta_opts = fsw::RestoreOptions {
         restore_owner: opts.restore_owner,
+        xattrs: Arc::new(xattrs),
+        // Entries that were there before may carry attributes the snapshot does not have.
+        clean_xattrs: existing.is_some(),
         ..fsw::RestoreOptions::default()
     };
     // --verify re-reads every file after the content phase, before any metadata (a mode
@@ -174,6 +213,12 @@ pub async fn restore(
         )
         .finish_files_early(deferred, early_metadata),
     );
+    // Files left alone get no metadata either.
+    for (i, action) in actions.iter().enumerate() {
+        if *action == FileAction::Skip {
+            state.mark_metadata_done(i);
+        }
+    }
 
     tracing::info!(elapsed = ?started.elapsed(), "restore: directories and files created");
 
@@ -182,7 +227,9 @@ pub async fn restore(
         .into_iter()
         .filter_map(|(pack, mut blobs)| {
             for b in &mut blobs {
-                b.targets.retain(|&(fi, _)| !state.is_failed(fi as usize));
+                b.targets.retain(|&(fi, offset)| {
+                    !state.is_failed(fi as usize) && actions[fi as usize].needs(offset)
+                });
             }
             blobs.retain(|b| !b.targets.is_empty());
             (!blobs.is_empty()).then_some((pack, blobs))
@@ -232,6 +279,19 @@ pub async fn restore(
         }
     }
 
+    // --delete: what the snapshot does not have goes before directory times are set.
+    let mut files_deleted = 0;
+    if opts.delete {
+        let (removed, errors, dirs_back) = blocking("removing unexpected files", move || {
+            let (removed, errors) = existing::remove_unexpected(&dirs, &fresh_dirs, &selector);
+            (removed, errors, dirs)
+        })
+        .await?;
+        files_deleted = removed;
+        all_errors.extend(errors);
+        dirs = dirs_back;
+    }
+
     // Metadata: files not done yet and links, then directories deepest first.
     let entries = MetadataEntries { dirs, links };
     let state_m = Arc::clone(&state);
@@ -243,9 +303,17 @@ pub async fn restore(
     tracing::info!(elapsed = ?started.elapsed(), "restore: metadata restored");
 
     Ok(RestoreSummary {
-        files_restored: files_restored + specials_restored,
+        // Files left alone were counted with the rest in the metadata phase.
+        files_restored: (files_restored + specials_restored).saturating_sub(files_skipped),
         dirs_restored,
         bytes_restored: state.bytes.load(Ordering::Relaxed),
+        files_skipped,
+        files_deleted,
         errors: all_errors,
     })
+}
+
+/// Whether `dir` exists and holds at least one entry.
+fn target_has_entries(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }

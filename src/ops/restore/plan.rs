@@ -27,6 +27,9 @@ pub(super) struct PlanDir {
     pub(super) selected: bool,
     /// Selected, or something below it was: its metadata is restored.
     pub(super) restored: bool,
+    /// With `--delete`: the names of every entry the snapshot has here (also those not
+    /// selected); entries of the target directory not among them are removed.
+    pub(super) children: Vec<Box<[u8]>>,
 }
 
 /// One file to restore. There is one per file in the snapshot and all live until the end,
@@ -70,6 +73,8 @@ pub(super) struct Plan {
     pub(super) specials: Vec<PlanSpecial>,
     pub(super) errors: Vec<String>,
     pub(super) inodes: HashMap<(u64, u64), usize>,
+    /// Keep each directory's child names (for `--delete`).
+    pub(super) record_children: bool,
 }
 
 /// Where snapshot path `location` is restored below `root`; an empty root leaves the
@@ -103,12 +108,14 @@ impl Plan {
                 depth: 0,
                 selected: true,
                 restored: true,
+                children: Vec::new(),
             }],
             files: Vec::new(),
             links: Vec::new(),
             specials: Vec::new(),
             errors: Vec::new(),
             inodes: HashMap::new(),
+            record_children: false,
         }
     }
 
@@ -135,6 +142,13 @@ impl Plan {
         selector: &Selector,
     ) -> Result<Vec<(TreeId, usize)>> {
         let mut descend = Vec::new();
+        if self.record_children {
+            self.dirs[dir].children = tree
+                .nodes
+                .iter()
+                .map(|n| n.name.clone().into_boxed_slice())
+                .collect();
+        }
         for mut node in tree.nodes {
             let parent = &self.dirs[dir];
             let mut location = parent.location.clone();
@@ -174,6 +188,7 @@ impl Plan {
                         depth,
                         selected,
                         restored: false,
+                        children: Vec::new(),
                     });
                     if selected {
                         self.mark_restored(idx);
@@ -231,8 +246,10 @@ pub(super) async fn build_plan(
     root: TreeId,
     target: &Path,
     selector: &Selector,
+    record_children: bool,
 ) -> Result<Plan> {
     let mut plan = Plan::new(target);
+    plan.record_children = record_children;
     let mut frontier = vec![(root, 0usize)];
     while !frontier.is_empty() {
         let level = std::mem::take(&mut frontier);
