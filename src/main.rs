@@ -16,7 +16,10 @@ use std::time::Duration;
 const STOP_GRACE: Duration = Duration::from_secs(8);
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     tune_malloc();
     init_logging(cli.global.verbose, cli.global.quiet);
     raise_open_file_limit();
@@ -33,7 +36,13 @@ fn main() -> ExitCode {
     };
     let cancel = Cancel::new();
     let result = runtime.block_on(async {
-        tokio::spawn(cancel_on_signals(cancel.clone()));
+        // Installed before the command starts: no lock file exists before SIGHUP is ignored.
+        match install_signal_handlers() {
+            Some(signals) => {
+                tokio::spawn(cancel_on_signals(signals, cancel.clone()));
+            }
+            None => tracing::warn!("cannot install SIGINT, SIGTERM and SIGHUP handlers"),
+        }
         let command = commands::run(cli, cancel.clone());
         tokio::select! {
             r = command => r,
@@ -53,22 +62,60 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first SIGINT or SIGTERM cancels the run (which then removes its lock and exits 130);
-/// a second one exits at once.
-async fn cancel_on_signals(cancel: Cancel) {
+/// Help and version go to stdout as clap prints them; a bad flag is one line on stderr
+/// (exit 1), as every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("Fatal: {first} (see --help)");
+    ExitCode::from(1)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+fn install_signal_handlers() -> Option<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install SIGINT and SIGTERM handlers");
-        return;
-    };
+    Some(Signals {
+        term: signal(SignalKind::terminate()).ok()?,
+        int: signal(SignalKind::interrupt()).ok()?,
+        hup: signal(SignalKind::hangup()).ok()?,
+    })
+}
+
+/// The first SIGINT or SIGTERM cancels the run (which then removes its lock and exits 130);
+/// a second one exits at once. SIGHUP is ignored: restic sends it to the process named in a
+/// lock file made on its host to see whether that process still exists (and ignores it
+/// itself), so a `restic unlock` or `restic check` beside a running mover must not end it.
+async fn cancel_on_signals(signals: Signals, cancel: Cancel) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut seen = 0;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                tracing::debug!("SIGHUP ignored (restic probes lock holders with it)");
+                continue;
+            }
         };
         seen += 1;
         if seen > 1 {

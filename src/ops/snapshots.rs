@@ -189,8 +189,9 @@ pub fn group_snapshots(
             } else {
                 String::new()
             },
-            paths: by.paths.then(|| s.paths.clone()),
-            tags: by.tags.then(|| s.tags.clone()),
+            // An empty list is Go's nil slice: `null` in JSON, left out of headers.
+            paths: by.paths.then(|| s.paths.clone()).filter(|p| !p.is_empty()),
+            tags: by.tags.then(|| s.tags.clone()).filter(|t| !t.is_empty()),
         };
         groups.entry(key).or_default().push((id, s));
     }

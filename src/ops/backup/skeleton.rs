@@ -46,12 +46,24 @@ impl Skeleton {
             let abs = absolute_clean(p)?;
             std::fs::symlink_metadata(&abs)
                 .map_err(|e| Error::io(format!("backup target {}", abs.display()), e))?;
+            // restic's layout: an absolute path keeps all its components; a relative one
+            // keeps its own, without `.` and `..` (so `.` is the snapshot's root, as in
+            // VolSync's `cd /data && restic backup .`).
             let comps: Vec<Vec<u8>> = if p.is_absolute() {
                 abs.iter().skip(1).map(|c| c.as_bytes().to_vec()).collect()
             } else {
-                abs.file_name()
-                    .map(|n| vec![n.as_bytes().to_vec()])
-                    .unwrap_or_default()
+                // Cleaned lexically first (`a/../b` is `b`); leading `..` are dropped.
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                for c in p.components() {
+                    match c {
+                        std::path::Component::Normal(n) => kept.push(n.as_bytes().to_vec()),
+                        std::path::Component::ParentDir => {
+                            kept.pop();
+                        }
+                        _ => {}
+                    }
+                }
+                kept
             };
             skeleton.insert(&comps, abs.clone());
             abs_paths.push(abs.to_string_lossy().into_owned());
@@ -82,6 +94,36 @@ impl Skeleton {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_keep_their_own_components_as_restic() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("w/x")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let rel = |p: &str| {
+            let abs = tmp.path().join(p);
+            pathdiff(&abs, &cwd)
+        };
+        let (sk, _) = Skeleton::build(&[rel("w/x/../x")]).unwrap();
+        assert_eq!(sk.children.len(), 1, "{:?}", sk.children.keys());
+        let (root, paths) = Skeleton::build(&[PathBuf::from(".")]).unwrap();
+        assert!(root.target.is_some() && root.children.is_empty());
+        assert_eq!(paths, vec![cwd.to_string_lossy().into_owned()]);
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` where needed.
+    fn pathdiff(to: &std::path::Path, from: &std::path::Path) -> PathBuf {
+        let (t, f): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+        let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+        let mut out = PathBuf::new();
+        for _ in common..f.len() {
+            out.push("..");
+        }
+        for c in &t[common..] {
+            out.push(c.as_os_str());
+        }
+        out
+    }
 
     #[test]
     fn nested_targets_collapse_into_the_outer_one() {

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod faulty_store;
+pub mod history;
 pub mod s3;
 pub mod tree_gen;
 
@@ -19,22 +20,39 @@ pub fn mover() -> Command {
     c.env_remove("RESTIC_REPOSITORY")
         .env_remove("RESTIC_PASSWORD_FILE")
         .env_remove("RESTIC_PASSWORD_COMMAND")
+        .env_remove("RESTIC_HOST")
         .env("RESTIC_PASSWORD", PASSWORD);
     c
 }
 
-/// The real restic binary. Fails loudly when it is missing: the interop tests must run.
+/// The real restic binary (Debian's 0.14). Fails loudly when it is missing: the interop
+/// tests must run.
 pub fn restic() -> Command {
-    let found = Command::new("restic").arg("version").output();
+    restic_named(
+        "restic",
+        "install it with `apt-get update && apt-get install -y restic` (bash .ci/run does)",
+    )
+}
+
+/// restic 0.18 (what VolSync ships), built from its Go module by `.ci/run` and linked as
+/// `restic-0.18`. Fails loudly when it is missing.
+pub fn restic_018() -> Command {
+    restic_named(
+        "restic-0.18",
+        "build it with `GOBIN=/usr/local/bin go install github.com/restic/restic/cmd/restic@v0.18.1` \
+         and link it as /usr/local/bin/restic-0.18 (bash .ci/run does)",
+    )
+}
+
+fn restic_named(binary: &str, how: &str) -> Command {
+    let found = Command::new(binary).arg("version").output();
     match found {
         Ok(o) if o.status.success() => {}
-        _ => panic!(
-            "the `restic` binary is required for interoperability tests: \
-             install it with `apt-get update && apt-get install -y restic` (bash .ci/run does)"
-        ),
+        _ => panic!("the `{binary}` binary is required for interoperability tests: {how}"),
     }
-    let mut c = Command::new("restic");
+    let mut c = Command::new(binary);
     c.env_remove("RESTIC_REPOSITORY")
+        .env_remove("RESTIC_HOST")
         .env("RESTIC_PASSWORD", PASSWORD)
         .env(
             "RESTIC_CACHE_DIR",
