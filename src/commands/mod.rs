@@ -91,6 +91,7 @@ impl Cx<'_> {
         LockOptions {
             retry: self.g.retry_lock,
             cancel: self.cancel.clone(),
+            ..LockOptions::default()
         }
     }
 

@@ -29,13 +29,12 @@ use tokio::sync::Mutex;
 
 /// How often a held lock is rewritten with a fresh time (restic: 5 minutes).
 pub const LOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// The age mover's lock files promise never to reach while their process runs.
+/// The age mover's lock files promise never to reach while their process runs: three
+/// refresh intervals.
 pub const MOVER_LOCK_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
-/// A run whose lock has gone this long without a successful refresh stops. The 5 minutes
-/// left before [`MOVER_LOCK_STALE_AFTER`] allow for clocks that differ between hosts.
+/// A run whose lock has gone two refresh intervals without a successful refresh stops; the
+/// interval left before the promise allows for clocks that differ between hosts.
 pub const REFRESH_DEADLINE: Duration = Duration::from_secs(10 * 60);
-/// Wait between failed refresh attempts.
-const REFRESH_RETRY: Duration = Duration::from_secs(30);
 /// Wait between writing our lock and checking again for a conflicting one (restic: 200 ms).
 const LOCK_SETTLE_DELAY: Duration = Duration::from_millis(200);
 /// First and longest wait between attempts while `--retry-lock` lasts (restic's).
@@ -59,13 +58,27 @@ impl LockMode {
 }
 
 /// How a run takes its lock.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LockOptions {
     /// Keep trying this long while a live conflicting lock is held (restic's
     /// `--retry-lock`); zero fails at once with [`Error::Locked`].
     pub retry: Duration,
     /// Stops the waiting and the work; the lock is removed either way.
     pub cancel: Cancel,
+    /// How often the lock is refreshed ([`LOCK_REFRESH_INTERVAL`] by default). The run stops
+    /// after two intervals without a successful refresh, and the lock file promises to be
+    /// refreshed within three.
+    pub refresh_interval: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            retry: Duration::ZERO,
+            cancel: Cancel::default(),
+            refresh_interval: LOCK_REFRESH_INTERVAL,
+        }
+    }
 }
 
 /// One lock file as found in the repository.
@@ -184,7 +197,7 @@ impl Drop for LockGuard {
     }
 }
 
-fn new_lock_file(mode: LockMode) -> LockFile {
+fn new_lock_file(mode: LockMode, refresh_interval: Duration) -> LockFile {
     LockFile {
         time: gotime::now_local(),
         exclusive: mode.is_exclusive(),
@@ -193,7 +206,9 @@ fn new_lock_file(mode: LockMode) -> LockFile {
         pid: std::process::id(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
-        stale_after_seconds: Some(MOVER_LOCK_STALE_AFTER.as_secs() as u32),
+        stale_after_seconds: Some(
+            u32::try_from((refresh_interval * 3).as_secs().max(1)).unwrap_or(u32::MAX),
+        ),
     }
 }
 
@@ -252,7 +267,7 @@ async fn acquire(
     let mut told = false;
     loop {
         opts.cancel.check()?;
-        match try_acquire(repo, mode, &opts.cancel, prefetch_index).await {
+        match try_acquire(repo, mode, opts, prefetch_index).await {
             Err(Error::Locked { detail }) if tokio::time::Instant::now() < deadline => {
                 if !told {
                     tracing::warn!(
@@ -273,14 +288,18 @@ async fn acquire(
 async fn try_acquire(
     repo: &Repository,
     mode: LockMode,
-    cancel: &Cancel,
+    opts: &LockOptions,
     prefetch_index: bool,
 ) -> Result<LockGuard> {
+    let cancel = &opts.cancel;
     if let Some(detail) = find_conflict(repo, mode, None).await? {
         return Err(Error::Locked { detail });
     }
     let id = repo
-        .save_unpacked(FileType::Lock, &new_lock_file(mode).encode())
+        .save_unpacked(
+            FileType::Lock,
+            &new_lock_file(mode, opts.refresh_interval).encode(),
+        )
         .await?;
     if prefetch_index {
         repo.prefetch_index();
@@ -305,6 +324,7 @@ async fn try_acquire(
         repo.clone(),
         Arc::clone(&current),
         mode,
+        opts.refresh_interval,
         lost.clone(),
     ));
     Ok(LockGuard {
@@ -377,30 +397,36 @@ async fn run_locked<T>(
     Ok(value)
 }
 
-/// Rewrites the lock every [`LOCK_REFRESH_INTERVAL`]; after a failure it retries every
-/// [`REFRESH_RETRY`], and once no refresh has succeeded for [`REFRESH_DEADLINE`] it cancels
-/// `lost`, which stops the work.
-async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, mode: LockMode, lost: Cancel) {
+/// Rewrites the lock every `interval`; after a failure it retries every tenth of that, and
+/// once no refresh has succeeded for two intervals it cancels `lost`, which stops the work.
+async fn refresh_loop(
+    repo: Repository,
+    current: Arc<Mutex<Id>>,
+    mode: LockMode,
+    interval: Duration,
+    lost: Cancel,
+) {
+    let deadline = interval * 2;
     let mut last_ok = tokio::time::Instant::now();
-    let mut wait = LOCK_REFRESH_INTERVAL;
+    let mut wait = interval;
     loop {
         tokio::time::sleep(wait).await;
         let mut cur = current.lock().await;
         match repo
-            .save_unpacked(FileType::Lock, &new_lock_file(mode).encode())
+            .save_unpacked(FileType::Lock, &new_lock_file(mode, interval).encode())
             .await
         {
             Ok(new_id) => {
                 let old = std::mem::replace(&mut *cur, new_id);
                 last_ok = tokio::time::Instant::now();
-                wait = LOCK_REFRESH_INTERVAL;
+                wait = interval;
                 if let Err(e) = repo.storage().remove(FileType::Lock, &old).await {
                     tracing::warn!(lock = %old.short(), error = %e, "could not remove old lock file");
                 }
             }
             Err(e) => {
                 let since = last_ok.elapsed();
-                if since >= REFRESH_DEADLINE {
+                if since >= deadline {
                     lost.cancel(format!(
                         "the lock could not be refreshed for {} s (last error: {}); stopping \
                          before other processes may consider it stale",
@@ -410,7 +436,7 @@ async fn refresh_loop(repo: Repository, current: Arc<Mutex<Id>>, mode: LockMode,
                     return;
                 }
                 tracing::warn!(error = %e.chain_string(), "could not refresh lock, retrying");
-                wait = REFRESH_RETRY.min(REFRESH_DEADLINE - since);
+                wait = (interval / 10).min(deadline - since);
             }
         }
     }
@@ -565,7 +591,7 @@ mod tests {
         });
         let opts = LockOptions {
             retry: Duration::from_secs(20),
-            cancel: Cancel::new(),
+            ..LockOptions::default()
         };
         let got = while_locked(&repo, LockMode::Shared, &opts, async { Ok(7) }).await?;
         assert_eq!(got, 7);
@@ -576,6 +602,7 @@ mod tests {
         let opts = LockOptions {
             retry: Duration::from_secs(600),
             cancel: cancel.clone(),
+            ..LockOptions::default()
         };
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -597,8 +624,8 @@ mod tests {
         let repo = repo().await?;
         let cancel = Cancel::new();
         let opts = LockOptions {
-            retry: Duration::ZERO,
             cancel: cancel.clone(),
+            ..LockOptions::default()
         };
         let c = cancel.clone();
         let work = async move {

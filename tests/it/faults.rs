@@ -4,6 +4,7 @@
 use crate::support::PASSWORD;
 use crate::support::faulty_store::FaultyStore;
 use crate::support::*;
+use mover::ErrorClass;
 use mover::progress::Progress;
 use mover::repo::{InitOptions, Repository};
 use mover::storage::Storage;
@@ -115,5 +116,62 @@ fn corrupt_reads_are_detected_not_restored() {
             .await
             .expect_err("corrupt pack data must fail the restore");
         assert_eq!(err.class(), mover::ErrorClass::Corrupt, "{err}");
+    });
+}
+
+/// A lock that can no longer be refreshed stops the run before other processes may call it
+/// stale: two refresh intervals without success end it with "lock lost" (exit class
+/// retryable), and the lock file promised three intervals.
+#[test]
+fn a_lock_that_cannot_be_refreshed_stops_the_run() {
+    use mover::repo::lock::{LockMode, LockOptions, while_locked};
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let faulty = FaultyStore::new(Arc::new(object_store::memory::InMemory::new()));
+        let storage = Storage::from_store(Arc::new(faulty.clone()), "", "faulty:".into());
+        let init = mover::repo::InitOptions {
+            kdf: mover::crypto::KdfParams {
+                n: 1024,
+                r: 8,
+                p: 1,
+            },
+            ..mover::repo::InitOptions::default()
+        };
+        let repo = mover::repo::Repository::init(storage, PASSWORD, &init)
+            .await
+            .unwrap();
+        let opts = LockOptions {
+            refresh_interval: Duration::from_millis(300),
+            ..LockOptions::default()
+        };
+        let work = async {
+            let found = mover::repo::lock::list_locks(&repo).await?;
+            let promise = found[0].lock.as_ref().unwrap().stale_after_seconds;
+            // From now on every write fails, refreshes included.
+            faulty.fail_puts_from(faulty.put_count() + 1);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, mover::Error>(promise)
+        };
+        let started = Instant::now();
+        let err = while_locked(&repo, LockMode::Shared, &opts, work)
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, mover::Error::LockLost { .. }), "{err}");
+        assert_eq!(err.class(), ErrorClass::Retryable);
+        assert!(err.to_string().contains("could not be refreshed"), "{err}");
+        // The lock is still removed (deletes work; only writes fail).
+        faulty.clear_put_faults();
+        assert!(
+            mover::repo::lock::list_locks(&repo)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
 }
