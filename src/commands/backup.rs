@@ -31,10 +31,7 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
         Err(Error::RepositoryNotFound { .. }) => {
             let repo = Repository::init(storage, &pw, &InitOptions::default()).await?;
             if cx.g.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location})
-                );
+                super::output::print_initialized_json(&repo.config().id, &location);
             } else if !cx.g.quiet {
                 println!(
                     "repository {location} did not exist: created restic repository {}",
@@ -110,11 +107,7 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
         eprintln!("error: {e}");
     }
     if cx.g.json {
-        let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("message_type".into(), "summary".into());
-        }
-        println!("{v}");
+        super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {
         if let Some(p) = &summary.parent {
             println!("using parent snapshot {}", p.short());

@@ -28,10 +28,7 @@ pub async fn init(cx: &Cx<'_>, args: &cli::InitArgs) -> Result<u8> {
     let location = storage.display().to_string();
     let repo = Repository::init(storage, &pw, &opts).await?;
     if cx.g.json {
-        println!(
-            "{}",
-            serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": location})
-        );
+        super::output::print_initialized_json(&repo.config().id, &location);
     } else if !cx.g.quiet {
         println!(
             "created restic repository {} at {}",

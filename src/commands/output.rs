@@ -15,3 +15,22 @@ pub fn human_duration(secs: f64) -> String {
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
+
+/// Prints `value` (a serializable summary) as one JSON line with restic's
+/// `"message_type": "summary"`.
+pub fn print_json_summary(value: &impl serde::Serialize) -> mover::Result<()> {
+    let mut v = serde_json::to_value(value).map_err(|e| mover::Error::Other(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("message_type".into(), "summary".into());
+    }
+    println!("{v}");
+    Ok(())
+}
+
+/// restic's `initialized` JSON message for a new repository.
+pub fn print_initialized_json(id: &str, location: &str) {
+    println!(
+        "{}",
+        serde_json::json!({"message_type": "initialized", "id": id, "repository": location})
+    );
+}

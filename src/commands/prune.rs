@@ -51,11 +51,7 @@ pub async fn run(
     }
     let summary = ops::prune::prune(repo, opts).await?;
     if cx.g.json {
-        let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("message_type".into(), "summary".into());
-        }
-        println!("{v}");
+        super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {
         print!("{}", stats_text(&summary.stats, cx.g.verbose > 0));
         if summary.dry_run {

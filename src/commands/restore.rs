@@ -117,11 +117,7 @@ pub async fn restore_volume(
     let summary =
         lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.lock_options(), work).await?;
     if cx.g.json {
-        let mut v = serde_json::to_value(&summary).map_err(|e| Error::Other(e.to_string()))?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("message_type".into(), "summary".into());
-        }
-        println!("{v}");
+        super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {
         println!(
             "restored {} to {} ({} of zero regions left as holes or unwritten){}",

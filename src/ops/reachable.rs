@@ -12,8 +12,11 @@ use crate::format::{BlobId, BlobType, SnapshotId, TreeId};
 use crate::repo::Repository;
 use crate::repo::index::MasterIndex;
 
-/// Trees loaded per batch (one range read per run of neighbouring tree blobs).
+/// Trees loaded per batch (one range read per run of neighbouring tree blobs)...
 const TREE_BATCH: usize = 2048;
+/// ... and at most this many bytes of tree JSON: decoded nodes take several times their
+/// JSON, and a directory of a million files is one tree.
+const TREE_BATCH_BYTES: u64 = 4 << 20;
 
 /// Mark bit: the blob is used by a snapshot.
 pub const USED: u8 = 1;
@@ -136,7 +139,7 @@ pub async fn walk(
     }
     while !level.is_empty() {
         let mut next = Vec::new();
-        for batch in level.chunks(TREE_BATCH) {
+        for batch in batches(index, &level) {
             cancel.check()?;
             for (pending, tree) in load_batch(repo, index, batch).await {
                 let tree = match tree {
@@ -161,6 +164,27 @@ pub async fn walk(
         level = next;
     }
     Ok(found)
+}
+
+/// `level` cut into batches of at most [`TREE_BATCH`] trees and [`TREE_BATCH_BYTES`] of
+/// plaintext (at least one tree each).
+fn batches<'a>(index: &MasterIndex, level: &'a [Pending]) -> Vec<&'a [Pending]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, p) in level.iter().enumerate() {
+        let size = index
+            .get(&BlobId::from(p.tree))
+            .map_or(0, |l| u64::from(l.uncompressed_length.unwrap_or(l.length)));
+        if i > start && (i - start >= TREE_BATCH || bytes + size > TREE_BATCH_BYTES) {
+            out.push(&level[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < level.len() {
+        out.push(&level[start..]);
+    }
+    out
 }
 
 /// Loads a batch in one go; should that fail, tree by tree, so that one bad tree is named

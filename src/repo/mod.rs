@@ -30,6 +30,9 @@ use std::sync::Arc;
 const MAX_UNPACKED_BYTES: usize = 1 << 30;
 /// How many small repository files are fetched at once.
 const LOAD_CONCURRENCY: usize = 16;
+/// How many index files are fetched and decoded at once: each is up to 150 000 entries,
+/// about 20 MB of JSON and 7 MB decoded, and all of them are merged into one index.
+const INDEX_LOAD_CONCURRENCY: usize = 4;
 
 /// Knobs for `init`.
 #[derive(Debug, Clone)]
@@ -346,7 +349,7 @@ impl Repository {
                     .map(|file| (id, file))
                     .map_err(|e| Error::format(format!("index {id}"), e))
             })
-            .buffer_unordered(LOAD_CONCURRENCY);
+            .buffer_unordered(INDEX_LOAD_CONCURRENCY);
         let mut index = MasterIndex::new();
         let mut files = Vec::new();
         while let Some(loaded) = stream.next().await {

@@ -108,31 +108,8 @@ fn missing_repository_exits_10() {
 fn exclusive_lock_exits_11_and_stale_lock_is_removed() {
     let tmp = tempdir();
     let (repo, src) = repo_with_snapshot(tmp.path());
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let write_lock = |pid: u32, age_minutes: i64| {
-        rt.block_on(async {
-            let storage = mover::storage::Storage::open(
-                repo.to_str().unwrap(),
-                &mover::storage::StorageOptions::default(),
-            )
-            .unwrap();
-            let r = mover::repo::Repository::open(storage, PASSWORD)
-                .await
-                .unwrap();
-            let lock = mover::format::lock::LockFile {
-                time: mover::format::gotime::now_local() - chrono::Duration::minutes(age_minutes),
-                exclusive: true,
-                hostname: mover::host::hostname(),
-                username: "someone".into(),
-                pid,
-                uid: 0,
-                gid: 0,
-                stale_after_seconds: None,
-            };
-            r.save_unpacked(mover::storage::FileType::Lock, &lock.encode())
-                .await
-                .unwrap()
-        })
+        write_foreign_lock(&repo, pid, &mover::host::hostname(), age_minutes)
     };
     // A live exclusive lock (this test process holds it) blocks backup and restore.
     let id = write_lock(std::process::id(), 0);

@@ -424,32 +424,8 @@ fn unlock_removes_stale_locks_and_remove_all_removes_every_lock() {
     let (repo, src) = (tmp.path().join("repo"), tmp.path().join("src"));
     ok(mover().arg("-r").arg(&repo).arg("init"));
     back_up_versions(mover, &repo, &src, 0..1);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let write_lock = |pid: u32, host: &str, minutes: i64| {
-        rt.block_on(async {
-            let storage = mover::storage::Storage::open(
-                repo.to_str().unwrap(),
-                &mover::storage::StorageOptions::default(),
-            )
-            .unwrap();
-            let r = mover::repo::Repository::open(storage, PASSWORD)
-                .await
-                .unwrap();
-            let lock = mover::format::lock::LockFile {
-                time: mover::format::gotime::now_local() - chrono::Duration::minutes(minutes),
-                exclusive: true,
-                hostname: host.into(),
-                username: "u".into(),
-                pid,
-                uid: 0,
-                gid: 0,
-                stale_after_seconds: None,
-            };
-            r.save_unpacked(mover::storage::FileType::Lock, &lock.encode())
-                .await
-                .unwrap()
-        })
-    };
+    let write_lock =
+        |pid: u32, host: &str, minutes: i64| write_foreign_lock(&repo, pid, host, minutes);
     let locks = || std::fs::read_dir(repo.join("locks")).unwrap().count();
     // The live lock's process: restic probes it with SIGHUP, so it ignores that.
     let mut holder = Command::new("sh")

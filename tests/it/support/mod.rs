@@ -127,3 +127,37 @@ pub fn unpack_fixture(name: &str, dir: &Path) -> PathBuf {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Writes an exclusive lock file into the local repository `repo` as another process would:
+/// made on `host` by `pid`, `age_minutes` ago, with restic's fields only. Returns its id.
+pub fn write_foreign_lock(
+    repo: &Path,
+    pid: u32,
+    host: &str,
+    age_minutes: i64,
+) -> mover::format::Id {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let storage = mover::storage::Storage::open(
+            repo.to_str().expect("UTF-8 repository path"),
+            &mover::storage::StorageOptions::default(),
+        )
+        .expect("open storage");
+        let r = mover::repo::Repository::open(storage, PASSWORD)
+            .await
+            .expect("open repository");
+        let lock = mover::format::lock::LockFile {
+            time: mover::format::gotime::now_local() - chrono::Duration::minutes(age_minutes),
+            exclusive: true,
+            hostname: host.into(),
+            username: "someone".into(),
+            pid,
+            uid: 0,
+            gid: 0,
+            stale_after_seconds: None,
+        };
+        r.save_unpacked(mover::storage::FileType::Lock, &lock.encode())
+            .await
+            .expect("write lock")
+    })
+}
