@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod host;
+pub mod k8s;
 pub mod ops;
 pub mod progress;
 pub mod repo;

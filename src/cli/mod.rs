@@ -1,8 +1,10 @@
 //! Command-line flags (clap derive). restic's verbs, flags and environment names, so an
 //! existing restic Secret and habits keep working. Only parsing lives here.
 
+mod k8s;
 mod maintenance;
 
+pub use k8s::*;
 pub use maintenance::*;
 
 use clap::{Args, Parser, Subcommand};
@@ -120,6 +122,13 @@ pub enum Command {
     Key(KeyArgs),
     /// Print version information
     Version,
+    /// Print mover's CustomResourceDefinitions (YAML)
+    Crds,
+    /// Run the Kubernetes controller
+    Controller(ControllerArgs),
+    /// Run one step of a mover Job and report it into the resource's status
+    #[command(hide = true)]
+    Job(JobArgs),
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod browse;
 mod check;
 mod forget;
 mod init;
+mod k8s;
 mod key;
 mod output;
 mod prune;
@@ -57,6 +58,9 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
         Command::Check(args) => check::check(&cx, args).await,
         Command::Unlock(args) => unlock::unlock(&cx, args).await,
         Command::Key(args) => key::key(&cx, args).await,
+        Command::Crds => k8s::crds(),
+        Command::Controller(args) => k8s::controller(&cx, args).await,
+        Command::Job(args) => k8s::job(&cx, args).await,
     }
 }
 

@@ -1,0 +1,83 @@
+//! Flags of the Kubernetes commands: `crds`, `controller`, and the hidden `job` that runs
+//! inside a mover Job.
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Image of the mover Jobs (normally the controller's own)
+    #[arg(
+        long,
+        env = "MOVER_IMAGE",
+        default_value = "ghcr.io/mover-dev/mover:latest"
+    )]
+    pub image: String,
+    /// Watch only this namespace (all namespaces when unset)
+    #[arg(long, env = "MOVER_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Act only while holding the leader Lease (off: this replica always acts)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (the pod's namespace by default)
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mover-system")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "mover-controller")]
+    pub lease_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    pub op: JobOp,
+}
+
+/// Where a Job's volume is.
+#[derive(Debug, Args, Clone)]
+pub struct JobVolume {
+    /// The volume's mount point (a file system claim)
+    #[arg(long, conflicts_with = "device")]
+    pub dir: Option<PathBuf>,
+    /// The volume's device (a block claim)
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobOp {
+    /// Back the volume up and report to a VolumeBackup
+    Backup {
+        /// restic host of the snapshot
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        volume: JobVolume,
+        /// volumebackup/NAME
+        target: String,
+    },
+    /// Pick the snapshot a VolumeRestore restores
+    Resolve {
+        /// volumerestore/NAME
+        target: String,
+    },
+    /// Restore the snapshot a VolumeRestore selects onto the volume
+    Restore {
+        #[command(flatten)]
+        volume: JobVolume,
+        /// volumerestore/NAME
+        target: String,
+    },
+    /// Open (or create) a Repository's repository and report
+    Probe {
+        /// repository/NAME
+        target: String,
+    },
+    /// Forget the snapshot a VolumeBackup recorded
+    Forget {
+        /// volumebackup/NAME
+        target: String,
+    },
+}

@@ -1,0 +1,108 @@
+//! `crds`, `controller` and the hidden `job`: thin maps from flags onto `mover::k8s`.
+
+use super::Cx;
+use crate::cli::{self, JobOp};
+use mover::error::{Error, Result};
+use mover::k8s;
+use mover::k8s::runner::{self, Reporter, RunContext, Target, Volume};
+
+pub fn crds() -> Result<u8> {
+    let yaml = k8s::api::crds_yaml()
+        .map_err(|e| Error::Other(format!("rendering the CRDs as YAML: {e}")))?;
+    print!("{yaml}");
+    Ok(0)
+}
+
+/// Maps a Kubernetes-layer error onto the engine's, keeping its class for the exit code.
+fn engine_error(e: k8s::Error) -> Error {
+    match e {
+        k8s::Error::Engine(e) => e,
+        k8s::Error::Invalid(m) => Error::InvalidInput(m),
+        other => Error::Other(other.chain_string()),
+    }
+}
+
+pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
+    let opts = k8s::controller::ControllerOptions {
+        image: args.image.clone(),
+        namespace: args.namespace.clone(),
+        metrics_addr: args.metrics_addr.clone(),
+        leader_election: args.leader_elect,
+        lease_namespace: args.lease_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+    };
+    k8s::controller::run(opts, cx.cancel.clone())
+        .await
+        .map_err(engine_error)?;
+    Ok(0)
+}
+
+fn volume(v: &cli::JobVolume) -> Result<Volume> {
+    match (&v.dir, &v.device) {
+        (Some(d), None) => Ok(Volume::Directory(d.clone())),
+        (None, Some(d)) => Ok(Volume::Device(d.clone())),
+        _ => Err(Error::InvalidInput(
+            "give the volume as --dir PATH or --device PATH".into(),
+        )),
+    }
+}
+
+pub async fn job(cx: &Cx<'_>, args: &cli::JobArgs) -> Result<u8> {
+    let target_of = |t: &str| -> Result<Target> { t.parse().map_err(Error::InvalidInput) };
+    let run_cx = || -> Result<RunContext> {
+        Ok(RunContext {
+            storage: cx.storage(true)?,
+            password: cx.password()?,
+            cancel: cx.cancel.clone(),
+            lock: cx.lock_options(),
+        })
+    };
+    let connect = |t: Target| async move { Reporter::connect(t).await.map_err(engine_error) };
+    match &args.op {
+        JobOp::Backup {
+            host,
+            volume: v,
+            target,
+        } => {
+            let reporter = connect(target_of(target)?).await?;
+            runner::backup(&reporter, run_cx()?, volume(v)?, host.clone())
+                .await
+                .map_err(engine_error)?;
+        }
+        JobOp::Resolve { target } => {
+            let reporter = connect(target_of(target)?).await?;
+            runner::resolve(&reporter, run_cx()?)
+                .await
+                .map_err(engine_error)?;
+        }
+        JobOp::Restore { volume: v, target } => {
+            let reporter = connect(target_of(target)?).await?;
+            runner::restore(&reporter, run_cx()?, volume(v)?)
+                .await
+                .map_err(engine_error)?;
+        }
+        JobOp::Probe { target } => {
+            let reporter = connect(target_of(target)?).await?;
+            let r = runner::probe(&reporter, run_cx()?)
+                .await
+                .map_err(engine_error)?;
+            println!(
+                "repository {} opened{}, {} snapshots",
+                r.repository_id.unwrap_or_default(),
+                if r.initialized { " (created)" } else { "" },
+                r.snapshot_count.unwrap_or(0)
+            );
+        }
+        JobOp::Forget { target } => {
+            let reporter = connect(target_of(target)?).await?;
+            match runner::forget_recorded(&reporter, run_cx()?)
+                .await
+                .map_err(engine_error)?
+            {
+                Some(id) => println!("removed snapshot {}", id.short()),
+                None => println!("no snapshot to remove"),
+            }
+        }
+    }
+    Ok(0)
+}

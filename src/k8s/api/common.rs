@@ -1,0 +1,307 @@
+//! Types shared by the run resources (VolumeBackup, VolumeRestore): phases, progress, the
+//! result the mover Job writes, the pod knobs. The controller and the in-Job reporter both use
+//! these, so a field the API server does not know cannot be written by one side only.
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements, SecurityContext};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a run is. `Completed`, `Failed` and `Canceled` are final.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum RunPhase {
+    #[default]
+    New,
+    Preparing,
+    InProgress,
+    Completed,
+    Failed,
+    Canceling,
+    Canceled,
+}
+
+impl RunPhase {
+    pub fn is_final(self) -> bool {
+        match self {
+            RunPhase::Completed | RunPhase::Failed | RunPhase::Canceled => true,
+            RunPhase::New | RunPhase::Preparing | RunPhase::InProgress | RunPhase::Canceling => {
+                false
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::New => "New",
+            RunPhase::Preparing => "Preparing",
+            RunPhase::InProgress => "InProgress",
+            RunPhase::Completed => "Completed",
+            RunPhase::Failed => "Failed",
+            RunPhase::Canceling => "Canceling",
+            RunPhase::Canceled => "Canceled",
+        }
+    }
+}
+
+/// Live byte and file counts, written by the mover process while data moves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    /// Bytes the run will read (backup) or write (restore), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    pub bytes_done: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_files: Option<u64>,
+    pub files_done: u64,
+    pub bytes_per_second: u64,
+    /// Percentage of `totalBytes` done, as text for the printer column ("42%").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<Time>,
+}
+
+/// What a finished run did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    #[serde(default)]
+    pub files_new: u64,
+    #[serde(default)]
+    pub files_changed: u64,
+    #[serde(default)]
+    pub files_unmodified: u64,
+    /// Files written by a restore.
+    #[serde(default)]
+    pub files_restored: u64,
+    /// Files a restore found identical and left alone.
+    #[serde(default)]
+    pub files_skipped: u64,
+    /// Files a restore removed because the snapshot does not have them.
+    #[serde(default)]
+    pub files_deleted: u64,
+    /// Bytes read from the source (backup) or written to the target (restore).
+    #[serde(default)]
+    pub bytes_processed: u64,
+    /// New data added to the repository, before compression.
+    #[serde(default)]
+    pub bytes_added: u64,
+    /// New data stored in the repository, after compression and encryption.
+    #[serde(default)]
+    pub bytes_stored: u64,
+    /// Entries that could not be read or written.
+    #[serde(default)]
+    pub errors: u64,
+    pub duration_seconds: f64,
+}
+
+/// The mover process's own account of its run, written into the CR's status before it exits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverResult {
+    /// `Succeeded` or `Failed`.
+    pub outcome: MoverOutcome,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "snapshotID"
+    )]
+    pub snapshot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
+    /// The engine's error class (`WrongPassword`, `NotFound`, `Retryable`, ...) on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// One line naming what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Name of the pod that wrote this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum MoverOutcome {
+    #[default]
+    Succeeded,
+    Failed,
+    NoSnapshot,
+}
+
+/// The status both run kinds share.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    #[serde(default)]
+    pub phase: RunPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgress>,
+    /// The restic snapshot written (backup) or read (restore).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "snapshotID"
+    )]
+    pub snapshot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Objects this run created, so a restarted controller finds and removes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<RunResources>,
+    /// The snapshot a restore's resolve step picked (and its size), written by the mover
+    /// process so that the restore uses that snapshot even if newer ones appear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedSnapshot>,
+    /// Written by the mover process; the controller copies it into the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<MoverResult>,
+}
+
+/// A snapshot chosen by a restore's selection, with what a new volume needs to hold it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedSnapshot {
+    /// Empty when nothing matched (`noSnapshot`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "snapshotID"
+    )]
+    pub snapshot_id: Option<String>,
+    /// Bytes of file content in the snapshot.
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    /// Whether the snapshot holds one block-volume image rather than a tree.
+    #[serde(default)]
+    pub block: bool,
+    /// No snapshot matched the selection (not an error: an explicit empty result).
+    #[serde(default)]
+    pub no_snapshot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Names of the temporary objects of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+/// How the mover pod runs. Everything is optional; the defaults are hardened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Replaces the container's hardened security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// Replaces the pod's security context (runAsUser 65532, fsGroup 65532 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Run as root with CAP_CHOWN, CAP_FOWNER and friends, to read every file and restore
+    /// ownership. Off by default.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Seconds before a mover Job is given up (`activeDeadlineSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+/// restic's keep policy, applied to the run's host and path after a successful backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// A restic duration such as `7d` or `1y2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_tags: Vec<String>,
+}
+
+impl RetentionPolicy {
+    /// The `forget` flags this policy stands for.
+    pub fn forget_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut num = |flag: &str, v: Option<u32>| {
+            if let Some(v) = v {
+                args.push(format!("--{flag}={v}"));
+            }
+        };
+        num("keep-last", self.keep_last);
+        num("keep-hourly", self.keep_hourly);
+        num("keep-daily", self.keep_daily);
+        num("keep-weekly", self.keep_weekly);
+        num("keep-monthly", self.keep_monthly);
+        num("keep-yearly", self.keep_yearly);
+        if let Some(w) = &self.keep_within {
+            args.push(format!("--keep-within={w}"));
+        }
+        for t in &self.keep_tags {
+            args.push(format!("--keep-tag={t}"));
+        }
+        args
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forget_args().is_empty()
+    }
+}
+
+/// A reference to an object by name in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct LocalObjectReference {
+    pub name: String,
+}
+
+/// A key of a Secret or ConfigMap in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    pub key: String,
+}

@@ -1,0 +1,108 @@
+//! `Repository`: a restic repository and the Secret that opens it.
+
+use super::common::KeyReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A restic repository. The Secret holds restic's environment (`RESTIC_REPOSITORY`,
+/// `RESTIC_PASSWORD`, `AWS_ACCESS_KEY_ID`, ...), the same keys a VolSync restic Secret has.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mover.dev",
+    version = "v1alpha1",
+    kind = "Repository",
+    namespaced,
+    status = "RepositoryStatus",
+    shortname = "moverrepo",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositorySpec {
+    pub secret_ref: super::common::LocalObjectReference,
+    /// A CA bundle for the repository's endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_ca: Option<KeyReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<RepositoryConcurrency>,
+    /// Create the repository when it does not exist (default true).
+    #[serde(default = "default_true")]
+    pub initialize: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryConcurrency {
+    /// Mover Jobs that may run against this repository at once (unlimited when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_jobs: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum RepositoryPhase {
+    #[default]
+    Pending,
+    Ready,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStatus {
+    #[serde(default)]
+    pub phase: RepositoryPhase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The restic repository id.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "repositoryID"
+    )]
+    pub repository_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The resourceVersion of the Secret last checked, so a changed Secret is checked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
+    /// Written by the probe Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RepositoryProbeResult>,
+}
+
+/// What the probe Job found.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryProbeResult {
+    pub ok: bool,
+    #[serde(default)]
+    pub initialized: bool,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "repositoryID"
+    )]
+    pub repository_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+}

@@ -1,0 +1,86 @@
+//! `BackupSchedule`: VolumeBackups on a cron schedule, with retention and periodic prune.
+
+use super::backup::VolumeBackupSpec;
+use super::common::RetentionPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mover.dev",
+    version = "v1alpha1",
+    kind = "BackupSchedule",
+    namespaced,
+    status = "BackupScheduleStatus",
+    shortname = "vbs",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
+    printcolumn = r#"{"name":"Next","type":"date","jsonPath":".status.nextScheduleTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// Five-field cron expression (minute hour day-of-month month day-of-week), or `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`.
+    pub schedule: String,
+    /// IANA time zone of the schedule (UTC when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// A random delay up to this Go duration (`5m`) after each scheduled time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    pub template: VolumeBackupSpec,
+    /// Completed VolumeBackups kept (default 3).
+    #[serde(default = "default_successful")]
+    pub successful_history_limit: u32,
+    /// Failed or canceled VolumeBackups kept (default 1).
+    #[serde(default = "default_failed")]
+    pub failed_history_limit: u32,
+    /// Keep policy applied after each successful backup (overrides the template's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
+    /// Go duration between prunes of the repository (`168h`); no prune when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_interval: Option<String>,
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_successful() -> u32 {
+    3
+}
+
+fn default_failed() -> u32 {
+    1
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConcurrencyPolicy {
+    /// Skip a scheduled run while the previous one still runs.
+    #[default]
+    Forbid,
+    /// Cancel the running backup and start the new one.
+    Replace,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// Name of the last VolumeBackup that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,278 @@
+//! The thin I/O step: carries out the [`Action`]s a plan returned, in order, against the API
+//! server. Creating an object that exists and deleting one that is gone both count as done,
+//! so a plan may repeat an action after a restart or a lost race.
+
+use super::api::snapshot::VolumeSnapshot;
+use super::error::{Error, Result};
+use super::jobspec::RunAccess;
+use super::names;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::time::Duration;
+
+/// One step a plan asks for.
+#[derive(Debug, Clone)]
+pub enum Action {
+    CreateSnapshot(Box<VolumeSnapshot>),
+    CreatePvc(Box<PersistentVolumeClaim>),
+    /// The run's ServiceAccount, Role and RoleBinding.
+    CreateAccess(Box<RunAccess>),
+    /// A mover Job; under `max_jobs` of `repository`, it waits while that many run.
+    CreateJob {
+        job: Box<Job>,
+        repository: String,
+        max_jobs: Option<u32>,
+    },
+    DeleteJob(String),
+    DeleteSnapshot(String),
+    DeletePvc(String),
+    /// A JSON merge patch of the resource's status (the fields the controller owns).
+    PatchStatus(serde_json::Value),
+    AddFinalizer,
+    RemoveFinalizer,
+    Event {
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+}
+
+/// What applying a plan came to.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// A Job waits for a free `maxJobs` slot.
+    pub waiting_for_slot: bool,
+}
+
+/// Shared by every apply: the client and the event recorder.
+pub struct Io {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// Serializes the count-then-create of Jobs under `maxJobs`.
+    pub job_slots: tokio::sync::Mutex<()>,
+}
+
+fn ignore_conflict<T>(
+    r: std::result::Result<T, kube::Error>,
+) -> std::result::Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn ignore_missing<T>(
+    r: std::result::Result<T, kube::Error>,
+) -> std::result::Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a Job still has pods that may run (not finished, not failed).
+pub fn job_is_active(job: &Job) -> bool {
+    let done = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        });
+    !done
+}
+
+impl Io {
+    /// Carries out `actions` for `obj`.
+    pub async fn apply<K>(&self, obj: &K, actions: Vec<Action>) -> Result<Applied>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let kind = K::kind(&()).to_string();
+        let mut applied = Applied::default();
+        let pp = PostParams::default();
+        for action in actions {
+            match action {
+                Action::CreateSnapshot(s) => {
+                    let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(api.create(&pp, &s).await).map_err(|e| {
+                        Error::kube(format!("creating VolumeSnapshot {}", s.name_any()), e)
+                    })?;
+                }
+                Action::CreatePvc(p) => {
+                    let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(api.create(&pp, &p).await)
+                        .map_err(|e| Error::kube(format!("creating PVC {}", p.name_any()), e))?;
+                }
+                Action::CreateAccess(a) => {
+                    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                        Api::namespaced(self.client.clone(), &ns);
+                    let what = format!("creating ServiceAccount {}", a.service_account.name_any());
+                    ignore_conflict(sa.create(&pp, &a.service_account).await)
+                        .map_err(|e| Error::kube(&what, e))?;
+                    let roles: Api<Role> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(roles.create(&pp, &a.role).await).map_err(|e| {
+                        Error::kube(format!("creating Role {}", a.role.name_any()), e)
+                    })?;
+                    let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(bindings.create(&pp, &a.binding).await).map_err(|e| {
+                        Error::kube(format!("creating RoleBinding {}", a.binding.name_any()), e)
+                    })?;
+                }
+                Action::CreateJob {
+                    job,
+                    repository,
+                    max_jobs,
+                } => {
+                    let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+                    let _slot = self.job_slots.lock().await;
+                    if let Some(max) = max_jobs {
+                        let lp = ListParams::default().labels(&format!(
+                            "{}={}",
+                            names::REPOSITORY,
+                            names::label_value(&repository)
+                        ));
+                        let jobs = api
+                            .list(&lp)
+                            .await
+                            .map_err(|e| Error::kube("listing mover Jobs", e))?;
+                        let running = jobs
+                            .items
+                            .iter()
+                            .filter(|j| j.name_any() != job.name_any() && job_is_active(j))
+                            .count();
+                        if running >= max as usize {
+                            applied.waiting_for_slot = true;
+                            break;
+                        }
+                    }
+                    ignore_conflict(api.create(&pp, &job).await)
+                        .map_err(|e| Error::kube(format!("creating Job {}", job.name_any()), e))?;
+                }
+                Action::DeleteJob(job) => {
+                    let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+                    let dp = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..Default::default()
+                    };
+                    ignore_missing(api.delete(&job, &dp).await)
+                        .map_err(|e| Error::kube(format!("deleting Job {job}"), e))?;
+                }
+                Action::DeleteSnapshot(s) => {
+                    let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_missing(api.delete(&s, &DeleteParams::default()).await)
+                        .map_err(|e| Error::kube(format!("deleting VolumeSnapshot {s}"), e))?;
+                }
+                Action::DeletePvc(p) => {
+                    let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_missing(api.delete(&p, &DeleteParams::default()).await)
+                        .map_err(|e| Error::kube(format!("deleting PVC {p}"), e))?;
+                }
+                Action::PatchStatus(status) => {
+                    let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+                    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+                    api.patch_status(&name, &PatchParams::default(), &patch)
+                        .await
+                        .map_err(|e| {
+                            Error::kube(format!("writing the status of {kind} {name}"), e)
+                        })?;
+                }
+                Action::AddFinalizer | Action::RemoveFinalizer => {
+                    let add = matches!(action, Action::AddFinalizer);
+                    self.set_finalizer(obj, add).await?;
+                }
+                Action::Event {
+                    warning,
+                    reason,
+                    note,
+                } => {
+                    let event = Event {
+                        type_: if warning {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        },
+                        reason: reason.clone(),
+                        note: Some(truncate(&note, 1000)),
+                        action: reason,
+                        secondary: None,
+                    };
+                    // An event that cannot be written is not worth failing the run for.
+                    if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+                        tracing::warn!("event for {kind} {ns}/{name} not written: {e}");
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn set_finalizer<K>(&self, obj: &K, add: bool) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let mut finalizers: Vec<String> = obj.finalizers().to_vec();
+        let has = finalizers.iter().any(|f| f == names::FINALIZER);
+        if add == has {
+            return Ok(());
+        }
+        if add {
+            finalizers.push(names::FINALIZER.to_string());
+        } else {
+            finalizers.retain(|f| f != names::FINALIZER);
+        }
+        // The resourceVersion makes this a compare-and-swap: a concurrent change fails it
+        // and the next reconcile sees the new object.
+        let patch = serde_json::json!({
+            "metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": obj.resource_version(),
+            }
+        });
+        ignore_missing(
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await,
+        )
+        .map_err(|e| Error::kube(format!("updating the finalizers of {}", obj.name_any()), e))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// How long to wait before looking again at a run that waits for something.
+pub const WAIT: Duration = Duration::from_secs(5);

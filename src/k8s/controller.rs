@@ -1,0 +1,501 @@
+//! `mover controller`: watches Repositories, VolumeBackups and VolumeRestores (and the Jobs,
+//! PVCs and VolumeSnapshots they own), gathers what each plan needs, runs the plan and
+//! applies its actions. One replica acts at a time (a Lease); `/metrics`, `/healthz` and
+//! `/readyz` are served on `--metrics-addr`.
+//!
+//! Reads are gets by the stable names a run gives its objects, so a restarted controller
+//! adopts the Jobs of runs in progress and carries on. Secrets are only ever read as
+//! metadata (their resourceVersion): no credential passes through the controller.
+
+use super::api::snapshot::VolumeSnapshot;
+use super::api::{Repository, RunPhase, VolumeBackup, VolumeRestore};
+use super::apply::{Action, Io, WAIT};
+use super::error::{Error, Result};
+use super::metrics::Metrics;
+use super::{backup, leader, repository, restore};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// The image of mover Jobs (this controller's own image, normally).
+    pub image: String,
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    pub metrics_addr: String,
+    pub leader_election: bool,
+    /// Namespace and name of the leader Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+}
+
+struct Ctx {
+    client: Client,
+    io: Io,
+    image: String,
+    metrics: Arc<Metrics>,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn api<K>(client: &Client, ns: &str) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(client.clone(), ns)
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    api::<K>(client, ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading {} {ns}/{name}", K::kind(&())), e))
+}
+
+/// The termination message of a Job's newest finished pod.
+async fn termination_message(
+    client: &Client,
+    ns: &str,
+    job: Option<&Job>,
+) -> Result<Option<String>> {
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    let lp = ListParams::default().labels(&format!("job-name={}", job.name_any()));
+    let pods = api::<Pod>(client, ns)
+        .list(&lp)
+        .await
+        .map_err(|e| Error::kube(format!("listing the pods of Job {}", job.name_any()), e))?;
+    let mut messages: Vec<(Option<Time>, String)> = pods
+        .items
+        .iter()
+        .filter_map(|p| {
+            let status = p.status.as_ref()?.container_statuses.as_ref()?;
+            let t = status
+                .iter()
+                .find(|c| c.name == "mover")?
+                .state
+                .as_ref()?
+                .terminated
+                .clone()?;
+            Some((t.finished_at.clone(), t.message.clone().unwrap_or_default()))
+        })
+        .collect();
+    messages.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(messages.pop().map(|(_, m)| m).filter(|m| !m.is_empty()))
+}
+
+/// The node of a running pod (not a mover pod) that mounts `claim`.
+async fn node_using_claim(client: &Client, ns: &str, claim: &str) -> Result<Option<String>> {
+    let pods = api::<Pod>(client, ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("listing pods in {ns}"), e))?;
+    Ok(pods.items.iter().find_map(|p| {
+        let spec = p.spec.as_ref()?;
+        let running = p.status.as_ref()?.phase.as_deref() == Some("Running");
+        let uses = spec.volumes.iter().flatten().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == claim)
+        });
+        (running && uses).then(|| spec.node_name.clone()).flatten()
+    }))
+}
+
+fn final_transition(actions: &[Action], current: RunPhase) -> Option<String> {
+    if current.is_final() {
+        return None;
+    }
+    actions.iter().find_map(|a| match a {
+        Action::PatchStatus(p) => p
+            .get("phase")
+            .and_then(|v| v.as_str())
+            .filter(|ph| matches!(*ph, "Completed" | "Failed" | "Canceled"))
+            .map(String::from),
+        _ => None,
+    })
+}
+
+fn elapsed_since(start: Option<&Time>) -> f64 {
+    start
+        .map(|s| jiff::Timestamp::now().duration_since(s.0).as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let client = &ctx.client;
+    let ns = vb.namespace().unwrap_or_default();
+    let names = backup::run_names(&vb);
+    let status = vb.status.clone().unwrap_or_default();
+    let mut obs = backup::Observed {
+        repository: get::<Repository>(client, &ns, &vb.spec.repository).await?,
+        ..Default::default()
+    };
+    let live = !status.phase.is_final() && vb.metadata.deletion_timestamp.is_none();
+    if live || vb.metadata.deletion_timestamp.is_some() || status.phase.is_final() {
+        if let Some(pvc) = &vb.spec.source.pvc {
+            if live {
+                obs.source_pvc = get::<PersistentVolumeClaim>(client, &ns, pvc).await?;
+                if vb.spec.copy_method == super::api::CopyMethod::Direct {
+                    obs.source_node = node_using_claim(client, &ns, pvc).await?;
+                }
+            }
+        }
+        let snapshot_name = vb
+            .spec
+            .source
+            .volume_snapshot
+            .clone()
+            .unwrap_or_else(|| names.snapshot.clone());
+        obs.snapshot = get::<VolumeSnapshot>(client, &ns, &snapshot_name).await?;
+        obs.clone = get::<PersistentVolumeClaim>(client, &ns, &names.clone).await?;
+        // Only the run's own clone counts (a Direct run has none).
+        if obs
+            .clone
+            .as_ref()
+            .is_some_and(|c| !owned_by(c, &vb.metadata.uid))
+        {
+            obs.clone = None;
+        }
+        if obs
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.name_any() == names.snapshot && !owned_by(s, &vb.metadata.uid))
+        {
+            obs.snapshot = None;
+        }
+        obs.job = get::<Job>(client, &ns, &names.job).await?;
+        if matches!(
+            super::run::job_state(obs.job.as_ref()),
+            super::run::JobState::Failed(_)
+        ) {
+            obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+        }
+    }
+    if vb.metadata.deletion_timestamp.is_some() {
+        obs.forget_job = get::<Job>(client, &ns, &names.forget_job).await?;
+    }
+    let settings = backup::Settings {
+        image: ctx.image.clone(),
+    };
+    let actions = backup::plan(&vb, &obs, &settings, &now());
+    let key = format!("{ns}/{}", vb.name_any());
+    if let Some(result) = final_transition(&actions, status.phase) {
+        let bytes = status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0);
+        ctx.metrics.run_finished(
+            "VolumeBackup",
+            &result,
+            elapsed_since(status.start_time.as_ref()),
+            bytes,
+        );
+        if result == "Completed" {
+            let source = vb
+                .spec
+                .source
+                .pvc
+                .clone()
+                .or_else(|| vb.spec.source.volume_snapshot.clone())
+                .unwrap_or_default();
+            ctx.metrics
+                .backup_succeeded(&ns, &source, jiff::Timestamp::now().as_second() as f64);
+        }
+    }
+    let waiting = actions.is_empty() && !status.phase.is_final();
+    let applied = ctx.io.apply(vb.as_ref(), actions).await?;
+    if vb.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget_object("VolumeBackup", &key);
+    } else {
+        ctx.metrics
+            .set_phase("VolumeBackup", &key, status.phase.as_str());
+    }
+    Ok(requeue(status.phase, applied.waiting_for_slot || waiting))
+}
+
+fn owned_by<K: kube::Resource>(obj: &K, uid: &Option<String>) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+fn requeue(phase: RunPhase, waiting: bool) -> Requeue {
+    if waiting {
+        return Requeue::requeue(WAIT);
+    }
+    match phase {
+        RunPhase::Completed | RunPhase::Failed | RunPhase::Canceled => Requeue::await_change(),
+        // Watches on the owned objects wake the run; this bounds a missed event.
+        RunPhase::New | RunPhase::Preparing | RunPhase::Canceling => Requeue::requeue(WAIT),
+        RunPhase::InProgress => Requeue::requeue(Duration::from_secs(30)),
+    }
+}
+
+async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let client = &ctx.client;
+    let ns = vr.namespace().unwrap_or_default();
+    let names = restore::run_names(&vr);
+    let status = vr.status.clone().unwrap_or_default();
+    let mut obs = restore::Observed {
+        repository: get::<Repository>(client, &ns, &vr.spec.repository).await?,
+        resolve_job: get::<Job>(client, &ns, &names.resolve_job).await?,
+        job: get::<Job>(client, &ns, &names.job).await?,
+        ..Default::default()
+    };
+    if !status.phase.is_final() {
+        if let Some(claim) = restore::target_claim(&vr) {
+            obs.target = get::<PersistentVolumeClaim>(client, &ns, &claim).await?;
+            if vr.spec.target.as_ref().is_some_and(|t| t.pvc.is_some()) {
+                obs.target_node = node_using_claim(client, &ns, &claim).await?;
+            }
+        }
+        let failed = |j: &Option<Job>| {
+            matches!(
+                super::run::job_state(j.as_ref()),
+                super::run::JobState::Failed(_)
+            )
+        };
+        if failed(&obs.job) {
+            obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+        } else if failed(&obs.resolve_job) {
+            obs.termination = termination_message(client, &ns, obs.resolve_job.as_ref()).await?;
+        }
+    }
+    let actions = restore::plan(&vr, &obs, &ctx.image, &now());
+    if let Some(result) = final_transition(&actions, status.phase) {
+        let bytes = status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0);
+        ctx.metrics.run_finished(
+            "VolumeRestore",
+            &result,
+            elapsed_since(status.start_time.as_ref()),
+            bytes,
+        );
+    }
+    let waiting = actions.is_empty() && !status.phase.is_final();
+    let applied = ctx.io.apply(vr.as_ref(), actions).await?;
+    ctx.metrics.set_phase(
+        "VolumeRestore",
+        &format!("{ns}/{}", vr.name_any()),
+        status.phase.as_str(),
+    );
+    Ok(requeue(status.phase, applied.waiting_for_slot || waiting))
+}
+
+async fn reconcile_repository(repo: Arc<Repository>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let client = &ctx.client;
+    let ns = repo.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = api(client, &ns);
+    let secret = secrets
+        .get_metadata_opt(&repo.spec.secret_ref.name)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("reading Secret {ns}/{}", repo.spec.secret_ref.name),
+                e,
+            )
+        })?;
+    let secret_version = secret.and_then(|s| s.metadata.resource_version);
+    let mut obs = repository::Observed {
+        secret_version: secret_version.clone(),
+        ..Default::default()
+    };
+    if let Some(v) = &secret_version {
+        let name = repository::probe_job_name(&repo, v);
+        obs.job = get::<Job>(client, &ns, &name).await?;
+        if matches!(
+            super::run::job_state(obs.job.as_ref()),
+            super::run::JobState::Failed(_)
+        ) {
+            obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+        }
+    }
+    let actions = repository::plan(&repo, &obs, &ctx.image, &now());
+    ctx.io.apply(repo.as_ref(), actions).await?;
+    // A Secret changed in place is noticed at the next look.
+    Ok(Requeue::requeue(Duration::from_secs(60)))
+}
+
+fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Ctx>) -> Requeue
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    tracing::warn!(
+        "reconciling {} {}/{}: {}",
+        K::kind(&()),
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+        error.chain_string()
+    );
+    Requeue::requeue(Duration::from_secs(10))
+}
+
+fn all_or_namespaced<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `stop` resolves (SIGTERM) or leadership is lost.
+pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| Error::kube("connecting to the Kubernetes API", e))?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
+        .await
+        .map_err(|e| crate::Error::io(format!("listening on {}", opts.metrics_addr), e))?;
+    tokio::spawn(super::metrics::serve(listener, Arc::clone(&metrics)));
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| Error::kube("asking the API server for its version", e))?;
+    metrics.connected.store(true, Ordering::Relaxed);
+
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| format!("{}-{}", crate::host::hostname(), std::process::id()));
+    let election = opts.leader_election.then(|| {
+        leader::LeaderElection::new(
+            client.clone(),
+            &opts.lease_namespace,
+            &opts.lease_name,
+            &identity,
+        )
+    });
+    if let Some(e) = &election {
+        tracing::info!(
+            "waiting for Lease {}/{}",
+            opts.lease_namespace,
+            opts.lease_name
+        );
+        tokio::select! {
+            _ = e.acquire() => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        tracing::info!("leading as {identity}");
+    }
+    metrics.leading.store(true, Ordering::Relaxed);
+
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        io: Io {
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "mover".into(),
+                    instance: Some(identity.clone()),
+                },
+            ),
+            job_slots: tokio::sync::Mutex::new(()),
+        },
+        image: opts.image.clone(),
+        metrics: Arc::clone(&metrics),
+    });
+    let ns = &opts.namespace;
+    let wc = watcher::Config::default();
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=mover");
+
+    let backups = Controller::new(all_or_namespaced::<VolumeBackup>(&client, ns), wc.clone());
+    let backup_store = backups.store();
+    let backups = backups
+        .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        .owns(
+            all_or_namespaced::<PersistentVolumeClaim>(&client, ns),
+            managed.clone(),
+        )
+        .owns(
+            all_or_namespaced::<VolumeSnapshot>(&client, ns),
+            managed.clone(),
+        )
+        .watches(
+            all_or_namespaced::<Repository>(&client, ns),
+            wc.clone(),
+            move |repo| {
+                // A Repository turning Ready wakes the backups waiting for it.
+                let ns = repo.namespace();
+                let name = repo.name_any();
+                backup_store
+                    .state()
+                    .into_iter()
+                    .filter(|b| b.namespace() == ns && b.spec.repository == name)
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_backup, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
+    let restores = Controller::new(all_or_namespaced::<VolumeRestore>(&client, ns), wc.clone());
+    let restore_store = restores.store();
+    let restores = restores
+        .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        .watches(
+            all_or_namespaced::<Repository>(&client, ns),
+            wc.clone(),
+            move |repo| {
+                let ns = repo.namespace();
+                let name = repo.name_any();
+                restore_store
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.namespace() == ns && r.spec.repository == name)
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_restore, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
+    let repositories = Controller::new(all_or_namespaced::<Repository>(&client, ns), wc.clone())
+        .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_repository, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
+    let lost = async {
+        match &election {
+            Some(e) => e.keep().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(backups, restores, repositories) } => Ok(()),
+        _ = lost => Err(Error::Invalid(format!(
+            "lost Lease {}/{}: stopping so that only one replica acts",
+            opts.lease_namespace, opts.lease_name
+        ))),
+    }
+}
+
+async fn cancelled(stop: crate::Cancel) {
+    stop.cancelled().await
+}

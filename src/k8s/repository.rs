@@ -1,0 +1,367 @@
+//! Repository: the plan that probes a restic repository with a short Job (open it, create it
+//! when missing, count snapshots, clear stale locks) and what runs need to know of one.
+
+use super::api::Repository;
+use super::api::common::KeyReference;
+use super::api::repository::{RepositoryPhase, RepositoryStatus};
+use super::apply::Action;
+use super::jobspec::{self, CaSource, JobParams, VolumeAttach};
+use super::names;
+use super::run::{self, JobState};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// What a run needs of its Repository.
+#[derive(Debug, Clone)]
+pub struct RepoView {
+    pub secret: String,
+    pub ca: Option<CaSource>,
+    pub max_jobs: Option<u32>,
+}
+
+/// Why a run cannot use its Repository yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotReady {
+    Waiting(String),
+    Failed(String),
+}
+
+pub fn ca_source(r: &KeyReference) -> Option<CaSource> {
+    match (&r.secret_name, &r.config_map_name) {
+        (Some(name), _) => Some(CaSource::Secret {
+            name: name.clone(),
+            key: r.key.clone(),
+        }),
+        (None, Some(name)) => Some(CaSource::ConfigMap {
+            name: name.clone(),
+            key: r.key.clone(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The Repository named `name`, if it is Ready.
+pub fn repo_view(repo: Option<&Repository>, name: &str) -> Result<RepoView, NotReady> {
+    let Some(repo) = repo else {
+        return Err(NotReady::Waiting(format!("Repository {name} not found")));
+    };
+    let status = repo.status.clone().unwrap_or_default();
+    match status.phase {
+        RepositoryPhase::Ready => Ok(RepoView {
+            secret: repo.spec.secret_ref.name.clone(),
+            ca: repo.spec.custom_ca.as_ref().and_then(ca_source),
+            max_jobs: repo.spec.concurrency.as_ref().and_then(|c| c.max_jobs),
+        }),
+        RepositoryPhase::Failed => Err(NotReady::Failed(format!(
+            "Repository {name}: {}",
+            status.message.unwrap_or_else(|| "not usable".into())
+        ))),
+        RepositoryPhase::Pending => Err(NotReady::Waiting(format!(
+            "waiting for Repository {name} to be checked"
+        ))),
+    }
+}
+
+/// What the controller saw for one Repository.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The Secret's resourceVersion, `None` when it does not exist.
+    pub secret_version: Option<String>,
+    pub job: Option<Job>,
+    pub termination: Option<String>,
+}
+
+/// The probe Job's name: one per generation and Secret version, so a changed spec or
+/// Secret is probed again.
+pub fn probe_job_name(repo: &Repository, secret_version: &str) -> String {
+    let generation = repo.meta().generation.unwrap_or(0);
+    let key = format!("{}-{generation}-{secret_version}", repo.name_any());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+    names::job_name(
+        "probe",
+        &format!("{}-{}", repo.name_any(), &hex::encode(digest)[..6]),
+    )
+}
+
+fn condition(
+    ready: bool,
+    reason: &str,
+    message: &str,
+    prev: &[Condition],
+    now: &Time,
+) -> Condition {
+    let value = if ready { "True" } else { "False" };
+    let since = prev
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == value)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: "Ready".into(),
+        status: value.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: None,
+    }
+}
+
+fn patch(current: &RepositoryStatus, next: &RepositoryStatus, out: &mut Vec<Action>) {
+    if let Some(p) = run::status_patch(current, next) {
+        out.push(Action::PatchStatus(p));
+    }
+}
+
+pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<Action> {
+    let current = repo.status.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    let Some(secret_version) = &obs.secret_version else {
+        let message = format!("Secret {} not found", repo.spec.secret_ref.name);
+        let mut next = current.clone();
+        next.phase = RepositoryPhase::Failed;
+        next.message = Some(message.clone());
+        next.conditions = vec![condition(
+            false,
+            "SecretNotFound",
+            &message,
+            &current.conditions,
+            now,
+        )];
+        patch(&current, &next, &mut out);
+        return out;
+    };
+    let up_to_date = current.observed_generation == repo.meta().generation
+        && current.secret_version.as_deref() == Some(secret_version.as_str())
+        && current.phase != RepositoryPhase::Pending;
+    let job_name = probe_job_name(repo, secret_version);
+    if up_to_date {
+        if obs.job.is_some() {
+            out.push(Action::DeleteJob(job_name));
+        }
+        return out;
+    }
+    match run::job_state(obs.job.as_ref()) {
+        JobState::Absent => {
+            let mut next = current.clone();
+            next.phase = RepositoryPhase::Pending;
+            next.message = Some("checking the repository".into());
+            next.result = None;
+            patch(&current, &next, &mut out);
+            let params = JobParams {
+                name: job_name.clone(),
+                namespace: repo.namespace().unwrap_or_default(),
+                image: image.to_string(),
+                args: vec![
+                    "job".into(),
+                    "probe".into(),
+                    format!("repository/{}", repo.name_any()),
+                ],
+                secret: repo.spec.secret_ref.name.clone(),
+                ca: repo.spec.custom_ca.as_ref().and_then(ca_source),
+                volume: VolumeAttach::None,
+                service_account: names::object_name("probe", &repo.name_any()),
+                mover: Default::default(),
+                owner: repo.controller_owner_ref(&()).unwrap_or_default(),
+                labels: BTreeMap::from([
+                    (names::MANAGED_BY.to_string(), "mover".to_string()),
+                    (names::OWNER_KIND.to_string(), "Repository".to_string()),
+                    (
+                        names::OWNER_NAME.to_string(),
+                        names::label_value(&repo.name_any()),
+                    ),
+                    (names::JOB_ROLE.to_string(), "probe".to_string()),
+                ]),
+                node_name: None,
+                backoff_limit: 0,
+            };
+            let access = jobspec::run_access(&params, "repositories", &repo.name_any());
+            out.push(Action::CreateAccess(Box::new(access)));
+            out.push(Action::CreateJob {
+                job: Box::new(jobspec::job(&params)),
+                repository: repo.name_any(),
+                max_jobs: None,
+            });
+        }
+        JobState::Running => {}
+        JobState::Succeeded | JobState::Failed(_) => {
+            let result = current.result.clone().unwrap_or_default();
+            let mut next = current.clone();
+            next.observed_generation = repo.meta().generation;
+            next.secret_version = Some(secret_version.clone());
+            next.last_checked_time = Some(now.clone());
+            if result.ok {
+                next.phase = RepositoryPhase::Ready;
+                next.snapshot_count = result.snapshot_count;
+                next.repository_id = result.repository_id.clone();
+                let message = if result.initialized {
+                    "repository created".to_string()
+                } else {
+                    "repository opened".to_string()
+                };
+                next.message = Some(message.clone());
+                next.conditions = vec![condition(
+                    true,
+                    "Opened",
+                    &message,
+                    &current.conditions,
+                    now,
+                )];
+                if result.initialized {
+                    out.push(Action::Event {
+                        warning: false,
+                        reason: "RepositoryCreated".into(),
+                        note: "the repository did not exist and was created".into(),
+                    });
+                }
+                if let Some(m) = result.message.filter(|m| m.contains("stale lock")) {
+                    out.push(Action::Event {
+                        warning: true,
+                        reason: "StaleLocksRemoved".into(),
+                        note: m,
+                    });
+                }
+            } else {
+                let why = match run::job_state(obs.job.as_ref()) {
+                    JobState::Failed(w) => w,
+                    _ => "the probe Job ended without a result".into(),
+                };
+                let message = result
+                    .message
+                    .clone()
+                    .map(|m| m.lines().next().unwrap_or("").to_string())
+                    .unwrap_or_else(|| {
+                        run::failure_message(None, obs.termination.as_deref(), &why)
+                    });
+                next.phase = RepositoryPhase::Failed;
+                next.message = Some(message.clone());
+                let reason = result
+                    .error_class
+                    .clone()
+                    .unwrap_or_else(|| "ProbeFailed".into());
+                next.conditions = vec![condition(
+                    false,
+                    &reason,
+                    &message,
+                    &current.conditions,
+                    now,
+                )];
+                out.push(Action::Event {
+                    warning: true,
+                    reason: "RepositoryFailed".into(),
+                    note: message,
+                });
+            }
+            patch(&current, &next, &mut out);
+            out.push(Action::DeleteJob(job_name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::api::common::LocalObjectReference;
+    use crate::k8s::api::repository::{RepositoryProbeResult, RepositorySpec};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn repo() -> Repository {
+        let mut r = Repository::new(
+            "repo",
+            RepositorySpec {
+                secret_ref: LocalObjectReference { name: "s".into() },
+                custom_ca: None,
+                concurrency: None,
+                initialize: true,
+            },
+        );
+        r.metadata.namespace = Some("apps".into());
+        r.metadata.generation = Some(1);
+        r
+    }
+
+    fn now() -> Time {
+        Time("2026-12-01T10:00:00Z".parse().unwrap())
+    }
+
+    fn done(kind: &str) -> Job {
+        Job {
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: kind.into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_fails_at_once() {
+        let a = plan(&repo(), &Observed::default(), "img", &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!()
+        };
+        assert_eq!(p["phase"], "Failed");
+        assert_eq!(p["message"], "Secret s not found");
+    }
+
+    #[test]
+    fn a_probe_job_runs_then_its_result_decides() {
+        let mut r = repo();
+        let mut obs = Observed {
+            secret_version: Some("7".into()),
+            ..Default::default()
+        };
+        let a = plan(&r, &obs, "img", &now());
+        assert!(a.iter().any(|x| matches!(x, Action::CreateJob { .. })));
+        r.status = Some(RepositoryStatus {
+            result: Some(RepositoryProbeResult {
+                ok: false,
+                error_class: Some("WrongPassword".into()),
+                message: Some("wrong password or no key found in /r".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        obs.job = Some(done("Failed"));
+        let a = plan(&r, &obs, "img", &now());
+        let Action::PatchStatus(p) = a
+            .iter()
+            .find(|x| matches!(x, Action::PatchStatus(_)))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p["phase"], "Failed");
+        assert_eq!(p["message"], "wrong password or no key found in /r");
+        assert_eq!(p["conditions"][0]["reason"], "WrongPassword");
+        // A new Secret version means a new probe.
+        assert_ne!(probe_job_name(&r, "7"), probe_job_name(&r, "8"));
+    }
+
+    #[test]
+    fn a_ready_repository_lets_runs_through_with_its_limits() {
+        let mut r = repo();
+        r.spec.concurrency =
+            Some(crate::k8s::api::repository::RepositoryConcurrency { max_jobs: Some(1) });
+        assert!(matches!(
+            repo_view(Some(&r), "repo"),
+            Err(NotReady::Waiting(_))
+        ));
+        r.status = Some(RepositoryStatus {
+            phase: RepositoryPhase::Ready,
+            ..Default::default()
+        });
+        let v = repo_view(Some(&r), "repo").unwrap();
+        assert_eq!(v.max_jobs, Some(1));
+        assert_eq!(v.secret, "s");
+        assert!(
+            matches!(repo_view(None, "x"), Err(NotReady::Waiting(m)) if m.contains("not found"))
+        );
+    }
+}

@@ -1,0 +1,785 @@
+//! The in-Job side: `mover job ...` runs an operation of `ops` inside the mover pod and
+//! writes its progress (every [`PROGRESS_EVERY`]) and its final [`MoverResult`] into the
+//! status of the resource it works for. The pod's ServiceAccount may get that one resource
+//! and patch its status, nothing else (see `jobspec::run_access`).
+//!
+//! Why the mover writes status itself rather than the controller scraping logs: the numbers
+//! come from the same counters the CLI shows, typed by the same Rust structs the CRD schema
+//! is generated from, and the controller needs no pod/log access. The result is also
+//! written to the termination message, so a run whose status patch failed still reports.
+
+use super::api::common::{MoverOutcome, MoverResult, ResolvedSnapshot, RunProgress, RunSummary};
+use super::api::repository::RepositoryProbeResult;
+use super::api::{Repository as RepositoryCr, VolumeBackup, VolumeRestore};
+use super::error::{Error, Result, class_name};
+use crate::Cancel;
+use crate::format::SnapshotId;
+use crate::ops;
+use crate::progress::Progress;
+use crate::repo::lock::{self, LockMode, LockOptions};
+use crate::repo::{InitOptions, Repository, SnapshotFilter};
+use crate::storage::Storage;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often progress is written while data moves (the API promises at most 10 s).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Where Kubernetes reads a container's termination message.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The resource a run reports to: `volumebackup/NAME`, `volumerestore/NAME` or
+/// `repository/NAME`, in the pod's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: TargetKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    VolumeBackup,
+    VolumeRestore,
+    Repository,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Target, String> {
+        let (kind, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected KIND/NAME"))?;
+        let kind = match kind.to_ascii_lowercase().as_str() {
+            "volumebackup" | "volumebackups" => TargetKind::VolumeBackup,
+            "volumerestore" | "volumerestores" => TargetKind::VolumeRestore,
+            "repository" | "repositories" => TargetKind::Repository,
+            other => return Err(format!("{other:?}: not a mover resource kind")),
+        };
+        if name.is_empty() {
+            return Err(format!("{s:?}: no name"));
+        }
+        Ok(Target {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Writes a run's status.
+#[derive(Clone)]
+pub struct Reporter {
+    api: Api<DynamicObject>,
+    target: Target,
+    pod: Option<String>,
+}
+
+impl Reporter {
+    /// Connects with the pod's credentials (`KUBECONFIG`, else the in-cluster account); the
+    /// namespace is `POD_NAMESPACE`, else the client's default.
+    pub async fn connect(target: Target) -> Result<Reporter> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| Error::kube("connecting to the Kubernetes API", e))?;
+        let namespace = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let resource = match target.kind {
+            TargetKind::VolumeBackup => ApiResource::erase::<VolumeBackup>(&()),
+            TargetKind::VolumeRestore => ApiResource::erase::<VolumeRestore>(&()),
+            TargetKind::Repository => ApiResource::erase::<RepositoryCr>(&()),
+        };
+        Ok(Reporter {
+            api: Api::namespaced_with(client, &namespace, &resource),
+            target,
+            pod: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
+        })
+    }
+
+    /// The resource's spec, as the given type.
+    pub async fn spec<T: DeserializeOwned>(&self) -> Result<T> {
+        let obj = self
+            .api
+            .get(&self.target.name)
+            .await
+            .map_err(|e| Error::kube(format!("reading {}", self.describe()), e))?;
+        let spec = obj.data.get("spec").cloned().unwrap_or(json!({}));
+        serde_json::from_value(spec)
+            .map_err(|e| Error::Invalid(format!("the spec of {}: {e}", self.describe())))
+    }
+
+    /// The snapshot id a resolve step recorded in `status.resolved`.
+    pub async fn resolved_snapshot(&self) -> Result<Option<String>> {
+        let obj = self
+            .api
+            .get_status(&self.target.name)
+            .await
+            .map_err(|e| Error::kube(format!("reading {}", self.describe()), e))?;
+        Ok(obj
+            .data
+            .pointer("/status/resolved/snapshotID")
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
+    }
+
+    /// The resource's `status.snapshotID`, when set.
+    pub async fn recorded_snapshot(&self) -> Result<Option<String>> {
+        let obj = self
+            .api
+            .get_status(&self.target.name)
+            .await
+            .map_err(|e| Error::kube(format!("reading {}", self.describe()), e))?;
+        Ok(obj
+            .data
+            .pointer("/status/snapshotID")
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?} {}", self.target.kind, self.target.name)
+    }
+
+    async fn patch_status(&self, status: serde_json::Value) -> Result<()> {
+        self.api
+            .patch_status(
+                &self.target.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("writing the status of {}", self.describe()), e))?;
+        Ok(())
+    }
+
+    /// Writes the final result (and the termination message).
+    pub async fn finish(&self, mut result: MoverResult) -> Result<()> {
+        result.pod = self.pod.clone();
+        result.finish_time = Some(now());
+        write_termination_message(&result);
+        self.patch_status(json!({ "result": result })).await
+    }
+
+    async fn finish_probe(&self, mut result: RepositoryProbeResult) -> Result<()> {
+        result.finish_time = Some(now());
+        if let Ok(text) = serde_json::to_string(&result) {
+            let _ = std::fs::write(TERMINATION_LOG, text);
+        }
+        self.patch_status(json!({ "result": result })).await
+    }
+
+    /// Writes progress every [`PROGRESS_EVERY`] until the returned handle is dropped or
+    /// aborted; a failed write is logged and retried at the next tick.
+    pub fn spawn_progress(&self, progress: Arc<Progress>, totals: Arc<Totals>) -> ProgressTask {
+        let reporter = self.clone();
+        let handle = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+            loop {
+                ticker.tick().await;
+                let p = progress_status(&progress, &totals, started.elapsed());
+                if let Err(e) = reporter.patch_status(json!({ "progress": p })).await {
+                    tracing::warn!("progress not written: {}", e.chain_string());
+                }
+            }
+        });
+        ProgressTask { handle }
+    }
+}
+
+/// The progress writer of a run; stops when dropped.
+pub struct ProgressTask {
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ProgressTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Totals of the source, found by a scan beside the backup (0 while unknown).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub bytes: AtomicU64,
+    pub files: AtomicU64,
+    pub known: std::sync::atomic::AtomicBool,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn progress_status(progress: &Progress, totals: &Totals, elapsed: Duration) -> RunProgress {
+    let s = progress.snapshot();
+    let known = totals.known.load(Ordering::Relaxed);
+    let total_bytes = known.then(|| totals.bytes.load(Ordering::Relaxed));
+    let total_files = known.then(|| totals.files.load(Ordering::Relaxed));
+    let secs = elapsed.as_secs_f64().max(0.001);
+    RunProgress {
+        total_bytes,
+        bytes_done: s.bytes_done,
+        total_files,
+        files_done: s.files_done,
+        bytes_per_second: (s.bytes_done as f64 / secs) as u64,
+        percent: total_bytes.map(|t| percent(s.bytes_done, t)),
+        update_time: Some(now()),
+    }
+}
+
+/// `bytes_done` of `total` as the printer column shows it; never 100% before the end.
+fn percent(done: u64, total: u64) -> String {
+    if total == 0 {
+        return "0%".into();
+    }
+    let p = ((done as f64 / total as f64) * 100.0).floor().min(99.0);
+    format!("{p:.0}%")
+}
+
+/// Counts the regular files and their bytes below `root` (not following links, skipping
+/// the top-level `lost+found`), into `totals`; runs on a blocking thread.
+fn scan(root: PathBuf, totals: Arc<Totals>, cancel: Cancel) {
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if dir == root && entry.file_name() == "lost+found" {
+                    continue;
+                }
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                totals.files.fetch_add(1, Ordering::Relaxed);
+                totals.bytes.fetch_add(meta.len(), Ordering::Relaxed);
+            }
+        }
+    }
+    totals.known.store(true, Ordering::Relaxed);
+}
+
+fn write_termination_message(result: &MoverResult) {
+    let text = match &result.message {
+        Some(m) if result.outcome == MoverOutcome::Failed => m.clone(),
+        _ => serde_json::to_string(result).unwrap_or_default(),
+    };
+    // Only inside a pod does this file exist; elsewhere there is nothing to write to.
+    if Path::new(TERMINATION_LOG).exists() {
+        let _ = std::fs::write(TERMINATION_LOG, text);
+    }
+}
+
+/// What every run gets: the repository's storage and password, and the cancel handle.
+pub struct RunContext {
+    pub storage: Storage,
+    pub password: String,
+    pub cancel: Cancel,
+    pub lock: LockOptions,
+}
+
+/// The volume a run reads or writes.
+#[derive(Debug, Clone)]
+pub enum Volume {
+    Directory(PathBuf),
+    Device(PathBuf),
+}
+
+/// `mover job backup`: back the volume up under `host`, apply the resource's retention, and
+/// report. Stale locks are removed first (restic's rule: older than 30 minutes without a
+/// refresh, or of a process that is gone on this host).
+pub async fn backup(
+    reporter: &Reporter,
+    cx: RunContext,
+    volume: Volume,
+    host: String,
+) -> Result<MoverResult> {
+    let spec: super::api::VolumeBackupSpec = reporter.spec().await?;
+    let outcome = run_backup(reporter, &cx, &spec, volume, host).await;
+    report(reporter, outcome).await
+}
+
+async fn report(reporter: &Reporter, outcome: Result<MoverResult>) -> Result<MoverResult> {
+    let result = match &outcome {
+        Ok(r) => r.clone(),
+        Err(e) => MoverResult {
+            outcome: MoverOutcome::Failed,
+            error_class: Some(class_name(e.class())),
+            message: Some(e.chain_string()),
+            ..Default::default()
+        },
+    };
+    if let Err(e) = reporter.finish(result.clone()).await {
+        tracing::warn!("result not written to status: {}", e.chain_string());
+    }
+    outcome
+}
+
+async fn open_or_init(cx: &RunContext, init: bool) -> Result<(Repository, bool)> {
+    match Repository::open(cx.storage.clone(), &cx.password).await {
+        Ok(r) => Ok((r, false)),
+        Err(crate::Error::RepositoryNotFound { .. }) if init => {
+            let repo =
+                Repository::init(cx.storage.clone(), &cx.password, &InitOptions::default()).await?;
+            Ok((repo, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_stale(repo: &Repository) -> Vec<String> {
+    match lock::remove_stale_locks(repo, None).await {
+        Ok(removed) => removed
+            .iter()
+            .map(|(l, why)| {
+                let text = format!("removed stale lock {} ({why})", l.describe());
+                eprintln!("{text}");
+                text
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("stale locks not removed: {}", e.chain_string());
+            Vec::new()
+        }
+    }
+}
+
+async fn run_backup(
+    reporter: &Reporter,
+    cx: &RunContext,
+    spec: &super::api::VolumeBackupSpec,
+    volume: Volume,
+    host: String,
+) -> Result<MoverResult> {
+    let (repo, _) = open_or_init(cx, true).await?;
+    let stale = remove_stale(&repo).await;
+    let progress = Arc::new(Progress::default());
+    let totals = Arc::new(Totals::default());
+    let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
+    let started = Instant::now();
+    let pipeline = ops::pipeline::PipelineOptions {
+        upload_concurrency: if repo.storage().is_local() { 2 } else { 5 },
+        ..Default::default()
+    };
+    let summary = match &volume {
+        Volume::Directory(dir) => {
+            let scan_totals = Arc::clone(&totals);
+            let scan_root = dir.clone();
+            let scan_cancel = cx.cancel.clone();
+            tokio::task::spawn_blocking(move || scan(scan_root, scan_totals, scan_cancel));
+            // As VolSync does: `cd /data; backup .`, so the snapshot's path is the mount
+            // point and its root holds the volume's top level.
+            std::env::set_current_dir(dir)
+                .map_err(|e| crate::Error::io(format!("entering {}", dir.display()), e))?;
+            let opts = ops::backup::BackupOptions {
+                paths: vec![PathBuf::from(".")],
+                host: host.clone(),
+                tags: spec.tags.clone(),
+                excludes: vec!["lost+found".into()],
+                lock: cx.lock.clone(),
+                pipeline,
+                ..Default::default()
+            };
+            ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await?
+        }
+        Volume::Device(dev) => {
+            if let Ok(mut f) = std::fs::File::open(dev) {
+                if let Ok(size) = crate::fs::block::volume_size(&mut f) {
+                    totals.bytes.store(size, Ordering::Relaxed);
+                    totals.files.store(1, Ordering::Relaxed);
+                    totals.known.store(true, Ordering::Relaxed);
+                }
+            }
+            let opts = ops::block::VolumeBackupOptions {
+                name: Some("data.img".into()),
+                host: host.clone(),
+                tags: spec.tags.clone(),
+                parent: ops::backup::ParentChoice::Latest,
+                pipeline,
+                chunker: None,
+                lock: cx.lock.clone(),
+            };
+            let source = ops::block::VolumeSource::Path(dev.clone());
+            ops::block::backup_volume(&repo, &opts, source, Arc::clone(&progress)).await?
+        }
+    };
+    let mut message = stale;
+    if let Some(retention) = spec.retention.as_ref().filter(|r| !r.is_empty()) {
+        let forgot = forget_by_policy(&repo, cx, retention, &host).await?;
+        message.push(format!("retention removed {forgot} snapshots"));
+    }
+    for e in &summary.errors {
+        eprintln!("error: {e}");
+    }
+    if !summary.errors.is_empty() {
+        message.push(format!("{} files could not be read", summary.errors.len()));
+    }
+    eprintln!("snapshot {} saved", summary.snapshot_id.short());
+    Ok(MoverResult {
+        outcome: MoverOutcome::Succeeded,
+        snapshot_id: Some(summary.snapshot_id.to_hex()),
+        summary: Some(RunSummary {
+            files_new: summary.files_new,
+            files_changed: summary.files_changed,
+            files_unmodified: summary.files_unmodified,
+            bytes_processed: summary.total_bytes_processed,
+            bytes_added: summary.data_added,
+            bytes_stored: summary.data_added_packed,
+            errors: summary.errors.len() as u64,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            ..Default::default()
+        }),
+        message: (!message.is_empty()).then(|| message.join("; ")),
+        ..Default::default()
+    })
+}
+
+/// restic's `forget --host HOST` with the resource's keep policy; returns how many went.
+async fn forget_by_policy(
+    repo: &Repository,
+    cx: &RunContext,
+    retention: &super::api::RetentionPolicy,
+    host: &str,
+) -> Result<usize> {
+    use ops::forget::policy::{CalendarDuration, KeepPolicy};
+    let count = |v: Option<u32>| v.map(i64::from).unwrap_or(0);
+    let within = match &retention.keep_within {
+        Some(w) => CalendarDuration::parse(w)
+            .map_err(|e| Error::Invalid(format!("retention.keepWithin {w:?}: {e}")))?,
+        None => CalendarDuration::default(),
+    };
+    let policy = KeepPolicy {
+        last: count(retention.keep_last),
+        hourly: count(retention.keep_hourly),
+        daily: count(retention.keep_daily),
+        weekly: count(retention.keep_weekly),
+        monthly: count(retention.keep_monthly),
+        yearly: count(retention.keep_yearly),
+        within,
+        tags: retention
+            .keep_tags
+            .iter()
+            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+            .collect(),
+        ..Default::default()
+    };
+    let opts = ops::forget::ForgetOptions {
+        policy,
+        filter: SnapshotFilter {
+            hosts: vec![host.to_string()],
+            ..Default::default()
+        },
+        lock: cx.lock.clone(),
+        ..Default::default()
+    };
+    Ok(ops::forget::forget(repo, &opts).await?.removed.len())
+}
+
+/// `mover job restore`: the snapshot the resource selects, onto the volume.
+pub async fn restore(reporter: &Reporter, cx: RunContext, volume: Volume) -> Result<MoverResult> {
+    let spec: super::api::VolumeRestoreSpec = reporter.spec().await?;
+    let outcome = run_restore(reporter, &cx, &spec, volume).await;
+    report(reporter, outcome).await
+}
+
+/// The snapshot a VolumeRestore's source selects; `None` when nothing matches a `latest`
+/// or `asOf` selection (an id that matches nothing is an error).
+async fn select(
+    repo: &Repository,
+    source: &super::api::restore::RestoreSource,
+) -> Result<Option<(SnapshotId, crate::format::snapshot::SnapshotFile)>> {
+    let filter = SnapshotFilter {
+        hosts: source.host.iter().cloned().collect(),
+        paths: source.paths.clone(),
+        tags: source.tags.clone(),
+    };
+    let selected = match &source.snapshot_id {
+        Some(id) => return Ok(Some(repo.find_snapshot(id, &filter).await?)),
+        None => {
+            let as_of = source
+                .as_of
+                .as_deref()
+                .map(|t| {
+                    crate::format::gotime::parse(t).map_err(|e| {
+                        Error::Invalid(format!("source.asOf {t:?} is not an RFC 3339 time: {e}"))
+                    })
+                })
+                .transpose()?;
+            let previous = source.previous.unwrap_or(0) as usize;
+            repo.find_latest_as_of(&filter, as_of, previous).await
+        }
+    };
+    match selected {
+        Ok(found) => Ok(Some(found)),
+        // Only "nothing matches" is an empty result; every other failure fails the run, so
+        // a populator never hands out an empty volume by mistake.
+        Err(crate::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `mover job resolve`: pick the snapshot a VolumeRestore will restore and record it with
+/// its size in `status.resolved`, before any volume is made for it.
+pub async fn resolve(reporter: &Reporter, cx: RunContext) -> Result<ResolvedSnapshot> {
+    let spec: super::api::VolumeRestoreSpec = reporter.spec().await?;
+    let outcome = async {
+        let (repo, _) = open_or_init(&cx, false).await?;
+        Ok::<_, Error>(match select(&repo, &spec.source).await? {
+            Some((id, snap)) => {
+                let size = snap.summary.as_ref().map(|s| s.total_bytes_processed);
+                let files = snap.summary.as_ref().map(|s| s.total_files_processed);
+                let block = is_volume_snapshot(&repo, &snap).await?;
+                eprintln!("selected snapshot {} of {}", id.short(), snap.time);
+                ResolvedSnapshot {
+                    snapshot_id: Some(id.to_hex()),
+                    size_bytes: size.unwrap_or(0),
+                    files: files.unwrap_or(0),
+                    block,
+                    ..Default::default()
+                }
+            }
+            None => {
+                eprintln!("no snapshot matches the selection");
+                ResolvedSnapshot {
+                    no_snapshot: true,
+                    ..Default::default()
+                }
+            }
+        })
+    }
+    .await;
+    let written = match &outcome {
+        Ok(r) => r.clone(),
+        Err(e) => ResolvedSnapshot {
+            error_class: Some(class_name(e.class())),
+            message: Some(e.chain_string()),
+            ..Default::default()
+        },
+    };
+    if let Some(m) = &written.message {
+        let _ = std::fs::write(TERMINATION_LOG, m);
+    }
+    if let Err(e) = reporter.patch_status(json!({ "resolved": written })).await {
+        tracing::warn!("selection not written to status: {}", e.chain_string());
+    }
+    outcome
+}
+
+/// Whether a snapshot is one file at the root: a block volume (mover's or restic's
+/// `--stdin`) rather than a tree.
+async fn is_volume_snapshot(
+    repo: &Repository,
+    snap: &crate::format::snapshot::SnapshotFile,
+) -> Result<bool> {
+    let index = repo.load_index().await?;
+    let tree = repo.load_tree(&index, &snap.tree).await?;
+    Ok(tree.nodes.len() == 1 && tree.nodes[0].node_type == crate::format::tree::NodeType::File)
+}
+
+async fn run_restore(
+    reporter: &Reporter,
+    cx: &RunContext,
+    spec: &super::api::VolumeRestoreSpec,
+    volume: Volume,
+) -> Result<MoverResult> {
+    let (repo, _) = open_or_init(cx, false).await?;
+    let stale = remove_stale(&repo).await;
+    // The snapshot the resolve step recorded wins over a new selection.
+    let mut source = spec.source.clone();
+    if let Some(id) = reporter.resolved_snapshot().await? {
+        source = super::api::restore::RestoreSource {
+            snapshot_id: Some(id),
+            ..Default::default()
+        };
+    }
+    let Some((id, snap)) = select(&repo, &source).await? else {
+        return Ok(MoverResult {
+            outcome: MoverOutcome::NoSnapshot,
+            message: Some("no snapshot matches the selection".into()),
+            ..Default::default()
+        });
+    };
+    let progress = Arc::new(Progress::default());
+    let totals = Arc::new(Totals::default());
+    if let Some(size) = snap.summary.as_ref().map(|s| s.total_bytes_processed) {
+        totals.bytes.store(size, Ordering::Relaxed);
+        if let Some(files) = snap.summary.as_ref().map(|s| s.total_files_processed) {
+            totals.files.store(files, Ordering::Relaxed);
+        }
+        totals.known.store(true, Ordering::Relaxed);
+    }
+    let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
+    let started = Instant::now();
+    let lock_opts = cx.lock.clone();
+    let summary = match &volume {
+        Volume::Directory(dir) => {
+            let opts = ops::restore::RestoreOptions {
+                target: dir.clone(),
+                delete: spec.delete_extraneous,
+                include_xattrs: vec!["user.*".into()],
+                ..Default::default()
+            };
+            let work = ops::restore::restore(&repo, &snap, &opts, Arc::clone(&progress));
+            let s =
+                lock::while_locked_loading_index(&repo, LockMode::Shared, &lock_opts, work).await?;
+            for e in &s.errors {
+                eprintln!("error: {e}");
+            }
+            if !s.errors.is_empty() {
+                return Err(Error::Engine(crate::Error::Other(format!(
+                    "restore of snapshot {} finished with {} errors, the first: {}",
+                    id.short(),
+                    s.errors.len(),
+                    s.errors[0]
+                ))));
+            }
+            sync_volume(dir);
+            RunSummary {
+                files_restored: s.files_restored,
+                files_skipped: s.files_skipped,
+                files_deleted: s.files_deleted,
+                bytes_processed: s.bytes_restored,
+                duration_seconds: started.elapsed().as_secs_f64(),
+                ..Default::default()
+            }
+        }
+        Volume::Device(dev) => {
+            let opts = ops::block::VolumeRestoreOptions {
+                target: dev.clone(),
+                ..Default::default()
+            };
+            let work = ops::block::restore_volume(&repo, &snap, &opts, Arc::clone(&progress));
+            let s =
+                lock::while_locked_loading_index(&repo, LockMode::Shared, &lock_opts, work).await?;
+            RunSummary {
+                files_restored: 1,
+                bytes_processed: s.size,
+                duration_seconds: started.elapsed().as_secs_f64(),
+                ..Default::default()
+            }
+        }
+    };
+    eprintln!("restored snapshot {}", id.short());
+    Ok(MoverResult {
+        outcome: MoverOutcome::Succeeded,
+        snapshot_id: Some(id.to_hex()),
+        summary: Some(summary),
+        message: (!stale.is_empty()).then(|| stale.join("; ")),
+        ..Default::default()
+    })
+}
+
+/// Flushes the restored volume before the pod ends, as VolSync's mover does with `sync`.
+fn sync_volume(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = nix::unistd::syncfs(&f);
+    }
+}
+
+/// `mover job forget`: remove the snapshot a VolumeBackup recorded (deletionPolicy Delete).
+pub async fn forget_recorded(reporter: &Reporter, cx: RunContext) -> Result<Option<SnapshotId>> {
+    let Some(id) = reporter.recorded_snapshot().await? else {
+        return Ok(None);
+    };
+    let repo = match Repository::open(cx.storage.clone(), &cx.password).await {
+        Ok(r) => r,
+        // Nothing to forget in a repository that is gone.
+        Err(crate::Error::RepositoryNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let opts = ops::forget::ForgetOptions {
+        ids: vec![id.clone()],
+        lock: cx.lock.clone(),
+        ..Default::default()
+    };
+    match ops::forget::forget(&repo, &opts).await {
+        Ok(s) => Ok(s.removed.first().copied()),
+        // Already forgotten (by hand or by retention): the goal is reached.
+        Err(e) if e.class() == crate::error::ErrorClass::InvalidInput => {
+            eprintln!("snapshot {id} is no longer in the repository");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `mover job probe`: open the repository (create it when missing and allowed), count its
+/// snapshots, clear stale locks, and report.
+pub async fn probe(reporter: &Reporter, cx: RunContext) -> Result<RepositoryProbeResult> {
+    let spec: super::api::RepositorySpec = reporter.spec().await?;
+    let outcome = async {
+        let (repo, initialized) = open_or_init(&cx, spec.initialize).await?;
+        let stale = remove_stale(&repo).await;
+        let count = repo.list_snapshots().await?.len() as u64;
+        Ok::<_, Error>(RepositoryProbeResult {
+            ok: true,
+            initialized,
+            repository_id: Some(repo.config().id.clone()),
+            snapshot_count: Some(count),
+            message: (!stale.is_empty()).then(|| stale.join("; ")),
+            ..Default::default()
+        })
+    }
+    .await;
+    let result = match &outcome {
+        Ok(r) => r.clone(),
+        Err(e) => RepositoryProbeResult {
+            ok: false,
+            error_class: Some(class_name(e.class())),
+            message: Some(e.chain_string()),
+            ..Default::default()
+        },
+    };
+    if let Err(e) = reporter.finish_probe(result).await {
+        tracing::warn!("probe result not written to status: {}", e.chain_string());
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_named() {
+        let t: Target = "volumebackup/db".parse().unwrap();
+        assert_eq!(t.kind, TargetKind::VolumeBackup);
+        assert_eq!(t.name, "db");
+        assert!("pod/x".parse::<Target>().unwrap_err().contains("pod"));
+        assert!("volumerestore/".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn percent_never_shows_done_before_the_end() {
+        assert_eq!(percent(0, 0), "0%");
+        assert_eq!(percent(50, 200), "25%");
+        assert_eq!(percent(200, 200), "99%");
+    }
+
+    #[test]
+    fn the_scan_counts_files_and_skips_lost_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lost+found")).unwrap();
+        std::fs::write(dir.path().join("lost+found/x"), b"123").unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/f"), b"12345").unwrap();
+        std::fs::write(dir.path().join("g"), b"1").unwrap();
+        let totals = Arc::new(Totals::default());
+        scan(dir.path().to_path_buf(), Arc::clone(&totals), Cancel::new());
+        assert_eq!(totals.files.load(Ordering::Relaxed), 2);
+        assert_eq!(totals.bytes.load(Ordering::Relaxed), 6);
+        assert!(totals.known.load(Ordering::Relaxed));
+    }
+}
