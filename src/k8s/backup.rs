@@ -909,12 +909,12 @@ mod tests {
         assert_eq!(p["snapshotID"], "abcdef0123");
         for expected in ["job", "pvc", "snapshot"] {
             assert!(
-                a.iter().any(|x| match (expected, x) {
-                    ("job", Action::DeleteJob(_)) => true,
-                    ("pvc", Action::DeletePvc(_)) => true,
-                    ("snapshot", Action::DeleteSnapshot(_)) => true,
-                    _ => false,
-                }),
+                a.iter().any(|x| matches!(
+                    (expected, x),
+                    ("job", Action::DeleteJob(_))
+                        | ("pvc", Action::DeletePvc(_))
+                        | ("snapshot", Action::DeleteSnapshot(_))
+                )),
                 "{expected} is removed: {a:?}"
             );
         }

@@ -362,9 +362,7 @@ where
 
 /// Runs the controller until `stop` resolves (SIGTERM) or leadership is lost.
 pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| Error::kube("connecting to the Kubernetes API", e))?;
+    let client = super::client().await?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
         .await

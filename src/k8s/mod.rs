@@ -20,3 +20,17 @@ pub mod run;
 pub mod runner;
 
 pub use error::{Error, Result};
+
+/// Chooses rustls's crypto provider for the Kubernetes client: the build links two (ring for
+/// kube, aws-lc for the storage SDKs), and rustls then refuses to guess. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client from `KUBECONFIG` or the pod's in-cluster account.
+pub async fn client() -> Result<kube::Client> {
+    install_crypto_provider();
+    kube::Client::try_default()
+        .await
+        .map_err(|e| Error::kube("connecting to the Kubernetes API", e))
+}

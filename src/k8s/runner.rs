@@ -83,9 +83,7 @@ impl Reporter {
     /// Connects with the pod's credentials (`KUBECONFIG`, else the in-cluster account); the
     /// namespace is `POD_NAMESPACE`, else the client's default.
     pub async fn connect(target: Target) -> Result<Reporter> {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| Error::kube("connecting to the Kubernetes API", e))?;
+        let client = super::client().await?;
         let namespace = std::env::var("POD_NAMESPACE")
             .ok()
             .filter(|n| !n.is_empty())

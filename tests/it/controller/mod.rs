@@ -1,0 +1,7 @@
+//! The controller against a real control plane (etcd, kube-apiserver, kube-controller-manager
+//! built from their Go modules) with a test node playing kubelet, scheduler and CSI. Each
+//! scenario asserts the data that lands, not only phases.
+
+mod node;
+mod plane;
+mod scenarios;

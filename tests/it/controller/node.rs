@@ -1,0 +1,875 @@
+//! A test node in Rust that plays kubelet, scheduler, CSI provisioner and snapshot
+//! controller for the real control plane:
+//!
+//! - PVCs of StorageClass `mover-test` get a directory (a sparse image file for `Block`)
+//!   and a pre-bound PersistentVolume; a `dataSource` VolumeSnapshot or PVC is copied in
+//!   with new inodes, as a CSI clone would be.
+//! - VolumeSnapshots of such PVCs are copies of the volume's directory, then `readyToUse`.
+//! - Pods are bound to `mover-test-node` and their container's command runs here (`mover`
+//!   is the cargo-built binary) in a private mount namespace where each volume is bind
+//!   mounted at its mountPath; env comes from values, Secrets, ConfigMaps and the downward
+//!   API, and `KUBECONFIG` carries a TokenRequest token of the pod's ServiceAccount, so
+//!   the process acts with its RBAC. Pod status gets phase and exit code; a deleted pod's
+//!   process gets SIGTERM.
+//!
+//! It polls rather than watches: simple, and fast enough for tests (every 250 ms).
+
+use super::plane::Plane;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use mover::k8s::api::snapshot::VolumeSnapshot;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+pub const NODE: &str = "mover-test-node";
+pub const STORAGE_CLASS: &str = "mover-test";
+const PROVISIONER: &str = "mover.dev/test-node";
+
+pub struct TestNode {
+    pub root: PathBuf,
+    client: Client,
+    /// Pod uid → pid of its process.
+    running: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+static NODE_CELL: OnceCell<TestNode> = OnceCell::const_new();
+/// The node's tasks run on their own runtime: each test has its own, which ends with it.
+static NODE_RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+impl TestNode {
+    pub async fn shared(plane: &'static Plane) -> &'static TestNode {
+        NODE_CELL
+            .get_or_init(|| async move {
+                let rt = NODE_RUNTIME.get_or_init(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                });
+                let kubeconfig = plane.kubeconfig.clone();
+                let root = plane.dir.join("node");
+                rt.spawn(async move { TestNode::start(&kubeconfig, root).await })
+                    .await
+                    .unwrap()
+            })
+            .await
+    }
+
+    async fn start(kubeconfig: &Path, root: PathBuf) -> TestNode {
+        for d in ["volumes", "snapshots", "logs", "pods"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+            .await
+            .unwrap();
+        let server = config.cluster_url.to_string();
+        let ca = config
+            .root_cert
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|der| pem_of(der))
+            .unwrap_or_default();
+        let client = Client::try_from(config).unwrap();
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        }))
+        .unwrap();
+        let nodes: Api<Node> = Api::all(client.clone());
+        let _ = nodes.create(&PostParams::default(), &node).await;
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+            "reason": "KubeletReady", "message": "test node"}]}});
+        let _ = nodes
+            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
+            .await;
+        let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+        let class = serde_json::from_value(json!({
+            "metadata": {"name": STORAGE_CLASS},
+            "provisioner": PROVISIONER,
+            "volumeBindingMode": "Immediate",
+            "reclaimPolicy": "Delete",
+        }))
+        .unwrap();
+        let _ = classes.create(&PostParams::default(), &class).await;
+        let node = TestNode {
+            root: root.clone(),
+            client: client.clone(),
+            running: Arc::default(),
+        };
+        let kubelet = Kubelet {
+            client: client.clone(),
+            root: root.clone(),
+            server,
+            ca,
+            running: Arc::clone(&node.running),
+            started: Arc::default(),
+        };
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = kubelet.tick().await {
+                    eprintln!("test-node: kubelet: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let storage = Storage {
+            client: client.clone(),
+            root,
+        };
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = storage.tick().await {
+                    eprintln!("test-node: storage: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        node
+    }
+
+    /// The directory (or image file) behind a claim, once it is bound.
+    pub async fn volume_path(&self, ns: &str, pvc: &str) -> Option<PathBuf> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let claim = claims.get_opt(pvc).await.ok()??;
+        let pv = claim.spec?.volume_name?;
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = pvs.get_opt(&pv).await.ok()??;
+        Some(PathBuf::from(pv.spec?.host_path?.path))
+    }
+
+    /// Waits for a claim to be bound and returns its directory.
+    pub async fn wait_volume(&self, ns: &str, pvc: &str) -> PathBuf {
+        for _ in 0..240 {
+            if let Some(p) = self.volume_path(ns, pvc).await {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("PVC {ns}/{pvc} was not bound within 60 s");
+    }
+
+    /// Every log of pods in `ns` whose name starts with `prefix`.
+    pub fn logs(&self, ns: &str, prefix: &str) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.root.join("logs")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("{ns}_{prefix}")) {
+                    out.push_str(&format!("--- {name}\n"));
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// `cp -a` with new inodes (what a CSI clone gives).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=never")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    Ok(())
+}
+
+fn request_bytes(pvc: &PersistentVolumeClaim) -> u64 {
+    let q = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_else(|| "1Gi".into());
+    parse_quantity(&q)
+}
+
+fn parse_quantity(q: &str) -> u64 {
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().unwrap_or(1) * mult;
+        }
+    }
+    q.parse().unwrap_or(1 << 30)
+}
+
+struct Storage {
+    client: Client,
+    root: PathBuf,
+}
+
+impl Storage {
+    async fn tick(&self) -> Result<(), String> {
+        self.provision().await?;
+        self.snapshot().await?;
+        self.reclaim().await
+    }
+
+    async fn provision(&self) -> Result<(), String> {
+        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        for pvc in claims
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let spec = pvc.spec.clone().unwrap_or_default();
+            if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+                || spec.volume_name.is_some()
+                || pvc.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let ns = pvc.namespace().unwrap_or_default();
+            let uid = pvc.uid().unwrap_or_default();
+            let pv_name = format!("pv-{uid}");
+            if pvs
+                .get_opt(&pv_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                continue;
+            }
+            let block = spec.volume_mode.as_deref() == Some("Block");
+            let dir = self.root.join("volumes").join(&pv_name);
+            // The source of a clone: a ready snapshot's copy, or another claim's volume.
+            let source = match spec.data_source.as_ref() {
+                Some(ds) if ds.kind == "VolumeSnapshot" => {
+                    let snaps: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+                    let Some(s) = snaps.get_opt(&ds.name).await.map_err(|e| e.to_string())? else {
+                        continue;
+                    };
+                    if s.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
+                        continue;
+                    }
+                    Some(
+                        self.root
+                            .join("snapshots")
+                            .join(s.uid().unwrap_or_default()),
+                    )
+                }
+                Some(ds) if ds.kind == "PersistentVolumeClaim" => {
+                    match self.claim_path(&ns, &ds.name).await? {
+                        Some(p) => Some(p),
+                        None => continue,
+                    }
+                }
+                _ => None,
+            };
+            let host_path = if block {
+                dir.join("disk.img")
+            } else {
+                dir.clone()
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            match (&source, block) {
+                (Some(src), false) => copy_tree(src, &dir)?,
+                (Some(src), true) => {
+                    let img = if src.is_dir() {
+                        src.join("disk.img")
+                    } else {
+                        src.clone()
+                    };
+                    std::process::Command::new("cp")
+                        .arg("--sparse=always")
+                        .arg(&img)
+                        .arg(&host_path)
+                        .status()
+                        .map_err(|e| e.to_string())?;
+                }
+                (None, true) => {
+                    let f = std::fs::File::create(&host_path).map_err(|e| e.to_string())?;
+                    f.set_len(request_bytes(&pvc)).map_err(|e| e.to_string())?;
+                }
+                (None, false) => {}
+            }
+            let size = spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage").cloned())
+                .map(|q| q.0)
+                .unwrap_or_else(|| "1Gi".into());
+            let pv: PersistentVolume = serde_json::from_value(json!({
+                "metadata": {"name": pv_name,
+                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                    "volumeMode": if block { "Block" } else { "Filesystem" },
+                    "storageClassName": STORAGE_CLASS,
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "hostPath": {"path": host_path},
+                    "claimRef": {"namespace": ns, "name": pvc.name_any(), "uid": uid},
+                }
+            }))
+            .map_err(|e| e.to_string())?;
+            pvs.create(&PostParams::default(), &pv)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn claim_path(&self, ns: &str, name: &str) -> Result<Option<PathBuf>, String> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let Some(claim) = claims.get_opt(name).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let Some(pv) = claim.spec.and_then(|s| s.volume_name) else {
+            return Ok(None);
+        };
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        Ok(pvs
+            .get_opt(&pv)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|pv| pv.spec?.host_path)
+            .map(|h| PathBuf::from(h.path)))
+    }
+
+    async fn snapshot(&self) -> Result<(), String> {
+        let snaps: Api<VolumeSnapshot> = Api::all(self.client.clone());
+        for s in snaps
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true) {
+                continue;
+            }
+            let ns = s.namespace().unwrap_or_default();
+            let Some(claim) = s.spec.source.persistent_volume_claim_name.clone() else {
+                continue;
+            };
+            let Some(src) = self.claim_path(&ns, &claim).await? else {
+                continue;
+            };
+            let dst = self
+                .root
+                .join("snapshots")
+                .join(s.uid().unwrap_or_default());
+            if src.is_dir() {
+                copy_tree(&src, &dst)?;
+            } else {
+                std::fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
+                std::process::Command::new("cp")
+                    .arg("--sparse=always")
+                    .arg(&src)
+                    .arg(dst.join("disk.img"))
+                    .status()
+                    .map_err(|e| e.to_string())?;
+            }
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+            let size = claims
+                .get_opt(&claim)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|c| c.status?.capacity?.get("storage").cloned())
+                .map(|q| q.0)
+                .unwrap_or_else(|| "1Gi".into());
+            let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+            let status = json!({"status": {
+                "readyToUse": true,
+                "restoreSize": size,
+                "creationTime": jiff::Timestamp::now().to_string(),
+                "boundVolumeSnapshotContentName": format!("snapcontent-{}", s.uid().unwrap_or_default()),
+            }});
+            api.patch_status(
+                &s.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(status),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the volumes of released claims.
+    async fn reclaim(&self) -> Result<(), String> {
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        for pv in pvs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Released") {
+                continue;
+            }
+            let dir = self.root.join("volumes").join(pv.name_any());
+            let _ = std::fs::remove_dir_all(dir);
+            let _ = pvs.delete(&pv.name_any(), &DeleteParams::default()).await;
+        }
+        Ok(())
+    }
+}
+
+struct Kubelet {
+    client: Client,
+    root: PathBuf,
+    server: String,
+    ca: String,
+    running: Arc<Mutex<HashMap<String, u32>>>,
+    started: Arc<Mutex<HashSet<String>>>,
+}
+
+fn mover_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mover"))
+}
+
+impl Kubelet {
+    async fn tick(&self) -> Result<(), String> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        for pod in pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let ns = pod.namespace().unwrap_or_default();
+            let name = pod.name_any();
+            let uid = pod.uid().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let spec = pod.spec.clone().unwrap_or_default();
+            if pod.metadata.deletion_timestamp.is_some() {
+                let pid = self.running.lock().unwrap().get(&uid).copied();
+                match pid {
+                    Some(pid) => {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    None if !self.started.lock().unwrap().contains(&uid) || is_terminal(&pod) => {
+                        let _ = api
+                            .delete(&name, &DeleteParams::default().grace_period(0))
+                            .await;
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if spec.node_name.is_none() {
+                let binding = json!({
+                    "apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name, "namespace": ns},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
+                });
+                let bound: Result<serde_json::Value, _> = api
+                    .create_subresource("binding", &name, &PostParams::default(), &binding)
+                    .await;
+                if let Err(e) = bound {
+                    eprintln!("test-node: binding {ns}/{name}: {e}");
+                }
+                continue;
+            }
+            if self.started.lock().unwrap().contains(&uid) || is_terminal(&pod) {
+                continue;
+            }
+            match self.prepare(&pod).await {
+                Ok(Some(run)) => {
+                    self.started.lock().unwrap().insert(uid.clone());
+                    self.launch(pod.clone(), run).await;
+                }
+                Ok(None) => {}
+                Err(message) => {
+                    let status = json!({"status": {"phase": "Pending", "containerStatuses": [{
+                        "name": spec.containers[0].name, "image": "", "imageID": "",
+                        "ready": false, "restartCount": 0,
+                        "state": {"waiting": {"reason": "CreateContainerConfigError", "message": message}}}]}});
+                    let _ = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves env and volumes; `Ok(None)` while a claim is not bound yet.
+    async fn prepare(&self, pod: &Pod) -> Result<Option<Prepared>, String> {
+        let ns = pod.namespace().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let c = &spec.containers[0];
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for from in c.env_from.iter().flatten() {
+            if let Some(s) = &from.secret_ref {
+                match secrets.get_opt(&s.name).await.map_err(|e| e.to_string())? {
+                    Some(secret) => {
+                        for (k, v) in secret.data.unwrap_or_default() {
+                            let key = format!("{}{k}", from.prefix.clone().unwrap_or_default());
+                            env.insert(key, String::from_utf8_lossy(&v.0).to_string());
+                        }
+                    }
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(m) = &from.config_map_ref {
+                if let Some(map) = maps.get_opt(&m.name).await.map_err(|e| e.to_string())? {
+                    for (k, v) in map.data.unwrap_or_default() {
+                        env.insert(format!("{}{k}", from.prefix.clone().unwrap_or_default()), v);
+                    }
+                } else if m.optional != Some(true) {
+                    return Err(format!("configmap \"{}\" not found", m.name));
+                }
+            }
+        }
+        for e in c.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                env.insert(e.name.clone(), v.clone());
+                continue;
+            }
+            let Some(from) = &e.value_from else {
+                env.insert(e.name.clone(), String::new());
+                continue;
+            };
+            if let Some(f) = &from.field_ref {
+                let v = match f.field_path.as_str() {
+                    "metadata.name" => pod.name_any(),
+                    "metadata.namespace" => ns.clone(),
+                    "metadata.uid" => pod.uid().unwrap_or_default(),
+                    "spec.nodeName" => NODE.to_string(),
+                    "spec.serviceAccountName" => {
+                        spec.service_account_name.clone().unwrap_or_default()
+                    }
+                    other => {
+                        return Err(format!(
+                            "fieldRef {other} is not supported by the test node"
+                        ));
+                    }
+                };
+                env.insert(e.name.clone(), v);
+            } else if let Some(k) = &from.secret_key_ref {
+                let secret = secrets.get_opt(&k.name).await.map_err(|e| e.to_string())?;
+                match secret
+                    .and_then(|s| s.data)
+                    .and_then(|d| d.get(&k.key).cloned())
+                {
+                    Some(v) => {
+                        env.insert(e.name.clone(), String::from_utf8_lossy(&v.0).to_string());
+                    }
+                    None if k.optional == Some(true) => {}
+                    None => {
+                        return Err(format!(
+                            "secret \"{}\" or its key {} not found",
+                            k.name, k.key
+                        ));
+                    }
+                }
+            } else if let Some(k) = &from.config_map_key_ref {
+                let map = maps.get_opt(&k.name).await.map_err(|e| e.to_string())?;
+                if let Some(v) = map
+                    .and_then(|m| m.data)
+                    .and_then(|d| d.get(&k.key).cloned())
+                {
+                    env.insert(e.name.clone(), v);
+                } else if k.optional != Some(true) {
+                    return Err(format!(
+                        "configmap \"{}\" or its key {} not found",
+                        k.name, k.key
+                    ));
+                }
+            }
+        }
+        let pod_dir = self.root.join("pods").join(pod.uid().unwrap_or_default());
+        std::fs::create_dir_all(&pod_dir).map_err(|e| e.to_string())?;
+        // Volumes by name → host path.
+        let mut sources: HashMap<String, PathBuf> = HashMap::new();
+        for v in spec.volumes.iter().flatten() {
+            let path = if let Some(c) = &v.persistent_volume_claim {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                let Some(pv) = claims
+                    .get_opt(&c.claim_name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|c| c.spec?.volume_name)
+                else {
+                    return Ok(None);
+                };
+                let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+                let Some(host) = pvs
+                    .get_opt(&pv)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|pv| pv.spec?.host_path)
+                else {
+                    return Ok(None);
+                };
+                PathBuf::from(host.path)
+            } else if v.empty_dir.is_some() {
+                let d = pod_dir.join("empty").join(&v.name);
+                std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                d
+            } else if let Some(s) = &v.secret {
+                let d = pod_dir.join("secret").join(&v.name);
+                std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                let name = s.secret_name.clone().unwrap_or_default();
+                let secret = secrets.get_opt(&name).await.map_err(|e| e.to_string())?;
+                let Some(secret) = secret else {
+                    return Err(format!("secret \"{name}\" not found"));
+                };
+                for (k, val) in secret.data.unwrap_or_default() {
+                    std::fs::write(d.join(k), val.0).map_err(|e| e.to_string())?;
+                }
+                d
+            } else if let Some(m) = &v.config_map {
+                let d = pod_dir.join("configmap").join(&v.name);
+                std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                let map = maps.get_opt(&m.name).await.map_err(|e| e.to_string())?;
+                let Some(map) = map else {
+                    return Err(format!("configmap \"{}\" not found", m.name));
+                };
+                for (k, val) in map.data.unwrap_or_default() {
+                    std::fs::write(d.join(k), val).map_err(|e| e.to_string())?;
+                }
+                d
+            } else {
+                return Err(format!(
+                    "volume {} has a type the test node does not support",
+                    v.name
+                ));
+            };
+            sources.insert(v.name.clone(), path);
+        }
+        let mut mounts = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let src = sources
+                .get(&m.name)
+                .ok_or_else(|| format!("volumeMount {} names no volume", m.name))?;
+            mounts.push((
+                src.clone(),
+                PathBuf::from(&m.mount_path),
+                m.read_only == Some(true),
+            ));
+        }
+        let mut devices = Vec::new();
+        for d in c.volume_devices.iter().flatten() {
+            let src = sources
+                .get(&d.name)
+                .ok_or_else(|| format!("volumeDevice {} names no volume", d.name))?;
+            devices.push((src.clone(), PathBuf::from(&d.device_path)));
+        }
+        // The pod's ServiceAccount token, as the kubelet would project it.
+        if let Some(sa) = spec.service_account_name.clone() {
+            let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+            let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600}});
+            let token: serde_json::Value = match sas
+                .create_subresource("token", &sa, &PostParams::default(), &req)
+                .await
+            {
+                Ok(t) => t,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let token = token["status"]["token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let ca = pod_dir.join("ca.crt");
+            std::fs::write(&ca, &self.ca).map_err(|e| e.to_string())?;
+            let kubeconfig = pod_dir.join("kubeconfig");
+            let text = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n    namespace: {ns}\ncurrent-context: x\n",
+                self.server.trim_end_matches('/'),
+                ca.display()
+            );
+            std::fs::write(&kubeconfig, text).map_err(|e| e.to_string())?;
+            env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+        }
+        let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
+        argv.extend(c.args.clone().unwrap_or_default());
+        if argv.is_empty() {
+            return Err("the container has no command (the test node runs no images)".into());
+        }
+        if argv[0] == "mover" || argv[0].ends_with("/mover") {
+            argv[0] = mover_bin().display().to_string();
+        }
+        Ok(Some(Prepared {
+            argv,
+            env,
+            mounts,
+            devices,
+            workdir: c.working_dir.clone(),
+        }))
+    }
+
+    async fn launch(&self, pod: Pod, run: Prepared) {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let mut script = String::from("set -e\n");
+        let mut loops = Vec::new();
+        for (src, dst, ro) in &run.mounts {
+            let _ = std::fs::create_dir_all(dst);
+            script.push_str(&format!(
+                "mount --bind '{}' '{}'\n",
+                src.display(),
+                dst.display()
+            ));
+            if *ro {
+                script.push_str(&format!("mount -o remount,bind,ro '{}'\n", dst.display()));
+            }
+        }
+        for (img, dev) in &run.devices {
+            let out = std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(img)
+                .output();
+            let Ok(out) = out else { continue };
+            let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if loopdev.is_empty() {
+                continue;
+            }
+            loops.push(loopdev.clone());
+            if let Some(parent) = dev.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if !dev.exists() {
+                let _ = std::fs::write(dev, b"");
+            }
+            script.push_str(&format!("mount --bind '{loopdev}' '{}'\n", dev.display()));
+        }
+        if let Some(w) = &run.workdir {
+            script.push_str(&format!("cd '{w}'\n"));
+        }
+        script.push_str("exec \"$@\"\n");
+        let log_path = self.root.join("logs").join(format!("{ns}_{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = tokio::process::Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+            .args(&run.argv)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&run.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let started = jiff::Timestamp::now().to_string();
+        let child = cmd.spawn();
+        let container = pod.spec.as_ref().unwrap().containers[0].name.clone();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ =
+                    patch_terminated(&api, &name, &container, 128, &e.to_string(), &started).await;
+                return;
+            }
+        };
+        if let Some(pid) = child.id() {
+            self.running.lock().unwrap().insert(uid.clone(), pid);
+        }
+        let status = json!({"status": {"phase": "Running", "startTime": started,
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": container, "image": "", "imageID": "", "ready": true,
+                "restartCount": 0, "started": true, "state": {"running": {"startedAt": started}}}]}});
+        let _ = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await;
+        let running = Arc::clone(&self.running);
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(s) => s.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(9)
+                }),
+                Err(_) => 128,
+            };
+            running.lock().unwrap().remove(&uid);
+            for l in loops {
+                let _ = std::process::Command::new("losetup")
+                    .arg("-d")
+                    .arg(l)
+                    .status();
+            }
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let message = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            let message = if code == 0 { String::new() } else { message };
+            let _ = patch_terminated(&api, &name, &container, code, &message, &started).await;
+            // A pod being deleted goes once its process has ended.
+            if let Ok(Some(p)) = api.get_opt(&name).await {
+                if p.metadata.deletion_timestamp.is_some() {
+                    let _ = api
+                        .delete(&name, &DeleteParams::default().grace_period(0))
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+struct Prepared {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    mounts: Vec<(PathBuf, PathBuf, bool)>,
+    devices: Vec<(PathBuf, PathBuf)>,
+    workdir: Option<String>,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+async fn patch_terminated(
+    api: &Api<Pod>,
+    name: &str,
+    container: &str,
+    code: i32,
+    message: &str,
+    started: &str,
+) -> Result<(), kube::Error> {
+    let finished = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": container, "image": "", "imageID": "", "ready": false,
+            "restartCount": 0, "started": false,
+            "state": {"terminated": {"exitCode": code,
+                "reason": if code == 0 { "Completed" } else { "Error" },
+                "message": message, "startedAt": started, "finishedAt": finished}}}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,143 @@
+//! One real control plane per test process (scripts/control-plane.sh: etcd, kube-apiserver,
+//! kube-controller-manager on 127.0.0.1), mover's CRDs installed, and the test node beside it.
+
+use super::node::TestNode;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct Plane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+static PLANE: OnceLock<Plane> = OnceLock::new();
+static STOP_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn stop_plane() {
+    if let Some(dir) = STOP_DIR.get() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh");
+        let _ = Command::new(script).arg("stop").arg(dir).status();
+    }
+}
+
+/// The shared control plane, started on first use.
+pub fn plane() -> &'static Plane {
+    PLANE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // Not below /tmp: mover pods mount an emptyDir there, which would hide the node's
+        // files (pod kubeconfigs) and the tests' repositories from them.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("mover-plane-{}", std::process::id()));
+        let out = Command::new(root.join("scripts/control-plane.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running scripts/control-plane.sh");
+        assert!(
+            out.status.success(),
+            "the control plane did not start (CONTROL_PLANE_BIN or scripts/build-control-plane.sh \
+             builds it): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = STOP_DIR.set(dir.clone());
+        #[allow(unsafe_code)]
+        // SAFETY: registering a plain extern "C" function with atexit has no preconditions.
+        unsafe {
+            libc::atexit(stop_plane);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let kubectl = stdout
+            .split("kubectl: ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .map(PathBuf::from)
+            .expect("control-plane.sh names its kubectl");
+        let plane = Plane {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            kubectl,
+        };
+        let crds = root.join("deploy/crds.yaml");
+        let out = plane
+            .kubectl()
+            .arg("apply")
+            .arg("-f")
+            .arg(&crds)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = plane
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        plane
+    })
+}
+
+impl Plane {
+    pub fn kubectl(&self) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.arg("--kubeconfig").arg(&self.kubeconfig);
+        c
+    }
+
+    pub async fn client(&self) -> Client {
+        mover::k8s::install_crypto_provider();
+        let config = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+            .await
+            .expect("loading the kubeconfig");
+        Client::try_from(config).expect("a client")
+    }
+}
+
+/// The control plane, its test node and a fresh namespace for one test.
+pub async fn setup(prefix: &str) -> (Client, &'static TestNode, String) {
+    let plane = plane();
+    let client = plane.client().await;
+    let node = TestNode::shared(plane).await;
+    let ns = format!("{prefix}-{}", &uuid_like()[..8]);
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let obj: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    api.create(&Default::default(), &obj).await.unwrap();
+    (client, node, ns)
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:016x}", n ^ (u128::from(std::process::id()) << 40))
+        .chars()
+        .rev()
+        .collect()
+}
+
+/// A scratch directory that mover pods can see (see [`plane`]).
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a scratch directory")
+}

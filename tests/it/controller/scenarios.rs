@@ -1,0 +1,277 @@
+//! End-to-end runs: a Repository, a VolumeBackup of a PVC (restic restores the recorded
+//! snapshot byte for byte), a VolumeRestore into a new PVC, and failures with their messages.
+
+use super::node::{STORAGE_CLASS, TestNode};
+use super::plane::{Plane, plane, scratch, setup};
+use crate::support::compare::{CompareOptions, compare_trees};
+use crate::support::{PASSWORD, ok, restic};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use mover::k8s::api::{Repository, VolumeBackup, VolumeRestore};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// The volume's root is the restore target, whose own metadata restic does not store.
+fn contents() -> CompareOptions {
+    CompareOptions {
+        root_metadata: false,
+        ..CompareOptions::default()
+    }
+}
+
+static CONTROLLER: OnceLock<Mutex<Child>> = OnceLock::new();
+
+extern "C" fn stop_controller() {
+    if let Some(c) = CONTROLLER.get() {
+        if let Ok(mut c) = c.lock() {
+            let _ = c.kill();
+        }
+    }
+}
+
+/// `mover controller` as a process, talking to the control plane as its admin.
+fn controller(plane: &Plane) {
+    CONTROLLER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(plane.dir.join("controller.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mover"))
+            .args([
+                "controller",
+                "--image",
+                "mover:test",
+                "--lease-namespace",
+                "default",
+            ])
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .env("MOVER_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting mover controller");
+        #[allow(unsafe_code)]
+        // SAFETY: registering a plain extern "C" function with atexit has no preconditions.
+        unsafe {
+            libc::atexit(stop_controller);
+        }
+        Mutex::new(child)
+    });
+}
+
+fn controller_log() -> String {
+    std::fs::read_to_string(plane().dir.join("controller.log")).unwrap_or_default()
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("a valid object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// Waits until `f` gives `Some`, or fails naming what was awaited and what the logs say.
+async fn wait_for<T, F, Fut>(what: &str, seconds: u64, ns: &str, node: &TestNode, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..seconds * 4 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "{what} did not happen within {seconds} s\npod logs:\n{}\ncontroller log (tail):\n{}",
+        node.logs(ns, "mover-"),
+        controller_log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+async fn repository(client: &Client, ns: &str, repo: &Path, password: &str) {
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": "restic"}, "stringData": {
+            "RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": password}}),
+    )
+    .await;
+    create::<Repository>(
+        client,
+        ns,
+        json!({"metadata": {"name": "repo"}, "spec": {"secretRef": {"name": "restic"}}}),
+    )
+    .await;
+}
+
+fn write_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("app/logs")).unwrap();
+    std::fs::create_dir_all(dir.join("lost+found")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("app/db.bin"), &big).unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            dir.join(format!("app/logs/{i}.log")),
+            format!("line {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("db.bin", dir.join("app/current")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
+    let (client, node, ns) = setup("backup").await;
+    controller(plane());
+    let tmp = scratch();
+    let repo = tmp.path().join("repo");
+    repository(&client, &ns, &repo, PASSWORD).await;
+    create::<PersistentVolumeClaim>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "data"}, "spec": {
+            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    let source = node.wait_volume(&ns, "data").await;
+    write_tree(&source);
+
+    create::<VolumeBackup>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "b1"}, "spec": {
+            "source": {"pvc": "data"}, "repository": "repo", "tags": ["nightly"],
+            "volumeSnapshotClassName": STORAGE_CLASS}}),
+    )
+    .await;
+    let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
+    let done = wait_for("VolumeBackup b1 to finish", 120, &ns, node, || async {
+        let b = backups.get("b1").await.ok()?;
+        b.status.clone().filter(|s| s.phase.is_final()).map(|_| b)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase.as_str(),
+        "Completed",
+        "{:?}\n{}",
+        status.message,
+        node.logs(&ns, "mover-")
+    );
+    let id = status
+        .snapshot_id
+        .clone()
+        .expect("the snapshot id is recorded");
+    let summary = status.summary.clone().expect("a summary");
+    assert_eq!(summary.files_new, 51, "{summary:?}");
+    let progress = status.progress.clone().expect("progress was written");
+    assert!(progress.bytes_done >= 3_000_000, "{progress:?}");
+    assert_eq!(progress.total_files, Some(51));
+
+    // The real restic finds the snapshot under the host and tag, and restores it exactly.
+    let snaps = ok(restic()
+        .arg("-r")
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .args(["snapshots", "--json"]));
+    let snaps: serde_json::Value = serde_json::from_str(&snaps).unwrap();
+    let snap = &snaps.as_array().unwrap()[0];
+    assert_eq!(snap["id"], id.as_str());
+    assert_eq!(snap["hostname"], format!("{ns}-data"));
+    assert_eq!(snap["tags"][0], "nightly");
+    assert_eq!(snap["paths"][0], "/data");
+    let restored = tmp.path().join("restic-restore");
+    ok(restic()
+        .arg("-r")
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .args(["restore", &id, "--target"])
+        .arg(&restored));
+    std::fs::remove_dir_all(source.join("lost+found")).unwrap();
+    compare_trees(&source, &restored, &contents()).unwrap();
+
+    // The temporary snapshot and clone are gone.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    wait_for("the temporary clone PVC to go", 30, &ns, node, || async {
+        claims
+            .get_opt("mover-backup-b1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Restore into a new PVC, sized from the snapshot.
+    create::<VolumeRestore>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "r1"}, "spec": {"repository": "repo",
+            "source": {"host": format!("{ns}-data")},
+            "target": {"newPVC": {"name": "restored", "storageClassName": STORAGE_CLASS}}}}),
+    )
+    .await;
+    let restores: Api<VolumeRestore> = Api::namespaced(client.clone(), &ns);
+    let done = wait_for("VolumeRestore r1 to finish", 120, &ns, node, || async {
+        let r = restores.get("r1").await.ok()?;
+        r.status.clone().filter(|s| s.phase.is_final()).map(|_| r)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Completed", "{:?}", status.message);
+    assert_eq!(status.snapshot_id.as_deref(), Some(id.as_str()));
+    let target = node.wait_volume(&ns, "restored").await;
+    compare_trees(&source, &target, &contents()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_the_repository_with_that_message() {
+    let (client, node, ns) = setup("badpw").await;
+    controller(plane());
+    let tmp = scratch();
+    let repo = tmp.path().join("repo");
+    ok(restic()
+        .arg("-r")
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .arg("init"));
+    repository(&client, &ns, &repo, "not-the-password").await;
+    let repos: Api<Repository> = Api::namespaced(client.clone(), &ns);
+    let status = wait_for("Repository repo to be checked", 90, &ns, node, || async {
+        let r = repos.get("repo").await.ok()?;
+        let s = r.status?;
+        (s.phase != mover::k8s::api::repository::RepositoryPhase::Pending).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status.phase,
+        mover::k8s::api::repository::RepositoryPhase::Failed
+    );
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("wrong password"), "{message}");
+    assert_eq!(status.conditions[0].reason, "WrongPassword");
+}
