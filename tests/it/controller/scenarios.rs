@@ -226,6 +226,37 @@ async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
     })
     .await;
 
+    // The run's ServiceAccount may patch only its own resource's status: no Secrets.
+    let sa = format!("system:serviceaccount:{ns}:mover-backup-b1");
+    let can = |args: &[&str]| {
+        let out = plane()
+            .kubectl()
+            .args(["auth", "can-i", "-n", &ns, "--as", &sa])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can(&["get", "secrets"]), "no");
+    assert_eq!(can(&["get", "secret/restic"]), "no");
+    assert_eq!(
+        can(&[
+            "patch",
+            "volumebackups.mover.dev/b1",
+            "--subresource=status"
+        ]),
+        "yes"
+    );
+    assert_eq!(
+        can(&[
+            "patch",
+            "volumebackups.mover.dev/other",
+            "--subresource=status"
+        ]),
+        "no"
+    );
+    assert_eq!(can(&["patch", "volumebackups.mover.dev/b1"]), "no");
+
     // Restore into a new PVC, sized from the snapshot.
     create::<VolumeRestore>(
         &client,
@@ -274,4 +305,76 @@ async fn a_wrong_password_fails_the_repository_with_that_message() {
     let message = status.message.unwrap_or_default();
     assert!(message.contains("wrong password"), "{message}");
     assert_eq!(status.conditions[0].reason, "WrongPassword");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_policy_delete_forgets_the_snapshot_when_the_backup_goes() {
+    let (client, node, ns) = setup("forget").await;
+    controller(plane());
+    let tmp = scratch();
+    let repo = tmp.path().join("repo");
+    repository(&client, &ns, &repo, PASSWORD).await;
+    create::<PersistentVolumeClaim>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "data"}, "spec": {
+            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    let source = node.wait_volume(&ns, "data").await;
+    write_tree(&source);
+    let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
+    let mut ids = Vec::new();
+    for (name, policy) in [("keep", "Retain"), ("drop", "Delete")] {
+        create::<VolumeBackup>(
+            &client,
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+                "source": {"pvc": "data"}, "repository": "repo", "copyMethod": "Clone",
+                "deletionPolicy": policy}}),
+        )
+        .await;
+        let id = wait_for(
+            &format!("VolumeBackup {name} to complete"),
+            120,
+            &ns,
+            node,
+            || async {
+                let b = backups.get(name).await.ok()?;
+                let s = b.status?;
+                assert_ne!(s.phase.as_str(), "Failed", "{:?}", s.message);
+                s.snapshot_id.filter(|_| s.phase.as_str() == "Completed")
+            },
+        )
+        .await;
+        ids.push(id);
+    }
+    let listed = || {
+        let out = ok(restic()
+            .arg("-r")
+            .arg(&repo)
+            .env("RESTIC_PASSWORD", PASSWORD)
+            .args(["snapshots", "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed().len(), 2);
+    for name in ["keep", "drop"] {
+        backups.delete(name, &Default::default()).await.unwrap();
+    }
+    wait_for("both VolumeBackups to go", 90, &ns, node, || async {
+        let left = backups.list(&Default::default()).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        listed(),
+        vec![ids[0].clone()],
+        "only the Retain backup's snapshot stays"
+    );
 }
