@@ -277,6 +277,36 @@ async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
     assert_eq!(status.snapshot_id.as_deref(), Some(id.as_str()));
     let target = node.wait_volume(&ns, "restored").await;
     compare_trees(&source, &target, &contents()).unwrap();
+
+    // Restore into an existing PVC that holds other data, removing what the snapshot lacks.
+    create::<PersistentVolumeClaim>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "existing"}, "spec": {
+            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    let existing = node.wait_volume(&ns, "existing").await;
+    std::fs::create_dir_all(existing.join("app/logs")).unwrap();
+    std::fs::write(existing.join("app/logs/3.log"), b"stale content").unwrap();
+    std::fs::write(existing.join("extra.txt"), b"not in the snapshot").unwrap();
+    create::<VolumeRestore>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "r2"}, "spec": {"repository": "repo",
+            "source": {"snapshotID": &id[..8]}, "deleteExtraneous": true,
+            "target": {"pvc": "existing"}}}),
+    )
+    .await;
+    let done = wait_for("VolumeRestore r2 to finish", 120, &ns, node, || async {
+        let r = restores.get("r2").await.ok()?;
+        r.status.clone().filter(|s| s.phase.is_final()).map(|_| r)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase.as_str(), "Completed", "{:?}", status.message);
+    compare_trees(&source, &existing, &contents()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +335,41 @@ async fn a_wrong_password_fails_the_repository_with_that_message() {
     let message = status.message.unwrap_or_default();
     assert!(message.contains("wrong password"), "{message}");
     assert_eq!(status.conditions[0].reason, "WrongPassword");
+
+    // A repository that does not exist and may not be created.
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "missing"}, "stringData": {
+            "RESTIC_REPOSITORY": tmp.path().join("nothing-here"), "RESTIC_PASSWORD": PASSWORD}}),
+    )
+    .await;
+    create::<Repository>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "missing"}, "spec": {"secretRef": {"name": "missing"},
+            "initialize": false}}),
+    )
+    .await;
+    let status = wait_for(
+        "Repository missing to be checked",
+        90,
+        &ns,
+        node,
+        || async {
+            let r = repos.get("missing").await.ok()?;
+            let s = r.status?;
+            (s.phase != mover::k8s::api::repository::RepositoryPhase::Pending).then_some(s)
+        },
+    )
+    .await;
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(status.conditions[0].reason, "NotFound");
+    assert!(
+        !tmp.path().join("nothing-here").exists(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
