@@ -153,7 +153,8 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
         ..Default::default()
     };
     let live = !status.phase.is_final() && vb.metadata.deletion_timestamp.is_none();
-    if live || vb.metadata.deletion_timestamp.is_some() || status.phase.is_final() {
+    // The run's own objects, in every phase: a final run still cleans them up.
+    {
         if let Some(pvc) = &vb.spec.source.pvc {
             if live {
                 obs.source_pvc = get::<PersistentVolumeClaim>(client, &ns, pvc).await?;
