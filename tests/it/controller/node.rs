@@ -8,7 +8,8 @@
 //! - Pods are bound to `mover-test-node` and their container's command runs here (`mover`
 //!   is the cargo-built binary) in a private mount namespace where each volume is bind
 //!   mounted at its mountPath; env comes from values, Secrets, ConfigMaps and the downward
-//!   API, and `KUBECONFIG` carries a TokenRequest token of the pod's ServiceAccount, so
+//!   API (a volume mounted at /tmp becomes `TMPDIR` instead, so the host's /tmp stays
+//!   visible), and `KUBECONFIG` carries a TokenRequest token of the pod's ServiceAccount, so
 //!   the process acts with its RBAC. Pod status gets phase and exit code; a deleted pod's
 //!   process gets SIGTERM.
 //!
@@ -738,7 +739,15 @@ impl Kubelet {
         let uid = pod.uid().unwrap_or_default();
         let mut script = String::from("set -e\n");
         let mut loops = Vec::new();
+        let mut env = run.env.clone();
         for (src, dst, ro) in &run.mounts {
+            // The pod shares the host's root: a volume over /tmp would hide the host's /tmp
+            // (where the test binaries, repositories and this node's files may live), so it
+            // is handed over as TMPDIR instead.
+            if dst == Path::new("/tmp") {
+                env.insert("TMPDIR".into(), src.display().to_string());
+                continue;
+            }
             let _ = std::fs::create_dir_all(dst);
             script.push_str(&format!(
                 "mount --bind '{}' '{}'\n",
@@ -779,7 +788,7 @@ impl Kubelet {
             .args(&run.argv)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(&run.env)
+            .envs(&env)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -28,8 +28,7 @@ extern "C" fn stop_plane() {
 pub fn plane() -> &'static Plane {
     PLANE.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // Not below /tmp: mover pods mount an emptyDir there, which would hide the node's
-        // files (pod kubeconfigs) and the tests' repositories from them.
+        // Beside the test binaries, where pods see it as it is (see node.rs on /tmp).
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("mover-plane-{}", std::process::id()));
         let out = Command::new(root.join("scripts/control-plane.sh"))
@@ -137,7 +136,7 @@ fn uuid_like() -> String {
         .collect()
 }
 
-/// A scratch directory that mover pods can see (see [`plane`]).
+/// A scratch directory for a test's repositories, beside the control plane's.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a scratch directory")
 }
