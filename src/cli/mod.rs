@@ -85,6 +85,24 @@ pub struct GlobalOptions {
     /// Print more (repeat for debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Limit uploads to the repository to this many KiB/s (0: no limit)
+    #[arg(
+        long = "limit-upload",
+        env = "MOVER_LIMIT_UPLOAD",
+        global = true,
+        default_value_t = 0,
+        value_name = "KIB_S"
+    )]
+    pub limit_upload: u64,
+    /// Limit downloads from the repository to this many KiB/s (0: no limit)
+    #[arg(
+        long = "limit-download",
+        env = "MOVER_LIMIT_DOWNLOAD",
+        global = true,
+        default_value_t = 0,
+        value_name = "KIB_S"
+    )]
+    pub limit_download: u64,
     /// Concurrent storage operations (restic's default for S3 is 5)
     #[arg(long, global = true, default_value_t = 5)]
     pub connections: usize,

@@ -72,6 +72,8 @@ impl Cx<'_> {
             cacert: self.g.cacert.clone(),
             connections: self.g.connections.max(1),
             direct_io,
+            limit_upload_kib: self.g.limit_upload,
+            limit_download_kib: self.g.limit_download,
         };
         Ok(Storage::open(&location, &opts)?)
     }

@@ -7,6 +7,7 @@ mod backends;
 mod direct_read;
 mod direct_write;
 mod known_digests;
+mod throttle;
 pub mod url;
 
 pub use url::Location;
@@ -60,6 +61,10 @@ pub struct StorageOptions {
     /// Local repositories: write packs and read pack ranges with O_DIRECT, bypassing the
     /// page cache (filesystems that refuse it are used the ordinary way). Default true.
     pub direct_io: bool,
+    /// Most KiB/s written to the repository, over all requests together; 0 for no limit.
+    pub limit_upload_kib: u64,
+    /// Most KiB/s read from the repository; 0 for no limit.
+    pub limit_download_kib: u64,
 }
 
 impl Default for StorageOptions {
@@ -68,6 +73,8 @@ impl Default for StorageOptions {
             cacert: Vec::new(),
             connections: 5,
             direct_io: true,
+            limit_upload_kib: 0,
+            limit_download_kib: 0,
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct Storage {
     direct_io: bool,
     /// S3 over plain HTTP: digests of uploads in flight, for the request signer.
     known_digests: Option<Arc<known_digests::KnownDigests>>,
+    /// `--limit-upload` and `--limit-download`.
+    upload: Option<Arc<throttle::Pacer>>,
+    download: Option<Arc<throttle::Pacer>>,
 }
 
 impl fmt::Debug for Storage {
@@ -190,7 +200,10 @@ impl Storage {
                     local_root: Some(root),
                     direct_io: options.direct_io,
                     known_digests: None,
-                })
+                    upload: None,
+                    download: None,
+                }
+                .limited(options))
             }
             remote => {
                 let known_digests = matches!(
@@ -218,7 +231,10 @@ impl Storage {
                     local_root: None,
                     direct_io: false,
                     known_digests,
-                })
+                    upload: None,
+                    download: None,
+                }
+                .limited(options))
             }
         }
     }
@@ -233,6 +249,27 @@ impl Storage {
             local_root: None,
             direct_io: false,
             known_digests: None,
+            upload: None,
+            download: None,
+        }
+    }
+
+    /// This storage with the bandwidth limits of `options`.
+    pub fn limited(mut self, options: &StorageOptions) -> Storage {
+        self.upload = throttle::Pacer::from_kib(options.limit_upload_kib).map(Arc::new);
+        self.download = throttle::Pacer::from_kib(options.limit_download_kib).map(Arc::new);
+        self
+    }
+
+    async fn pace_upload(&self, bytes: usize) {
+        if let Some(p) = &self.upload {
+            p.pace(bytes).await;
+        }
+    }
+
+    async fn pace_download(&self, bytes: usize) {
+        if let Some(p) = &self.download {
+            p.pace(bytes).await;
         }
     }
 
@@ -312,10 +349,12 @@ impl Storage {
             .get(path)
             .await
             .map_err(|e| self.error("read", path, e))?;
-        result
+        let data = result
             .bytes()
             .await
-            .map_err(|e| self.error("read", path, e))
+            .map_err(|e| self.error("read", path, e))?;
+        self.pace_download(data.len()).await;
+        Ok(data)
     }
 
     async fn put(&self, path: &Path, data: Bytes) -> Result<(), StorageError> {
@@ -375,6 +414,7 @@ impl Storage {
             return Ok(RangeData::Fetched(Bytes::new()));
         }
         let path = self.path(ft, id);
+        self.pace_download((range.end - range.start) as usize).await;
         if let Some(file) = self.direct_pack_file(ft, id) {
             let r = range.clone();
             if let Ok(Ok(Some(data))) =
@@ -417,6 +457,7 @@ impl Storage {
     /// fsynced; object stores write atomically by nature.
     pub async fn write(&self, ft: FileType, id: &Id, data: Bytes) -> Result<(), StorageError> {
         let path = self.path(ft, id);
+        self.pace_upload(data.len()).await;
         if let Some(file) = self.direct_pack_file(ft, id) {
             let bytes = data.clone();
             let written =

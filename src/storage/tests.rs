@@ -481,3 +481,55 @@ fn s3_bodies_are_signed_over_http_only() {
         );
     }
 }
+
+#[tokio::test]
+async fn limits_pace_writes_and_reads_over_all_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let location = tmp.path().to_str().unwrap().to_string();
+    let options = StorageOptions {
+        limit_upload_kib: 1024,
+        limit_download_kib: 2048,
+        direct_io: false,
+        ..Default::default()
+    };
+    let storage = Storage::open_with_env(&location, &options, no_env).unwrap();
+    storage.create_layout().await.unwrap();
+    let data = Bytes::from(vec![7u8; 512 << 10]);
+    // Four concurrent writes of 512 KiB at 1 MiB/s: the first passes at once, the
+    // other three wait for their slots (1.5 s in all).
+    let start = Instant::now();
+    let ids: Vec<Id> = (1..=4u8).map(id).collect();
+    let writes = ids
+        .iter()
+        .map(|i| storage.write(FileType::Snapshot, i, data.clone()));
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1400), "writes took {took:?}");
+    assert!(took < Duration::from_secs(5), "writes took {took:?}");
+
+    // Reads are paced by their own limit: 4 × 512 KiB at 2 MiB/s is 0.75 s of waiting.
+    let start = Instant::now();
+    for n in 1..=4u8 {
+        let got = storage
+            .read_range(FileType::Snapshot, &id(n), 0..(512 << 10))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 512 << 10);
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(700), "reads took {took:?}");
+    assert!(took < Duration::from_secs(4), "reads took {took:?}");
+
+    // Without limits the same writes do not wait.
+    let plain = Storage::open_with_env(&location, &StorageOptions::default(), no_env).unwrap();
+    let start = Instant::now();
+    for n in 5..=8u8 {
+        plain
+            .write(FileType::Snapshot, &id(n), data.clone())
+            .await
+            .unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_millis(700));
+}
