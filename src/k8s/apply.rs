@@ -2,13 +2,16 @@
 //! server. Creating an object that exists and deleting one that is gone both count as done,
 //! so a plan may repeat an action after a restart or a lost race.
 
+use super::api::VolumeBackup;
 use super::api::snapshot::VolumeSnapshot;
 use super::error::{Error, Result};
 use super::jobspec::RunAccess;
 use super::names;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -31,6 +34,22 @@ pub enum Action {
         max_jobs: Option<u32>,
     },
     DeleteJob(String),
+    /// A VolumeBackup made by a schedule.
+    CreateBackup(Box<VolumeBackup>),
+    /// Sets `spec.cancel` of a VolumeBackup (a schedule replacing a run).
+    CancelBackup(String),
+    DeleteBackup(String),
+    /// A maintenance Job, started only while this run holds the repository's Lease (taken
+    /// when free, or when its holder Job is gone or finished).
+    StartMaintenance {
+        lease: String,
+        job: Box<Job>,
+    },
+    /// Gives the Lease back if `holder` still holds it.
+    ReleaseLease {
+        name: String,
+        holder: String,
+    },
     DeleteSnapshot(String),
     DeletePvc(String),
     /// A JSON merge patch of the resource's status (the fields the controller owns).
@@ -47,9 +66,12 @@ pub enum Action {
 /// What applying a plan came to.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// A Job waits for a free `maxJobs` slot.
+    /// A Job waits for a free `maxJobs` slot or for the repository's maintenance Lease.
     pub waiting_for_slot: bool,
 }
+
+/// How long a maintenance Lease lasts when its holder Job cannot be read.
+const MAINTENANCE_LEASE_SECONDS: i32 = 6 * 3600;
 
 /// Shared by every apply: the client and the event recorder.
 pub struct Io {
@@ -174,6 +196,46 @@ impl Io {
                     ignore_missing(api.delete(&job, &dp).await)
                         .map_err(|e| Error::kube(format!("deleting Job {job}"), e))?;
                 }
+                Action::CreateBackup(vb) => {
+                    let api: Api<VolumeBackup> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(api.create(&pp, &vb).await).map_err(|e| {
+                        Error::kube(format!("creating VolumeBackup {}", vb.name_any()), e)
+                    })?;
+                }
+                Action::CancelBackup(b) => {
+                    let api: Api<VolumeBackup> = Api::namespaced(self.client.clone(), &ns);
+                    let patch = Patch::Merge(serde_json::json!({"spec": {"cancel": true}}));
+                    ignore_missing(api.patch(&b, &PatchParams::default(), &patch).await)
+                        .map_err(|e| Error::kube(format!("canceling VolumeBackup {b}"), e))?;
+                }
+                Action::DeleteBackup(b) => {
+                    let api: Api<VolumeBackup> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_missing(api.delete(&b, &DeleteParams::default()).await)
+                        .map_err(|e| Error::kube(format!("deleting VolumeBackup {b}"), e))?;
+                }
+                Action::StartMaintenance { lease, job } => {
+                    if !self.take_lease(&ns, &lease, &job.name_any()).await? {
+                        applied.waiting_for_slot = true;
+                        break;
+                    }
+                    let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+                    ignore_conflict(api.create(&pp, &job).await)
+                        .map_err(|e| Error::kube(format!("creating Job {}", job.name_any()), e))?;
+                }
+                Action::ReleaseLease { name, holder } => {
+                    let api: Api<Lease> = Api::namespaced(self.client.clone(), &ns);
+                    let lease = api
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| Error::kube(format!("reading Lease {name}"), e))?;
+                    let held = lease
+                        .as_ref()
+                        .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+                    if held.as_deref() == Some(holder.as_str()) {
+                        ignore_missing(api.delete(&name, &DeleteParams::default()).await)
+                            .map_err(|e| Error::kube(format!("deleting Lease {name}"), e))?;
+                    }
+                }
                 Action::DeleteSnapshot(s) => {
                     let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
                     ignore_missing(api.delete(&s, &DeleteParams::default()).await)
@@ -221,6 +283,70 @@ impl Io {
             }
         }
         Ok(applied)
+    }
+
+    /// Takes Lease `name` for `holder`: free, already `holder`'s, or held by a Job that is
+    /// gone or finished (or, when that cannot be told, expired). A lost race is a `false`.
+    async fn take_lease(&self, ns: &str, name: &str, holder: &str) -> Result<bool> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+        let existing = leases
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Lease {name}"), e))?;
+        let now = MicroTime(jiff::Timestamp::now());
+        let spec = LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(MAINTENANCE_LEASE_SECONDS),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..Default::default()
+        };
+        let result = match existing {
+            None => {
+                let lease = Lease {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.to_string()),
+                        labels: Some([(names::MANAGED_BY.to_string(), "mover".to_string())].into()),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                leases
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+            Some(mut lease) => {
+                let current = lease.spec.clone().unwrap_or_default();
+                let other = current
+                    .holder_identity
+                    .clone()
+                    .filter(|h| !h.is_empty() && h != holder);
+                if let Some(other) = other {
+                    let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
+                    let job = jobs
+                        .get_opt(&other)
+                        .await
+                        .map_err(|e| Error::kube(format!("reading Job {other}"), e))?;
+                    if job.as_ref().is_some_and(job_is_active) {
+                        return Ok(false);
+                    }
+                } else if current.holder_identity.as_deref() == Some(holder) {
+                    return Ok(true);
+                }
+                lease.spec = Some(spec);
+                // The resourceVersion read above makes the replace a compare-and-swap.
+                leases
+                    .replace(name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::kube(format!("taking Lease {name}"), e)),
+        }
     }
 
     async fn set_finalizer<K>(&self, obj: &K, add: bool) -> Result<()>

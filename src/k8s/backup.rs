@@ -807,6 +807,7 @@ mod tests {
         assert_eq!(
             args,
             [
+                "--retry-lock=10m",
                 "job",
                 "backup",
                 "--host",

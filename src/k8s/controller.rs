@@ -1,5 +1,5 @@
-//! `mover controller`: watches Repositories, VolumeBackups and VolumeRestores (and the Jobs,
-//! PVCs and VolumeSnapshots they own), gathers what each plan needs, runs the plan and
+//! `mover controller`: watches Repositories, VolumeBackups, VolumeRestores and
+//! BackupSchedules (and the Jobs, PVCs, VolumeSnapshots and VolumeBackups they own), gathers what each plan needs, runs the plan and
 //! applies its actions. One replica acts at a time (a Lease); `/metrics`, `/healthz` and
 //! `/readyz` are served on `--metrics-addr`.
 //!
@@ -8,11 +8,11 @@
 //! metadata (their resourceVersion): no credential passes through the controller.
 
 use super::api::snapshot::VolumeSnapshot;
-use super::api::{Repository, RunPhase, VolumeBackup, VolumeRestore};
+use super::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeRestore};
 use super::apply::{Action, Io, WAIT};
 use super::error::{Error, Result};
 use super::metrics::Metrics;
-use super::{backup, leader, repository, restore};
+use super::{backup, leader, repository, restore, schedule};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
@@ -337,6 +337,45 @@ async fn reconcile_repository(repo: Arc<Repository>, ctx: Arc<Ctx>) -> Result<Re
     Ok(Requeue::requeue(Duration::from_secs(60)))
 }
 
+async fn reconcile_schedule(bs: Arc<BackupSchedule>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let client = &ctx.client;
+    let ns = bs.namespace().unwrap_or_default();
+    let status = bs.status.clone().unwrap_or_default();
+    let backups = api::<VolumeBackup>(client, &ns)
+        .list(&ListParams::default().labels(&schedule::selector(&bs)))
+        .await
+        .map_err(|e| Error::kube(format!("listing the VolumeBackups of {}", bs.name_any()), e))?
+        .items
+        .into_iter()
+        .filter(|b| owned_by(b, &bs.metadata.uid))
+        .collect();
+    let mut obs = schedule::Observed {
+        backups,
+        repository: get::<Repository>(client, &ns, &bs.spec.template.repository).await?,
+        ..Default::default()
+    };
+    if let Some(job) = &status.prune_job {
+        obs.prune_job = get::<Job>(client, &ns, job).await?;
+        if matches!(
+            super::run::job_state(obs.prune_job.as_ref()),
+            super::run::JobState::Failed(_)
+        ) {
+            obs.termination = termination_message(client, &ns, obs.prune_job.as_ref()).await?;
+        }
+    }
+    let plan = schedule::plan(&bs, &obs, &ctx.image, &now());
+    let applied = ctx.io.apply(bs.as_ref(), plan.actions).await?;
+    if applied.waiting_for_slot {
+        return Ok(Requeue::requeue(WAIT));
+    }
+    // Owned VolumeBackups and Jobs wake the schedule; the clock wakes it at its next time.
+    let wake = plan
+        .wake_after
+        .unwrap_or(Duration::from_secs(300))
+        .clamp(Duration::from_secs(1), Duration::from_secs(300));
+    Ok(Requeue::requeue(wake))
+}
+
 fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Ctx>) -> Requeue
 where
     K: kube::Resource<DynamicType = ()>,
@@ -480,6 +519,13 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         .run(reconcile_repository, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
 
+    let schedules = Controller::new(all_or_namespaced::<BackupSchedule>(&client, ns), wc.clone())
+        .owns(all_or_namespaced::<VolumeBackup>(&client, ns), wc.clone())
+        .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_schedule, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+
     let lost = async {
         match &election {
             Some(e) => e.keep().await,
@@ -487,7 +533,7 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(backups, restores, repositories) } => Ok(()),
+        _ = async { tokio::join!(backups, restores, repositories, schedules) } => Ok(()),
         _ = lost => Err(Error::Invalid(format!(
             "lost Lease {}/{}: stopping so that only one replica acts",
             opts.lease_namespace, opts.lease_name

@@ -29,6 +29,9 @@ pub const DATA_DEVICE: &str = "/dev/mover-data";
 pub const NONROOT_UID: i64 = 65532;
 /// The CA bundle of `Repository.spec.customCA`, mounted here.
 const CA_DIR: &str = "/etc/mover/ca";
+/// How long a mover waits for a conflicting repository lock (a prune holds an exclusive
+/// one) before it fails, as `restic --retry-lock`.
+const RETRY_LOCK: &str = "--retry-lock=10m";
 /// Exit codes after which retrying the pod cannot help: no repository (10), wrong
 /// password (12), invalid input such as a missing snapshot (2), stopped (130).
 const TERMINAL_EXIT_CODES: [i32; 4] = [2, 10, 12, 130];
@@ -240,7 +243,11 @@ pub fn job(p: &JobParams) -> Job {
         name: "mover".into(),
         image: Some(p.image.clone()),
         command: Some(vec!["mover".into()]),
-        args: Some(p.args.clone()),
+        args: Some(
+            std::iter::once(RETRY_LOCK.to_string())
+                .chain(p.args.iter().cloned())
+                .collect(),
+        ),
         env: Some(env),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {

@@ -605,7 +605,14 @@ mod tests {
         let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(
             c.args.clone().unwrap(),
-            ["job", "restore", "--dir", "/data", "volumerestore/r1"]
+            [
+                "--retry-lock=10m",
+                "job",
+                "restore",
+                "--dir",
+                "/data",
+                "volumerestore/r1"
+            ]
         );
         assert_eq!(c.volume_mounts.as_ref().unwrap()[1].read_only, Some(false));
     }

@@ -79,6 +79,9 @@ pub struct BackupScheduleStatus {
     pub last_successful_backup: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_prune_time: Option<Time>,
+    /// The prune Job running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_job: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
