@@ -83,9 +83,13 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 /// A new claim's size for `bytes` of file content: a tenth more for file system overhead,
-/// rounded up to a MiB, at least 1 GiB.
-pub fn default_capacity(bytes: u64) -> Quantity {
-    let want = bytes.saturating_add(bytes / 10).max(GIB);
+/// rounded up to a MiB, at least 1 GiB. A block volume gets its device's size.
+pub fn default_capacity(bytes: u64, block: bool) -> Quantity {
+    let want = if block {
+        bytes.max(MIB)
+    } else {
+        bytes.saturating_add(bytes / 10).max(GIB)
+    };
     let mib = want.div_ceil(MIB);
     Quantity(format!("{mib}Mi"))
 }
@@ -95,7 +99,7 @@ fn new_claim(vr: &VolumeRestore, spec: &NewPvc, status: &RunStatus) -> Persisten
     let capacity = spec
         .capacity
         .clone()
-        .unwrap_or_else(|| default_capacity(resolved.size_bytes));
+        .unwrap_or_else(|| default_capacity(resolved.size_bytes, resolved.block));
     let mode = spec.volume_mode.clone().unwrap_or_else(|| {
         if resolved.block {
             "Block"
@@ -508,8 +512,10 @@ mod tests {
 
     #[test]
     fn capacity_defaults_to_the_snapshot_size_with_room() {
-        assert_eq!(default_capacity(0).0, "1024Mi");
-        assert_eq!(default_capacity(10 * GIB).0, "11264Mi");
+        assert_eq!(default_capacity(0, false).0, "1024Mi");
+        assert_eq!(default_capacity(10 * GIB, false).0, "11264Mi");
+        assert_eq!(default_capacity(64 * MIB, true).0, "64Mi");
+        assert_eq!(default_capacity(64 * MIB + 1, true).0, "65Mi");
     }
 
     #[test]
@@ -544,9 +550,10 @@ mod tests {
             .unwrap();
         let spec = pvc.spec.unwrap();
         assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
+        // A device gets exactly its size: no file system overhead to allow for.
         assert_eq!(
             spec.resources.unwrap().requests.unwrap()["storage"].0,
-            "3380Mi"
+            "3072Mi"
         );
         assert!(pvc.metadata.owner_references.is_none());
     }

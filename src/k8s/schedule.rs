@@ -282,13 +282,14 @@ pub fn plan(bs: &BackupSchedule, obs: &Observed, image: &str, now: &Time) -> Pla
         next.next_schedule_time = None;
     }
 
-    if let Some(interval) = prune_interval {
+    // A running prune is seen to its end even when the interval was removed meanwhile.
+    if prune_interval.is_some() || current.prune_job.is_some() {
         plan_prune(
             bs,
             obs,
             image,
             now,
-            interval,
+            prune_interval,
             active.is_empty() && !started,
             &current,
             &mut next,
@@ -318,7 +319,7 @@ fn plan_prune(
     obs: &Observed,
     image: &str,
     now: &Time,
-    interval: Duration,
+    interval: Option<Duration>,
     idle: bool,
     current: &BackupScheduleStatus,
     next: &mut BackupScheduleStatus,
@@ -364,6 +365,9 @@ fn plan_prune(
         }
         return;
     }
+    let Some(interval) = interval else {
+        return;
+    };
     let last = current
         .last_prune_time
         .as_ref()

@@ -2,6 +2,9 @@
 //! built from their Go modules) with a test node playing kubelet, scheduler and CSI. Each
 //! scenario asserts the data that lands, not only phases.
 
+mod harness;
 mod node;
 mod plane;
+mod runs;
 mod scenarios;
+mod schedules;

@@ -1,151 +1,20 @@
 //! End-to-end runs: a Repository, a VolumeBackup of a PVC (restic restores the recorded
 //! snapshot byte for byte), a VolumeRestore into a new PVC, and failures with their messages.
 
-use super::node::{STORAGE_CLASS, TestNode};
-use super::plane::{Plane, plane, scratch, setup};
-use crate::support::compare::{CompareOptions, compare_trees};
+use super::harness::{contents, controller, create, repository, wait_for, write_tree};
+use super::node::STORAGE_CLASS;
+use super::plane::{plane, scratch, setup};
+use crate::support::compare::compare_trees;
 use crate::support::{PASSWORD, ok, restic};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use mover::k8s::api::{Repository, VolumeBackup, VolumeRestore};
 use serde_json::json;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
-
-/// The volume's root is the restore target, whose own metadata restic does not store.
-fn contents() -> CompareOptions {
-    CompareOptions {
-        root_metadata: false,
-        ..CompareOptions::default()
-    }
-}
-
-static CONTROLLER: OnceLock<Mutex<Child>> = OnceLock::new();
-
-extern "C" fn stop_controller() {
-    if let Some(c) = CONTROLLER.get() {
-        if let Ok(mut c) = c.lock() {
-            let _ = c.kill();
-        }
-    }
-}
-
-/// `mover controller` as a process, talking to the control plane as its admin.
-fn controller(plane: &Plane) {
-    CONTROLLER.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(plane.dir.join("controller.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mover"))
-            .args([
-                "controller",
-                "--image",
-                "mover:test",
-                "--lease-namespace",
-                "default",
-            ])
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .env("KUBECONFIG", &plane.kubeconfig)
-            .env("MOVER_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting mover controller");
-        #[allow(unsafe_code)]
-        // SAFETY: registering a plain extern "C" function with atexit has no preconditions.
-        unsafe {
-            libc::atexit(stop_controller);
-        }
-        Mutex::new(child)
-    });
-}
-
-fn controller_log() -> String {
-    std::fs::read_to_string(plane().dir.join("controller.log")).unwrap_or_default()
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let obj: K = serde_json::from_value(value).expect("a valid object");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
-}
-
-/// Waits until `f` gives `Some`, or fails naming what was awaited and what the logs say.
-async fn wait_for<T, F, Fut>(what: &str, seconds: u64, ns: &str, node: &TestNode, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..seconds * 4 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "{what} did not happen within {seconds} s\npod logs:\n{}\ncontroller log (tail):\n{}",
-        node.logs(ns, "mover-"),
-        controller_log()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-async fn repository(client: &Client, ns: &str, repo: &Path, password: &str) {
-    create::<Secret>(
-        client,
-        ns,
-        json!({"metadata": {"name": "restic"}, "stringData": {
-            "RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": password}}),
-    )
-    .await;
-    create::<Repository>(
-        client,
-        ns,
-        json!({"metadata": {"name": "repo"}, "spec": {"secretRef": {"name": "restic"}}}),
-    )
-    .await;
-}
-
-fn write_tree(dir: &Path) {
-    std::fs::create_dir_all(dir.join("app/logs")).unwrap();
-    std::fs::create_dir_all(dir.join("lost+found")).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(dir.join("app/db.bin"), &big).unwrap();
-    for i in 0..50 {
-        std::fs::write(
-            dir.join(format!("app/logs/{i}.log")),
-            format!("line {i}\n").repeat(i + 1),
-        )
-        .unwrap();
-    }
-    std::os::unix::fs::symlink("db.bin", dir.join("app/current")).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
     let (client, node, ns) = setup("backup").await;
-    controller(plane());
+    let _controller = controller(plane()).await;
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     repository(&client, &ns, &repo, PASSWORD).await;
@@ -312,7 +181,7 @@ async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_fails_the_repository_with_that_message() {
     let (client, node, ns) = setup("badpw").await;
-    controller(plane());
+    let _controller = controller(plane()).await;
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     ok(restic()
@@ -375,7 +244,7 @@ async fn a_wrong_password_fails_the_repository_with_that_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_policy_delete_forgets_the_snapshot_when_the_backup_goes() {
     let (client, node, ns) = setup("forget").await;
-    controller(plane());
+    let _controller = controller(plane()).await;
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     repository(&client, &ns, &repo, PASSWORD).await;

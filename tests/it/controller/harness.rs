@@ -1,0 +1,213 @@
+//! What every scenario uses: the shared `mover controller` process (restartable), object
+//! creation, waiting with the logs on failure, a Repository and its Secret, test data.
+
+use super::node::TestNode;
+use super::plane::{Plane, plane};
+use crate::support::compare::CompareOptions;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use mover::k8s::api::Repository;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The volume's root is the restore target, whose own metadata restic does not store.
+pub fn contents() -> CompareOptions {
+    CompareOptions {
+        root_metadata: false,
+        ..CompareOptions::default()
+    }
+}
+
+static CONTROLLER: OnceLock<Mutex<Child>> = OnceLock::new();
+/// Scenarios hold it shared while they run; the restart scenario holds it alone, so that
+/// no other scenario's timing sees the controller away.
+static RUNNING: RwLock<()> = RwLock::const_new(());
+
+extern "C" fn stop_controller() {
+    if let Some(c) = CONTROLLER.get() {
+        if let Ok(mut c) = c.lock() {
+            let _ = c.kill();
+        }
+    }
+}
+
+fn spawn_controller(plane: &Plane) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(plane.dir.join("controller.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_mover"))
+        .args([
+            "controller",
+            "--image",
+            "mover:test",
+            "--lease-namespace",
+            "default",
+        ])
+        .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .env("MOVER_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting mover controller")
+}
+
+fn start_once(plane: &Plane) -> &'static Mutex<Child> {
+    CONTROLLER.get_or_init(|| {
+        let child = spawn_controller(plane);
+        #[allow(unsafe_code)]
+        // SAFETY: registering a plain extern "C" function with atexit has no preconditions.
+        unsafe {
+            libc::atexit(stop_controller);
+        }
+        Mutex::new(child)
+    })
+}
+
+/// `mover controller` as a process, talking to the control plane as its admin; the guard
+/// keeps it from being restarted under the caller.
+pub async fn controller(plane: &Plane) -> RwLockReadGuard<'static, ()> {
+    let guard = RUNNING.read().await;
+    start_once(plane);
+    guard
+}
+
+/// The controller to the caller alone: no other scenario runs while the guard is held.
+pub async fn controller_alone(plane: &Plane) -> RwLockWriteGuard<'static, ()> {
+    let guard = RUNNING.write().await;
+    start_once(plane);
+    guard
+}
+
+/// Kills the controller (SIGKILL, as a crashed pod) and starts a new process; the new one
+/// waits out the old one's Lease before it acts.
+pub fn restart_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
+    let slot = start_once(plane);
+    let mut child = slot.lock().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    *child = spawn_controller(plane);
+}
+
+pub fn controller_log() -> String {
+    std::fs::read_to_string(plane().dir.join("controller.log")).unwrap_or_default()
+}
+
+pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(value).expect("a valid object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {}: {e}", K::kind(&())))
+}
+
+/// Waits until `f` gives `Some`, or fails naming what was awaited and what the logs say.
+pub async fn wait_for<T, F, Fut>(what: &str, seconds: u64, ns: &str, node: &TestNode, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..seconds * 4 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "{what} did not happen within {seconds} s\npod logs:\n{}\ncontroller log (tail):\n{}",
+        node.logs(ns, "mover-"),
+        controller_log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Repository `repo` with Secret `restic` holding the location and password.
+pub async fn repository(client: &Client, ns: &str, repo: &Path, password: &str) {
+    repository_with(client, ns, repo, password, json!({}), json!({})).await;
+}
+
+/// [`repository`] with `extra` Secret keys and `spec` fields merged into the Repository's.
+pub async fn repository_with(
+    client: &Client,
+    ns: &str,
+    repo: &Path,
+    password: &str,
+    extra: serde_json::Value,
+    spec: serde_json::Value,
+) {
+    let mut data = json!({"RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": password});
+    data.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": "restic"}, "stringData": data}),
+    )
+    .await;
+    let mut repo_spec = json!({"secretRef": {"name": "restic"}});
+    repo_spec
+        .as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().unwrap().clone());
+    create::<Repository>(
+        client,
+        ns,
+        json!({"metadata": {"name": "repo"}, "spec": repo_spec}),
+    )
+    .await;
+}
+
+/// `len` bytes that do not compress (a xorshift stream from `seed`).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("app/logs")).unwrap();
+    std::fs::create_dir_all(dir.join("lost+found")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("app/db.bin"), &big).unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            dir.join(format!("app/logs/{i}.log")),
+            format!("line {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("db.bin", dir.join("app/current")).unwrap();
+}
