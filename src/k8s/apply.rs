@@ -52,6 +52,13 @@ pub enum Action {
     },
     DeleteSnapshot(String),
     DeletePvc(String),
+    /// Pre-binds PersistentVolume `volume` to claim `claim` (a populated volume handed from
+    /// the prime claim to the claim that asked for it); the PV binder completes the bind.
+    RebindVolume {
+        volume: String,
+        claim: String,
+        claim_uid: String,
+    },
     /// A JSON merge patch of the resource's status (the fields the controller owns).
     PatchStatus(serde_json::Value),
     AddFinalizer,
@@ -245,6 +252,27 @@ impl Io {
                     let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
                     ignore_missing(api.delete(&p, &DeleteParams::default()).await)
                         .map_err(|e| Error::kube(format!("deleting PVC {p}"), e))?;
+                }
+                Action::RebindVolume {
+                    volume,
+                    claim,
+                    claim_uid,
+                } => {
+                    let api: Api<k8s_openapi::api::core::v1::PersistentVolume> =
+                        Api::all(self.client.clone());
+                    let patch = serde_json::json!({"spec": {"claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": ns,
+                        "name": claim,
+                        "uid": claim_uid,
+                        "resourceVersion": null,
+                    }}});
+                    api.patch(&volume, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .map_err(|e| {
+                            Error::kube(format!("binding PersistentVolume {volume} to {claim}"), e)
+                        })?;
                 }
                 Action::PatchStatus(status) => {
                     let api: Api<K> = Api::namespaced(self.client.clone(), &ns);

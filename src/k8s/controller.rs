@@ -15,7 +15,7 @@ use super::metrics::Metrics;
 use super::{backup, leader, repository, restore, schedule};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -265,8 +265,33 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
         ..Default::default()
     };
     if !status.phase.is_final() {
+        if vr.spec.target.is_none() {
+            let claims = api::<PersistentVolumeClaim>(client, &ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| Error::kube(format!("listing PVCs in {ns}"), e))?;
+            let mut asking: Vec<PersistentVolumeClaim> = claims
+                .items
+                .into_iter()
+                .filter(|c| restore::populates(c, &vr.name_any()))
+                .collect();
+            asking.sort_by_key(|c| c.name_any());
+            obs.populating = asking.into_iter().next();
+        }
         if let Some(claim) = restore::target_claim(&vr) {
             obs.target = get::<PersistentVolumeClaim>(client, &ns, &claim).await?;
+            if obs.populating.is_some() {
+                let volume = obs
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.spec.as_ref()?.volume_name.clone());
+                if let Some(v) = volume {
+                    obs.prime_volume = Api::<PersistentVolume>::all(client.clone())
+                        .get_opt(&v)
+                        .await
+                        .map_err(|e| Error::kube(format!("reading PersistentVolume {v}"), e))?;
+                }
+            }
             if vr.spec.target.as_ref().is_some_and(|t| t.pvc.is_some()) {
                 obs.target_node = node_using_claim(client, &ns, &claim).await?;
             }
@@ -495,6 +520,23 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
     let restore_store = restores.store();
     let restores = restores
         .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        .owns(
+            all_or_namespaced::<PersistentVolumeClaim>(&client, ns),
+            managed.clone(),
+        )
+        // A claim whose dataSourceRef names a VolumeRestore wakes it (volume populator).
+        .watches(
+            all_or_namespaced::<PersistentVolumeClaim>(&client, ns),
+            wc.clone(),
+            |pvc| {
+                let r = pvc.spec.as_ref()?.data_source_ref.as_ref()?;
+                (r.api_group.as_deref() == Some(super::names::GROUP) && r.kind == "VolumeRestore")
+                    .then(|| {
+                        ObjectRef::<VolumeRestore>::new(&r.name)
+                            .within(&pvc.namespace().unwrap_or_default())
+                    })
+            },
+        )
         .watches(
             all_or_namespaced::<Repository>(&client, ns),
             wc.clone(),

@@ -16,7 +16,7 @@ use super::repository::{NotReady, RepoView, repo_view};
 use super::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -34,6 +34,10 @@ pub struct Observed {
     pub termination: Option<String>,
     /// The node of a running pod that mounts the target claim.
     pub target_node: Option<String>,
+    /// Populator mode (no `spec.target`): the claim whose `dataSourceRef` names this
+    /// VolumeRestore, and the volume bound to the prime claim the data goes to first.
+    pub populating: Option<PersistentVolumeClaim>,
+    pub prime_volume: Option<PersistentVolume>,
 }
 
 pub struct RunNames {
@@ -51,12 +55,56 @@ pub fn run_names(vr: &VolumeRestore) -> RunNames {
     }
 }
 
-/// The claim the data goes to.
+/// The claim the data goes to: the target, or in populator mode the prime claim that is
+/// filled first and whose volume is then handed to the populating claim.
 pub fn target_claim(vr: &VolumeRestore) -> Option<String> {
-    let t = vr.spec.target.as_ref()?;
+    let Some(t) = vr.spec.target.as_ref() else {
+        return Some(prime_claim(vr));
+    };
     t.pvc
         .clone()
         .or_else(|| t.new_pvc.as_ref().map(|n| n.name.clone()))
+}
+
+/// The prime claim of a VolumeRestore used as a volume populator.
+pub fn prime_claim(vr: &VolumeRestore) -> String {
+    names::object_name("prime", &vr.name_any())
+}
+
+/// Whether `pvc` asks to be populated by VolumeRestore `name` (`dataSourceRef`).
+pub fn populates(pvc: &PersistentVolumeClaim, name: &str) -> bool {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.data_source_ref.as_ref())
+        .is_some_and(|r| {
+            r.api_group.as_deref() == Some(names::GROUP)
+                && r.kind == "VolumeRestore"
+                && r.name == name
+        })
+}
+
+/// The prime claim: the populating claim's class, modes and size, owned by the run.
+fn prime(vr: &VolumeRestore, populating: &PersistentVolumeClaim) -> PersistentVolumeClaim {
+    let from = populating.spec.clone().unwrap_or_default();
+    let mut labels = labels(vr, "prime");
+    labels.retain(|k, _| k != names::REPOSITORY);
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(prime_claim(vr)),
+            namespace: vr.namespace(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(vr)]),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: from.access_modes,
+            storage_class_name: from.storage_class_name,
+            volume_mode: from.volume_mode,
+            resources: from.resources,
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 fn owner(vr: &VolumeRestore) -> OwnerReference {
@@ -209,6 +257,13 @@ fn job_actions(
 
 fn cleanup(names: &RunNames, obs: &Observed, delete_job: bool) -> Vec<Action> {
     let mut out = Vec::new();
+    // Populator mode: the prime claim goes in every outcome (after a success its volume
+    // belongs to the populating claim; after a failure that claim stays Pending).
+    if obs.populating.is_some() {
+        if let Some(prime) = &obs.target {
+            out.push(Action::DeletePvc(prime.name_any()));
+        }
+    }
     if obs.resolve_job.is_some() {
         out.push(Action::DeleteJob(names.resolve_job.clone()));
     }
@@ -265,15 +320,8 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
         patch(&current, &next, &mut out);
         return out;
     }
-    let Some(target) = vr.spec.target.clone() else {
-        return fail(
-            &current,
-            "spec.target names no PVC (a VolumeRestore used only as a volume populator has no \
-             target of its own)"
-                .into(),
-            now,
-        );
-    };
+    let populator = vr.spec.target.is_none();
+    let target = vr.spec.target.clone().unwrap_or_default();
     let repo = match repo_view(obs.repository.as_ref(), &vr.spec.repository) {
         Ok(r) => r,
         Err(NotReady::Waiting(m)) => return wait_or_fail(&current, m, now),
@@ -331,8 +379,37 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
     }
     // 2. The target claim.
     let claim = target_claim(vr).unwrap_or_default();
+    let shown = obs
+        .populating
+        .as_ref()
+        .map(|p| p.name_any())
+        .unwrap_or_else(|| claim.clone());
     let mut out = Vec::new();
     let Some(pvc) = &obs.target else {
+        if populator {
+            let Some(populating) = &obs.populating else {
+                return wait_or_fail(
+                    &current,
+                    format!(
+                        "no PVC names VolumeRestore {} in its dataSourceRef",
+                        vr.name_any()
+                    ),
+                    now,
+                );
+            };
+            out.push(Action::CreatePvc(Box::new(prime(vr, populating))));
+            let next = run::with_phase(
+                &current,
+                RunPhase::Preparing,
+                Some(format!(
+                    "populating PVC {} through {claim}",
+                    populating.name_any()
+                )),
+                now,
+            );
+            patch(&current, &next, &mut out);
+            return out;
+        }
         if let Some(new) = &target.new_pvc {
             out.push(Action::CreatePvc(Box::new(new_claim(vr, new, &current))));
             let next = run::with_phase(
@@ -346,11 +423,27 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
         }
         return wait_or_fail(&current, format!("PVC {claim} not found"), now);
     };
+    // Fail closed: the volume is handed over only after an explicit "no snapshot" or a
+    // restore the mover itself reported as succeeded.
+    let restored = run::job_state(obs.job.as_ref()) == JobState::Succeeded
+        && current
+            .result
+            .as_ref()
+            .is_some_and(|r| r.outcome == MoverOutcome::Succeeded);
+    if populator && (resolved.no_snapshot || restored) {
+        if let Some(actions) = hand_over(obs, &current, &claim, now) {
+            return actions;
+        }
+    }
     if resolved.no_snapshot {
         let mut next = run::with_phase(
             &current,
             RunPhase::Completed,
-            Some("no snapshot matches the selection; the volume was left as it was".into()),
+            Some(if populator {
+                format!("no snapshot matches the selection; PVC {shown} starts empty")
+            } else {
+                "no snapshot matches the selection; the volume was left as it was".into()
+            }),
             now,
         );
         next.result = Some(super::api::common::MoverResult {
@@ -442,7 +535,7 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                     warning: false,
                     reason: "RestoreCompleted".into(),
                     note: format!(
-                        "snapshot {} restored into PVC {claim}",
+                        "snapshot {} restored into PVC {shown}",
                         r.snapshot_id.unwrap_or_default()
                     ),
                 });
@@ -457,6 +550,48 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
         }
     }
     out
+}
+
+/// Populator mode, once the prime claim holds the data (or, for an explicit "no snapshot",
+/// nothing): its volume is pre-bound to the populating claim, and the run goes on once the
+/// PV names that claim. `None` when the hand-over is done and the run may finish.
+fn hand_over(obs: &Observed, current: &RunStatus, prime: &str, now: &Time) -> Option<Vec<Action>> {
+    let populating = obs.populating.as_ref()?;
+    let mut out = Vec::new();
+    let Some(pv) = &obs.prime_volume else {
+        let next = run::with_phase(
+            current,
+            RunPhase::InProgress,
+            Some(format!("waiting for PVC {prime} to be bound")),
+            now,
+        );
+        patch(current, &next, &mut out);
+        return Some(out);
+    };
+    let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    let handed = claim_ref.is_some_and(|r| {
+        r.name.as_deref() == Some(populating.name_any().as_str()) && r.uid == populating.uid()
+    });
+    if handed {
+        return None;
+    }
+    out.push(Action::RebindVolume {
+        volume: pv.name_any(),
+        claim: populating.name_any(),
+        claim_uid: populating.uid().unwrap_or_default(),
+    });
+    let next = run::with_phase(
+        current,
+        RunPhase::InProgress,
+        Some(format!(
+            "handing volume {} to PVC {}",
+            pv.name_any(),
+            populating.name_any()
+        )),
+        now,
+    );
+    patch(current, &next, &mut out);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -508,6 +643,137 @@ mod tests {
             ..Default::default()
         });
         r
+    }
+
+    fn claim(name: &str, uid: &str, volume: Option<&str>) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(uid.into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some("fast".into()),
+                volume_name: volume.map(String::from),
+                data_source_ref: Some(k8s_openapi::api::core::v1::TypedObjectReference {
+                    api_group: Some("mover.dev".into()),
+                    kind: "VolumeRestore".into(),
+                    name: "r1".into(),
+                    namespace: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn volume(claim: &str, uid: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pv-1".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PersistentVolumeSpec {
+                claim_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+                    name: Some(claim.into()),
+                    uid: Some(uid.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn finished_job(ok: bool) -> Job {
+        Job {
+            status: Some(k8s_openapi::api::batch::v1::JobStatus {
+                conditions: Some(vec![k8s_openapi::api::batch::v1::JobCondition {
+                    type_: if ok { "Complete" } else { "Failed" }.into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn as_a_populator_the_data_lands_in_a_prime_claim_whose_volume_is_handed_over() {
+        let mut vr = restore(RestoreTarget::default());
+        vr.spec.target = None;
+        vr.status.as_mut().unwrap().resolved = Some(ResolvedSnapshot {
+            snapshot_id: Some("abc".into()),
+            ..Default::default()
+        });
+        let asking = claim("filled", "u-filled", None);
+        assert!(populates(&asking, "r1") && !populates(&asking, "r2"));
+        let mut obs = Observed {
+            repository: Some(repo()),
+            populating: Some(asking),
+            ..Default::default()
+        };
+        // First the prime claim, like the one that asked, owned by the run.
+        let a = plan(&vr, &obs, "img", &now());
+        let prime = a
+            .iter()
+            .find_map(|x| match x {
+                Action::CreatePvc(p) => Some(p.clone()),
+                _ => None,
+            })
+            .expect("a prime claim");
+        assert_eq!(prime.name_any(), "mover-prime-r1");
+        let spec = prime.spec.clone().unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert!(spec.data_source_ref.is_none());
+        assert_eq!(prime.metadata.owner_references.unwrap()[0].uid, "u");
+
+        // The restore Job writes into the prime claim.
+        obs.target = Some(claim("mover-prime-r1", "u-prime", Some("pv-1")));
+        obs.prime_volume = Some(volume("mover-prime-r1", "u-prime"));
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(a.iter().any(|x| matches!(x, Action::CreateJob { job, .. }
+            if job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().volumes.as_ref().unwrap()
+                .iter().any(|v| v.persistent_volume_claim.as_ref()
+                    .is_some_and(|c| c.claim_name == "mover-prime-r1")))));
+
+        // A failed restore fails closed: no hand-over, the prime goes.
+        obs.job = Some(finished_job(false));
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(!a.iter().any(|x| matches!(x, Action::RebindVolume { .. })));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::DeletePvc(n) if n == "mover-prime-r1"))
+        );
+
+        // A job that succeeded without the mover's own success is not trusted either.
+        obs.job = Some(finished_job(true));
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(!a.iter().any(|x| matches!(x, Action::RebindVolume { .. })));
+
+        // Success: the volume is pre-bound to the asking claim, then the run completes.
+        vr.status.as_mut().unwrap().result = Some(crate::k8s::api::MoverResult {
+            outcome: MoverOutcome::Succeeded,
+            snapshot_id: Some("abc".into()),
+            ..Default::default()
+        });
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(a.iter().any(
+            |x| matches!(x, Action::RebindVolume { volume, claim, claim_uid }
+            if volume == "pv-1" && claim == "filled" && claim_uid == "u-filled")
+        ));
+        assert!(!a.iter().any(|x| matches!(x, Action::DeletePvc(_))));
+        obs.prime_volume = Some(volume("filled", "u-filled"));
+        let a = plan(&vr, &obs, "img", &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Completed");
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::DeletePvc(n) if n == "mover-prime-r1"))
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod harness;
 mod node;
 mod plane;
+mod populator;
 mod runs;
 mod scenarios;
 mod schedules;

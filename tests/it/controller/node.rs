@@ -249,9 +249,15 @@ impl Storage {
             .map_err(|e| e.to_string())?
         {
             let spec = pvc.spec.clone().unwrap_or_default();
+            // A claim filled by a volume populator (dataSourceRef to a kind other than a
+            // PVC or VolumeSnapshot) is left to that populator, as CSI's provisioner does.
+            let populated = spec.data_source_ref.as_ref().is_some_and(|r| {
+                !matches!(r.kind.as_str(), "PersistentVolumeClaim" | "VolumeSnapshot")
+            });
             if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
                 || spec.volume_name.is_some()
                 || pvc.metadata.deletion_timestamp.is_some()
+                || populated
             {
                 continue;
             }
