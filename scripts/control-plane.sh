@@ -2,7 +2,7 @@
 # Starts (or stops) a real single-node control plane on 127.0.0.1: etcd, kube-apiserver and
 # kube-controller-manager (job, garbage collector, PV binder, PV/PVC protection, namespace,
 # TTL controllers), built by scripts/build-control-plane.sh. No kubelet and no scheduler run:
-# the test node (tests/it/k8s/node.rs, or `mover-test-node` in the demo) plays both.
+# the test node (tests/it/controller/node.rs, also run by scripts/k8s-demo.sh) plays both.
 #
 #   scripts/control-plane.sh start DIR     writes DIR/kubeconfig, DIR/*.log, DIR/pids
 #   scripts/control-plane.sh stop DIR

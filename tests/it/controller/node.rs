@@ -456,8 +456,12 @@ struct Kubelet {
     started: Arc<Mutex<HashSet<String>>>,
 }
 
+/// The `mover` that pods run: `MOVER_BIN`, else the one cargo built for the tests.
 fn mover_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mover"))
+    match std::env::var_os("MOVER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(option_env!("CARGO_BIN_EXE_mover").unwrap_or("mover")),
+    }
 }
 
 impl Kubelet {
