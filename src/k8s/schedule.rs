@@ -42,6 +42,9 @@ pub struct Plan {
     pub wake_after: Option<Duration>,
 }
 
+/// How a status message about an unreadable spec begins.
+const INVALID: &str = "invalid spec: ";
+
 /// The Lease that serializes maintenance of one repository.
 pub fn maintenance_lease(repository: &str) -> String {
     names::object_name("maintenance", repository)
@@ -175,7 +178,8 @@ pub fn plan(bs: &BackupSchedule, obs: &Observed, image: &str, now: &Time) -> Pla
         });
     let (schedule, tz, jitter, prune_interval) = match parsed {
         Ok(p) => p,
-        Err(message) => {
+        Err(why) => {
+            let message = format!("{INVALID}{why}");
             if current.message.as_deref() != Some(message.as_str()) {
                 out.push(event(true, "InvalidSchedule", message.clone()));
             }
@@ -188,7 +192,13 @@ pub fn plan(bs: &BackupSchedule, obs: &Observed, image: &str, now: &Time) -> Pla
             };
         }
     };
-    if current.message.is_some() && current.prune_job.is_none() {
+    // The spec reads again: a message about it goes (a prune's failure stays until the next
+    // prune succeeds).
+    if current
+        .message
+        .as_deref()
+        .is_some_and(|m| m.starts_with(INVALID))
+    {
         next.message = None;
     }
     let uid = bs.uid().unwrap_or_default();
