@@ -1,6 +1,6 @@
 //! `mover controller`: watches Repositories, VolumeBackups, VolumeRestores and
-//! BackupSchedules (and the Jobs, PVCs, VolumeSnapshots and VolumeBackups they own), gathers what each plan needs, runs the plan and
-//! applies its actions. One replica acts at a time (a Lease); `/metrics`, `/healthz` and
+//! BackupSchedules (and the Jobs, PVCs, VolumeSnapshots and VolumeBackups they own), gathers
+//! what each plan needs, runs the plan and applies its actions. One replica acts at a time (a Lease); `/metrics`, `/healthz` and
 //! `/readyz` are served on `--metrics-addr`.
 //!
 //! Reads are gets by the stable names a run gives its objects, so a restarted controller
