@@ -1,7 +1,7 @@
 //! `mover controller`: watches Repositories, VolumeBackups, VolumeRestores and
 //! BackupSchedules (and the Jobs, PVCs, VolumeSnapshots and VolumeBackups they own), gathers
-//! what each plan needs, runs the plan and applies its actions. One replica acts at a time (a Lease); `/metrics`, `/healthz` and
-//! `/readyz` are served on `--metrics-addr`.
+//! what each plan needs, runs the plan and applies its actions. One replica acts at a time
+//! (a Lease); `/metrics`, `/healthz` and `/readyz` are served on `--metrics-addr`.
 //!
 //! Reads are gets by the stable names a run gives its objects, so a restarted controller
 //! adopts the Jobs of runs in progress and carries on. Secrets are only ever read as
