@@ -1,15 +1,16 @@
 //! What every scenario uses: the shared `mover controller` process (restartable), object
 //! creation, waiting with the logs on failure, a Repository and its Secret, test data.
 
-use super::node::TestNode;
+use super::node::{STORAGE_CLASS, TestNode};
 use super::plane::{Plane, plane};
 use crate::support::compare::CompareOptions;
-use k8s_openapi::api::core::v1::Secret;
+use crate::support::{PASSWORD, ok, restic};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use mover::k8s::api::Repository;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -210,4 +211,48 @@ pub fn write_tree(dir: &Path) {
         .unwrap();
     }
     std::os::unix::fs::symlink("db.bin", dir.join("app/current")).unwrap();
+}
+
+/// A claim of the test node's StorageClass, once bound: its directory (or image file).
+pub async fn claim(
+    client: &Client,
+    node: &TestNode,
+    ns: &str,
+    name: &str,
+    mode: &str,
+    size: &str,
+) -> PathBuf {
+    create::<PersistentVolumeClaim>(
+        client,
+        ns,
+        json!({"metadata": {"name": name}, "spec": {
+            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
+            "volumeMode": mode, "resources": {"requests": {"storage": size}}}}),
+    )
+    .await;
+    node.wait_volume(ns, name).await
+}
+
+/// `restic snapshots --json` of `repo`.
+pub fn snapshots(repo: &Path) -> Vec<serde_json::Value> {
+    let out = ok(restic()
+        .arg("-r")
+        .arg(repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .args(["snapshots", "--json"]));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `restic restore ID --target TARGET`.
+pub fn restic_restore(repo: &Path, id: &str, target: &Path) {
+    ok(restic()
+        .arg("-r")
+        .arg(repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .args(["restore", id, "--target"])
+        .arg(target));
 }

@@ -2,7 +2,7 @@
 //! bound to a volume that already holds the snapshot. It fails closed: an error leaves the
 //! claim Pending, and only an explicit "no snapshot" yields an empty volume.
 
-use super::harness::{contents, controller, create, repository, wait_for, write_tree};
+use super::harness::{claim, contents, controller, create, repository, wait_for, write_tree};
 use super::node::{STORAGE_CLASS, TestNode};
 use super::plane::{plane, scratch, setup};
 use crate::support::PASSWORD;
@@ -69,15 +69,7 @@ async fn a_pvc_with_a_volume_restore_data_source_is_bound_to_the_restored_data()
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     repository(&client, &ns, &repo, PASSWORD).await;
-    create::<PersistentVolumeClaim>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "data"}, "spec": {
-            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "1Gi"}}}}),
-    )
-    .await;
-    let source = node.wait_volume(&ns, "data").await;
+    let source = claim(&client, node, &ns, "data", "Filesystem", "1Gi").await;
     write_tree(&source);
     create::<VolumeBackup>(
         &client,

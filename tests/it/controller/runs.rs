@@ -4,13 +4,13 @@
 //! it runs.
 
 use super::harness::{
-    contents, controller, controller_alone, controller_log, create, random_bytes, repository_with,
-    restart_controller, wait_for,
+    claim, contents, controller, controller_alone, controller_log, create, random_bytes,
+    repository_with, restart_controller, restic_restore, snapshots, wait_for,
 };
 use super::node::{STORAGE_CLASS, TestNode};
 use super::plane::{plane, scratch, setup};
+use crate::support::PASSWORD;
 use crate::support::compare::compare_trees;
-use crate::support::{PASSWORD, ok, restic};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -18,18 +18,6 @@ use mover::k8s::api::{RunPhase, VolumeBackup, VolumeRestore};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-async fn claim(client: &Client, node: &TestNode, ns: &str, name: &str, mode: &str) -> PathBuf {
-    create::<PersistentVolumeClaim>(
-        client,
-        ns,
-        json!({"metadata": {"name": name}, "spec": {
-            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-            "volumeMode": mode, "resources": {"requests": {"storage": "64Mi"}}}}),
-    )
-    .await;
-    node.wait_volume(ns, name).await
-}
 
 async fn backup(client: &Client, ns: &str, name: &str, pvc: &str) {
     create::<VolumeBackup>(
@@ -65,28 +53,6 @@ async fn finished(
     .await
 }
 
-fn snapshots(repo: &Path) -> Vec<serde_json::Value> {
-    let out = ok(restic()
-        .arg("-r")
-        .arg(repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .args(["snapshots", "--json"]));
-    serde_json::from_str::<serde_json::Value>(&out)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn restic_restore(repo: &Path, id: &str, target: &Path) {
-    ok(restic()
-        .arg("-r")
-        .arg(repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .args(["restore", id, "--target"])
-        .arg(target));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_backup_within_15_s_and_leaves_no_snapshot_or_lock() {
     let (client, node, ns) = setup("cancel").await;
@@ -103,7 +69,7 @@ async fn cancel_stops_a_running_backup_within_15_s_and_leaves_no_snapshot_or_loc
         json!({}),
     )
     .await;
-    let source = claim(&client, node, &ns, "data", "Filesystem").await;
+    let source = claim(&client, node, &ns, "data", "Filesystem", "64Mi").await;
     std::fs::write(source.join("big.bin"), random_bytes(6 << 20, 7)).unwrap();
     backup(&client, &ns, "c1", "data").await;
     let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
@@ -167,7 +133,7 @@ async fn a_controller_killed_mid_run_is_replaced_and_the_run_completes_once() {
         json!({}),
     )
     .await;
-    let source = claim(&client, node, &ns, "data", "Filesystem").await;
+    let source = claim(&client, node, &ns, "data", "Filesystem", "64Mi").await;
     std::fs::create_dir_all(source.join("db")).unwrap();
     std::fs::write(source.join("db/table.bin"), random_bytes(5 << 20, 11)).unwrap();
     std::fs::write(source.join("db/wal.log"), b"committed\n").unwrap();
@@ -223,7 +189,7 @@ async fn max_jobs_one_runs_two_backups_of_a_repository_one_after_the_other() {
     .await;
     let mut sources = Vec::new();
     for (i, name) in ["a", "b"].iter().enumerate() {
-        let dir = claim(&client, node, &ns, name, "Filesystem").await;
+        let dir = claim(&client, node, &ns, name, "Filesystem", "64Mi").await;
         std::fs::write(dir.join("data.bin"), random_bytes(4 << 20, 20 + i as u64)).unwrap();
         sources.push(dir);
     }
@@ -287,7 +253,7 @@ async fn a_block_pvc_is_backed_up_and_restored_into_a_new_block_pvc() {
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     repository_with(&client, &ns, &repo, PASSWORD, json!({}), json!({})).await;
-    let image = claim(&client, node, &ns, "disk", "Block").await;
+    let image = claim(&client, node, &ns, "disk", "Block", "64Mi").await;
     // Data at the start and at 40 MiB, holes elsewhere.
     {
         use std::os::unix::fs::FileExt;

@@ -1,12 +1,12 @@
 //! A BackupSchedule against the real control plane: runs at its cron times, applies its
 //! retention to the repository, trims its history and prunes the repository.
 
-use super::harness::{contents, controller, create, repository, wait_for};
-use super::node::STORAGE_CLASS;
+use super::harness::{
+    claim, contents, controller, create, repository, restic_restore, snapshots, wait_for,
+};
 use super::plane::{plane, scratch, setup};
 use crate::support::compare::compare_trees;
 use crate::support::{PASSWORD, ok, restic};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use mover::k8s::api::{BackupSchedule, RunPhase, VolumeBackup};
 use serde_json::json;
@@ -18,15 +18,7 @@ async fn a_schedule_backs_up_every_minute_keeps_the_newest_and_prunes() {
     let tmp = scratch();
     let repo = tmp.path().join("repo");
     repository(&client, &ns, &repo, PASSWORD).await;
-    create::<PersistentVolumeClaim>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "data"}, "spec": {
-            "storageClassName": STORAGE_CLASS, "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "1Gi"}}}}),
-    )
-    .await;
-    let source = node.wait_volume(&ns, "data").await;
+    let source = claim(&client, node, &ns, "data", "Filesystem", "1Gi").await;
     std::fs::write(source.join("state.txt"), b"generation 1\n").unwrap();
 
     create::<BackupSchedule>(
@@ -139,24 +131,13 @@ async fn a_schedule_backs_up_every_minute_keeps_the_newest_and_prunes() {
     assert_eq!(kept.len(), 1, "history limit 1 keeps one completed backup");
 
     // Retention keepLast 1: restic sees exactly the newest snapshot, and it holds generation 2.
-    let out = ok(restic()
-        .arg("-r")
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .args(["snapshots", "--json"]));
-    let snaps: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let snaps = snaps.as_array().unwrap();
+    let snaps = snapshots(&repo);
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let id = snaps[0]["id"].as_str().unwrap();
     assert_eq!(id, last_id);
     assert_eq!(snaps[0]["tags"][0], "scheduled");
     let restored = tmp.path().join("restored");
-    ok(restic()
-        .arg("-r")
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .args(["restore", id, "--target"])
-        .arg(&restored));
+    restic_restore(&repo, id, &restored);
     compare_trees(&source, &restored, &contents()).unwrap();
     ok(restic()
         .arg("-r")
