@@ -7,6 +7,7 @@ pub mod repository;
 pub mod restore;
 pub mod schedule;
 pub mod snapshot;
+pub mod velero;
 
 pub use backup::{BackupSource, CopyMethod, DeletionPolicy, VolumeBackup, VolumeBackupSpec};
 pub use common::{
