@@ -265,8 +265,7 @@ fn job_params(
         namespace: vb.namespace().unwrap_or_default(),
         image: settings.image.clone(),
         args: req.args,
-        secret: repo.secret.clone(),
-        ca: repo.ca.clone(),
+        repo: repo.access.clone(),
         volume: req.volume,
         service_account: names.access.clone(),
         mover: vb.spec.mover.clone().unwrap_or_default(),
@@ -699,6 +698,8 @@ mod tests {
                 custom_ca: None,
                 concurrency: None,
                 initialize: true,
+                env: Default::default(),
+                credentials_file: None,
             },
         );
         r.status = Some(RepositoryStatus {

@@ -54,6 +54,23 @@ pub enum CaSource {
     ConfigMap { name: String, key: String },
 }
 
+/// How a Job reaches its repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoAccess {
+    /// The repository Secret (restic's environment keys), passed as `envFrom`.
+    pub secret: String,
+    pub ca: Option<CaSource>,
+    /// Plain settings (the location, region, profile), set after the Secret's keys so they
+    /// win over them.
+    pub env: BTreeMap<String, String>,
+    /// An AWS shared credentials file (Secret name, key), mounted at [`CREDENTIALS_DIR`]
+    /// and named by `AWS_SHARED_CREDENTIALS_FILE`.
+    pub credentials_file: Option<(String, String)>,
+}
+
+/// Where a Repository's credentials file is mounted.
+pub const CREDENTIALS_DIR: &str = "/credentials";
+
 /// Everything that varies between mover Jobs.
 #[derive(Debug, Clone)]
 pub struct JobParams {
@@ -62,9 +79,7 @@ pub struct JobParams {
     pub image: String,
     /// Arguments after `mover`.
     pub args: Vec<String>,
-    /// The repository Secret (restic's environment keys).
-    pub secret: String,
-    pub ca: Option<CaSource>,
+    pub repo: RepoAccess,
     pub volume: VolumeAttach,
     pub service_account: String,
     pub mover: MoverSpec,
@@ -200,7 +215,35 @@ pub fn job(p: &JobParams) -> Job {
         }
         VolumeAttach::None => {}
     }
-    if let Some(ca) = &p.ca {
+    if let Some((secret, key)) = &p.repo.credentials_file {
+        volumes.push(Volume {
+            name: "credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "credentials".into(),
+            mount_path: CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(EnvVar {
+            name: "AWS_SHARED_CREDENTIALS_FILE".into(),
+            value: Some(format!("{CREDENTIALS_DIR}/{key}")),
+            ..Default::default()
+        });
+    }
+    for (name, value) in &p.repo.env {
+        env.push(EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            ..Default::default()
+        });
+    }
+    if let Some(ca) = &p.repo.ca {
         let (volume, key) = match ca {
             CaSource::Secret { name, key } => (
                 Volume {
@@ -251,7 +294,7 @@ pub fn job(p: &JobParams) -> Job {
         env: Some(env),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
-                name: p.secret.clone(),
+                name: p.repo.secret.clone(),
                 optional: Some(false),
             }),
             ..Default::default()
@@ -395,11 +438,14 @@ mod tests {
             namespace: "apps".into(),
             image: "mover:dev".into(),
             args: vec!["job".into(), "backup".into()],
-            secret: "repo-secret".into(),
-            ca: Some(CaSource::ConfigMap {
-                name: "ca".into(),
-                key: "ca.crt".into(),
-            }),
+            repo: RepoAccess {
+                secret: "repo-secret".into(),
+                ca: Some(CaSource::ConfigMap {
+                    name: "ca".into(),
+                    key: "ca.crt".into(),
+                }),
+                ..Default::default()
+            },
             volume: VolumeAttach::Filesystem {
                 claim: "db-clone".into(),
                 read_only: true,

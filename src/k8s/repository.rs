@@ -5,7 +5,7 @@ use super::api::Repository;
 use super::api::common::KeyReference;
 use super::api::repository::{RepositoryPhase, RepositoryStatus};
 use super::apply::Action;
-use super::jobspec::{self, CaSource, JobParams, VolumeAttach};
+use super::jobspec::{self, CaSource, JobParams, RepoAccess, VolumeAttach};
 use super::names;
 use super::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 /// What a run needs of its Repository.
 #[derive(Debug, Clone)]
 pub struct RepoView {
-    pub secret: String,
-    pub ca: Option<CaSource>,
+    pub access: RepoAccess,
     pub max_jobs: Option<u32>,
 }
 
@@ -26,6 +25,20 @@ pub struct RepoView {
 pub enum NotReady {
     Waiting(String),
     Failed(String),
+}
+
+/// How Jobs reach `repo`'s repository.
+pub fn access(repo: &Repository) -> RepoAccess {
+    RepoAccess {
+        secret: repo.spec.secret_ref.name.clone(),
+        ca: repo.spec.custom_ca.as_ref().and_then(ca_source),
+        env: repo.spec.env.clone(),
+        credentials_file: repo
+            .spec
+            .credentials_file
+            .as_ref()
+            .map(|c| (c.name.clone(), c.key.clone())),
+    }
 }
 
 pub fn ca_source(r: &KeyReference) -> Option<CaSource> {
@@ -50,8 +63,7 @@ pub fn repo_view(repo: Option<&Repository>, name: &str) -> Result<RepoView, NotR
     let status = repo.status.clone().unwrap_or_default();
     match status.phase {
         RepositoryPhase::Ready => Ok(RepoView {
-            secret: repo.spec.secret_ref.name.clone(),
-            ca: repo.spec.custom_ca.as_ref().and_then(ca_source),
+            access: access(repo),
             max_jobs: repo.spec.concurrency.as_ref().and_then(|c| c.max_jobs),
         }),
         RepositoryPhase::Failed => Err(NotReady::Failed(format!(
@@ -158,8 +170,7 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                     "probe".into(),
                     format!("repository/{}", repo.name_any()),
                 ],
-                secret: repo.spec.secret_ref.name.clone(),
-                ca: repo.spec.custom_ca.as_ref().and_then(ca_source),
+                repo: access(repo),
                 volume: VolumeAttach::None,
                 service_account: names::object_name("probe", &repo.name_any()),
                 mover: Default::default(),
@@ -275,6 +286,8 @@ mod tests {
                 custom_ca: None,
                 concurrency: None,
                 initialize: true,
+                env: Default::default(),
+                credentials_file: None,
             },
         );
         r.metadata.namespace = Some("apps".into());
@@ -359,7 +372,7 @@ mod tests {
         });
         let v = repo_view(Some(&r), "repo").unwrap();
         assert_eq!(v.max_jobs, Some(1));
-        assert_eq!(v.secret, "s");
+        assert_eq!(v.access.secret, "s");
         assert!(
             matches!(repo_view(None, "x"), Err(NotReady::Waiting(m)) if m.contains("not found"))
         );

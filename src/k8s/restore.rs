@@ -234,8 +234,7 @@ fn job_actions(
         namespace: vr.namespace().unwrap_or_default(),
         image: image.to_string(),
         args,
-        secret: repo.secret.clone(),
-        ca: repo.ca.clone(),
+        repo: repo.access.clone(),
         volume,
         service_account: names.access.clone(),
         mover: vr.spec.mover.clone().unwrap_or_default(),
@@ -636,6 +635,8 @@ mod tests {
                 custom_ca: None,
                 concurrency: None,
                 initialize: true,
+                env: Default::default(),
+                credentials_file: None,
             },
         );
         r.status = Some(RepositoryStatus {

@@ -399,8 +399,7 @@ fn plan_prune(
         namespace: bs.namespace().unwrap_or_default(),
         image: image.to_string(),
         args: vec!["prune".into()],
-        secret: repo.secret.clone(),
-        ca: repo.ca.clone(),
+        repo: repo.access.clone(),
         volume: VolumeAttach::None,
         service_account: access_name,
         mover: bs.spec.template.mover.clone().unwrap_or_default(),
@@ -499,6 +498,8 @@ mod tests {
                 custom_ca: None,
                 concurrency: None,
                 initialize: true,
+                env: Default::default(),
+                credentials_file: None,
             },
         );
         r.status = Some(RepositoryStatus {

@@ -305,3 +305,10 @@ pub struct KeyReference {
     pub config_map_name: Option<String>,
     pub key: String,
 }
+
+/// A key of a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct SecretKeySelector {
+    pub name: String,
+    pub key: String,
+}

@@ -1,10 +1,11 @@
 //! `Repository`: a restic repository and the Secret that opens it.
 
-use super::common::KeyReference;
+use super::common::{KeyReference, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A restic repository. The Secret holds restic's environment (`RESTIC_REPOSITORY`,
 /// `RESTIC_PASSWORD`, `AWS_ACCESS_KEY_ID`, ...), the same keys a VolSync restic Secret has.
@@ -31,6 +32,14 @@ pub struct RepositorySpec {
     /// Create the repository when it does not exist (default true).
     #[serde(default = "default_true")]
     pub initialize: bool,
+    /// Plain settings for every Job of this repository, over the Secret's keys: for
+    /// example `RESTIC_REPOSITORY` or `AWS_DEFAULT_REGION` where they are no secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// An AWS shared credentials file (INI, as Velero's BackupStorageLocation credential)
+    /// in a Secret of this namespace; `AWS_PROFILE` in `env` picks its profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<SecretKeySelector>,
 }
 
 fn default_true() -> bool {
