@@ -20,6 +20,8 @@ mod plane {
 #[allow(dead_code)]
 #[path = "../tests/it/controller/node.rs"]
 mod node;
+#[path = "../tests/it/controller/node_logs.rs"]
+mod node_logs;
 
 type Result<T> = std::result::Result<T, String>;
 

@@ -4,7 +4,13 @@
 //! - PVCs of StorageClass `mover-test` get a directory (a sparse image file for `Block`)
 //!   and a pre-bound PersistentVolume; a `dataSource` VolumeSnapshot or PVC is copied in
 //!   with new inodes, as a CSI clone would be.
-//! - VolumeSnapshots of such PVCs are copies of the volume's directory, then `readyToUse`.
+//! - VolumeSnapshots of such PVCs are copies of the volume's directory behind a
+//!   VolumeSnapshotContent whose handle is the copy's path, then `readyToUse`; a
+//!   pre-provisioned VolumeSnapshot binds to its content's handle. Claims with a selector are
+//!   left alone, as CSI's provisioner refuses them.
+//! - `/containerLogs` is served (node_logs.rs), so `pods/log` works through the API server.
+//! - A pod that runs the image's `/mover-restic/entry.sh` (VolSync's restic mover Job) runs
+//!   deploy/image's script with the cargo-built `mover` first on PATH.
 //! - Pods are bound to `mover-test-node` and their container's command runs here (`mover`
 //!   is the cargo-built binary) in a private mount namespace where each volume is bind
 //!   mounted at its mountPath; env comes from values, Secrets, ConfigMaps and the downward
@@ -21,7 +27,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use mover::k8s::api::snapshot::VolumeSnapshot;
+use mover::k8s::api::snapshot::{VolumeSnapshot, VolumeSnapshotContent};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +36,8 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 pub const NODE: &str = "mover-test-node";
+/// Where mover's image keeps the script VolSync's restic mover Job runs.
+pub const VOLSYNC_ENTRY: &str = "/mover-restic/entry.sh";
 pub const STORAGE_CLASS: &str = "mover-test";
 const PROVISIONER: &str = "mover.dev/test-node";
 
@@ -86,8 +94,11 @@ impl TestNode {
         .unwrap();
         let nodes: Api<Node> = Api::all(client.clone());
         let _ = nodes.create(&PostParams::default(), &node).await;
+        let log_port = super::node_logs::serve(root.join("logs")).await;
         let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-            "reason": "KubeletReady", "message": "test node"}]}});
+            "reason": "KubeletReady", "message": "test node"}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}}}});
         let _ = nodes
             .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
             .await;
@@ -254,8 +265,11 @@ impl Storage {
             let populated = spec.data_source_ref.as_ref().is_some_and(|r| {
                 !matches!(r.kind.as_str(), "PersistentVolumeClaim" | "VolumeSnapshot")
             });
+            // A claim with a selector binds only to a PV made for it (Velero's restores), as
+            // CSI's provisioner refuses to provision one.
             if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
                 || spec.volume_name.is_some()
+                || spec.selector.is_some()
                 || pvc.metadata.deletion_timestamp.is_some()
                 || populated
             {
@@ -284,11 +298,10 @@ impl Storage {
                     if s.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
                         continue;
                     }
-                    Some(
-                        self.root
-                            .join("snapshots")
-                            .join(s.uid().unwrap_or_default()),
-                    )
+                    match self.snapshot_data(&s).await? {
+                        Some(p) => Some(p),
+                        None => continue,
+                    }
                 }
                 Some(ds) if ds.kind == "PersistentVolumeClaim" => {
                     match self.claim_path(&ns, &ds.name).await? {
@@ -370,52 +383,104 @@ impl Storage {
             .map(|h| PathBuf::from(h.path)))
     }
 
+    /// Plays CSI's snapshot controller: a VolumeSnapshot of a claim becomes a copy of the
+    /// volume and a VolumeSnapshotContent whose handle is that copy's path; a pre-provisioned
+    /// VolumeSnapshot (one naming its content) binds to that content's handle. A content of
+    /// `deletionPolicy: Delete` whose VolumeSnapshot is gone goes, with its copy.
     async fn snapshot(&self) -> Result<(), String> {
         let snaps: Api<VolumeSnapshot> = Api::all(self.client.clone());
-        for s in snaps
+        let contents: Api<VolumeSnapshotContent> = Api::all(self.client.clone());
+        let all = snaps
             .list(&ListParams::default())
             .await
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| e.to_string())?;
+        for s in &all {
             if s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true) {
                 continue;
             }
             let ns = s.namespace().unwrap_or_default();
-            let Some(claim) = s.spec.source.persistent_volume_claim_name.clone() else {
-                continue;
-            };
-            let Some(src) = self.claim_path(&ns, &claim).await? else {
-                continue;
-            };
-            let dst = self
-                .root
-                .join("snapshots")
-                .join(s.uid().unwrap_or_default());
-            if src.is_dir() {
-                copy_tree(&src, &dst)?;
-            } else {
-                std::fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
-                std::process::Command::new("cp")
-                    .arg("--sparse=always")
-                    .arg(&src)
-                    .arg(dst.join("disk.img"))
-                    .status()
+            let uid = s.uid().unwrap_or_default();
+            let (content_name, size) = if let Some(claim) =
+                s.spec.source.persistent_volume_claim_name.clone()
+            {
+                let Some(src) = self.claim_path(&ns, &claim).await? else {
+                    continue;
+                };
+                let dst = self.root.join("snapshots").join(&uid);
+                if src.is_dir() {
+                    copy_tree(&src, &dst)?;
+                } else {
+                    std::fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
+                    std::process::Command::new("cp")
+                        .arg("--sparse=always")
+                        .arg(&src)
+                        .arg(dst.join("disk.img"))
+                        .status()
+                        .map_err(|e| e.to_string())?;
+                }
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                let size = claims
+                    .get_opt(&claim)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|c| c.status?.capacity?.get("storage").cloned())
+                    .map(|q| q.0)
+                    .unwrap_or_else(|| "1Gi".into());
+                let name = format!("snapcontent-{uid}");
+                let content: VolumeSnapshotContent = serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "spec": {"deletionPolicy": "Delete", "driver": PROVISIONER,
+                        "source": {"volumeHandle": src},
+                        "volumeSnapshotClassName": s.spec.volume_snapshot_class_name,
+                        "volumeSnapshotRef": {"namespace": ns, "name": s.name_any(), "uid": uid}},
+                }))
+                .map_err(|e| e.to_string())?;
+                if contents
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    contents
+                        .create(&PostParams::default(), &content)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let status = json!({"status": {"readyToUse": true,
+                    "snapshotHandle": dst, "restoreSize": parse_quantity(&size)}});
+                contents
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
                     .map_err(|e| e.to_string())?;
-            }
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-            let size = claims
-                .get_opt(&claim)
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|c| c.status?.capacity?.get("storage").cloned())
-                .map(|q| q.0)
-                .unwrap_or_else(|| "1Gi".into());
+                (name, size)
+            } else if let Some(name) = s.spec.source.volume_snapshot_content_name.clone() {
+                let Some(c) = contents.get_opt(&name).await.map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let Some(handle) = c.spec.source.snapshot_handle.clone() else {
+                    continue;
+                };
+                let bytes = c
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.restore_size)
+                    .unwrap_or(1 << 30);
+                let status = json!({"status": {"readyToUse": true,
+                    "snapshotHandle": handle, "restoreSize": bytes}});
+                contents
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (name, bytes.to_string())
+            } else {
+                continue;
+            };
             let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
             let status = json!({"status": {
                 "readyToUse": true,
                 "restoreSize": size,
                 "creationTime": jiff::Timestamp::now().to_string(),
-                "boundVolumeSnapshotContentName": format!("snapcontent-{}", s.uid().unwrap_or_default()),
+                "boundVolumeSnapshotContentName": content_name,
             }});
             api.patch_status(
                 &s.name_any(),
@@ -425,7 +490,42 @@ impl Storage {
             .await
             .map_err(|e| e.to_string())?;
         }
+        for c in contents
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let r = &c.spec.volume_snapshot_ref;
+            let alive = all
+                .iter()
+                .any(|s| s.namespace() == r.namespace && Some(s.name_any()) == r.name);
+            if alive || c.spec.deletion_policy != "Delete" {
+                continue;
+            }
+            if let Some(handle) = c.status.as_ref().and_then(|st| st.snapshot_handle.clone()) {
+                if Path::new(&handle).starts_with(self.root.join("snapshots")) {
+                    let _ = std::fs::remove_dir_all(&handle);
+                }
+            }
+            let _ = contents
+                .delete(&c.name_any(), &DeleteParams::default())
+                .await;
+        }
         Ok(())
+    }
+
+    /// Where a ready VolumeSnapshot's data is: its content's handle.
+    async fn snapshot_data(&self, s: &VolumeSnapshot) -> Result<Option<PathBuf>, String> {
+        let Some(name) = s
+            .status
+            .as_ref()
+            .and_then(|st| st.bound_volume_snapshot_content_name.clone())
+        else {
+            return Ok(None);
+        };
+        let contents: Api<VolumeSnapshotContent> = Api::all(self.client.clone());
+        let c = contents.get_opt(&name).await.map_err(|e| e.to_string())?;
+        Ok(c.and_then(|c| c.status?.snapshot_handle).map(PathBuf::from))
     }
 
     /// Deletes the volumes of released claims.
@@ -436,7 +536,10 @@ impl Storage {
             .await
             .map_err(|e| e.to_string())?
         {
-            if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Released") {
+            let spec = pv.spec.clone().unwrap_or_default();
+            if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Released")
+                || spec.persistent_volume_reclaim_policy.as_deref() == Some("Retain")
+            {
                 continue;
             }
             let dir = self.root.join("volumes").join(pv.name_any());
@@ -733,6 +836,18 @@ impl Kubelet {
         }
         if argv[0] == "mover" || argv[0].ends_with("/mover") {
             argv[0] = mover_bin().display().to_string();
+        }
+        // The image's VolSync entry point runs `mover` from PATH.
+        if argv[0] == VOLSYNC_ENTRY {
+            argv[0] = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/image")
+                .join(VOLSYNC_ENTRY.trim_start_matches('/'))
+                .display()
+                .to_string();
+            let bin = mover_bin();
+            let dir = bin.parent().unwrap_or(Path::new("."));
+            let path = std::env::var("PATH").unwrap_or_default();
+            env.insert("PATH".into(), format!("{}:{path}", dir.display()));
         }
         Ok(Some(Prepared {
             argv,
