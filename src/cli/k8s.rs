@@ -27,6 +27,16 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
     #[arg(long, default_value = "mover-controller")]
     pub lease_name: String,
+    /// Also act as Velero's data mover for DataUploads and DataDownloads in this namespace
+    /// (Velero's own, normally `velero`); off when unset
+    #[arg(long, env = "MOVER_VELERO_NAMESPACE")]
+    pub velero_namespace: Option<String>,
+    /// The `spec.datamover` of the Velero operations this controller carries out
+    #[arg(long, default_value = "mover")]
+    pub velero_datamover: String,
+    /// Secret in Velero's namespace whose RESTIC_PASSWORD encrypts the repositories
+    #[arg(long, default_value = "mover-velero-repository")]
+    pub velero_password_secret: String,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,14 @@ pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
         leader_election: args.leader_elect,
         lease_namespace: args.lease_namespace.clone(),
         lease_name: args.lease_name.clone(),
+        velero: args
+            .velero_namespace
+            .clone()
+            .map(|namespace| mover::k8s::velero::VeleroOptions {
+                namespace,
+                datamover: args.velero_datamover.clone(),
+                password_secret: args.velero_password_secret.clone(),
+            }),
     };
     k8s::controller::run(opts, cx.cancel.clone())
         .await

@@ -8,6 +8,7 @@
 //! metadata (their resourceVersion): no credential passes through the controller.
 
 use super::api::snapshot::VolumeSnapshot;
+use super::api::velero::{DataDownload, DataUpload};
 use super::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeRestore};
 use super::apply::{Action, Io, WAIT};
 use super::error::{Error, Result};
@@ -39,10 +40,13 @@ pub struct ControllerOptions {
     /// Namespace and name of the leader Lease.
     pub lease_namespace: String,
     pub lease_name: String,
+    /// Velero's data mover side, when enabled.
+    pub velero: Option<super::velero::VeleroOptions>,
 }
 
 struct Ctx {
     client: Client,
+    velero: Option<super::velero::VeleroOptions>,
     io: Io,
     image: String,
     metrics: Arc<Metrics>,
@@ -401,6 +405,30 @@ async fn reconcile_schedule(bs: Arc<BackupSchedule>, ctx: Arc<Ctx>) -> Result<Re
     Ok(Requeue::requeue(wake))
 }
 
+async fn reconcile_upload(du: Arc<DataUpload>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let Some(opts) = &ctx.velero else {
+        return Ok(Requeue::await_change());
+    };
+    Ok(
+        match super::velero::reconcile_upload(&ctx.client, opts, &du).await? {
+            Some(after) => Requeue::requeue(after),
+            None => Requeue::await_change(),
+        },
+    )
+}
+
+async fn reconcile_download(dd: Arc<DataDownload>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    let Some(opts) = &ctx.velero else {
+        return Ok(Requeue::await_change());
+    };
+    Ok(
+        match super::velero::reconcile_download(&ctx.client, opts, &dd).await? {
+            Some(after) => Requeue::requeue(after),
+            None => Requeue::await_change(),
+        },
+    )
+}
+
 fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Ctx>) -> Requeue
 where
     K: kube::Resource<DynamicType = ()>,
@@ -467,6 +495,7 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
 
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        velero: opts.velero.clone(),
         io: Io {
             client: client.clone(),
             recorder: Recorder::new(
@@ -568,6 +597,34 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         .run(reconcile_schedule, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
 
+    let velero = async {
+        let Some(v) = &opts.velero else { return };
+        let vns = v.namespace.clone();
+        let uploads = Controller::new(
+            Api::<DataUpload>::namespaced(client.clone(), &vns),
+            wc.clone(),
+        )
+        .owns(
+            Api::<VolumeBackup>::namespaced(client.clone(), &vns),
+            managed.clone(),
+        )
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_upload, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+        let downloads = Controller::new(
+            Api::<DataDownload>::namespaced(client.clone(), &vns),
+            wc.clone(),
+        )
+        .owns(
+            Api::<VolumeRestore>::namespaced(client.clone(), &vns),
+            managed.clone(),
+        )
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_download, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+        tokio::join!(uploads, downloads);
+    };
+
     let lost = async {
         match &election {
             Some(e) => e.keep().await,
@@ -575,7 +632,7 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(backups, restores, repositories, schedules) } => Ok(()),
+        _ = async { tokio::join!(backups, restores, repositories, schedules, velero) } => Ok(()),
         _ = lost => Err(Error::Invalid(format!(
             "lost Lease {}/{}: stopping so that only one replica acts",
             opts.lease_namespace, opts.lease_name

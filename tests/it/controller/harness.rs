@@ -55,6 +55,8 @@ fn spawn_controller(plane: &Plane) -> Child {
             "mover:test",
             "--lease-namespace",
             "default",
+            "--velero-namespace",
+            super::velero::VELERO_NS,
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .env("KUBECONFIG", &plane.kubeconfig)
