@@ -4,8 +4,11 @@
 
 mod harness;
 mod node;
+mod node_logs;
 mod plane;
 mod populator;
 mod runs;
 mod scenarios;
 mod schedules;
+mod velero;
+mod volsync;

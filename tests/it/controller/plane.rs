@@ -61,6 +61,20 @@ pub fn plane() -> &'static Plane {
             dir,
             kubectl,
         };
+        // Velero's CRDs too: the controller runs as Velero's data mover in every scenario.
+        let velero = super::volsync::peers_dir().join("crds/velero");
+        let out = plane
+            .kubectl()
+            .arg("apply")
+            .arg("-f")
+            .arg(&velero)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let crds = root.join("deploy/crds.yaml");
         let out = plane
             .kubectl()

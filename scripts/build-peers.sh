@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the peers mover plugs into, for the tests only: VolSync's controller (its manager
+# binary and CRDs, from the github.com/backube/volsync Go module) and Velero's CRDs (from the
+# github.com/vmware-tanzu/velero module's config/crd). Cached outside the clone keyed by
+# version; nothing of this goes into mover. Prints the directory that holds them:
+#
+#   volsync-manager
+#   crds/volsync/*.yaml     ReplicationSource, ReplicationDestination
+#   crds/velero/*.yaml      velero.io v1 and v2alpha1 (DataUpload, DataDownload, BSL, ...)
+#
+#   scripts/build-peers.sh [CACHE_DIR]     (default /opt/mover-ci)
+set -euo pipefail
+
+cache="${1:-${MOVER_CI_CACHE:-/opt/mover-ci}}"
+VOLSYNC_VERSION="${VOLSYNC_VERSION:-v0.16.0}"
+VELERO_VERSION="${VELERO_VERSION:-v1.18.3}"
+export GOTOOLCHAIN=local CGO_ENABLED=0
+export PATH="/usr/local/go/bin:$PATH"
+
+out="$cache/peers-volsync-$VOLSYNC_VERSION-velero-$VELERO_VERSION"
+mkdir -p "$out"
+
+module_dir() {
+    # `go mod download` outside any module fetches one module's zip and prints where it is.
+    (cd "$out" && go mod download -json "$1" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
+
+if [ ! -x "$out/volsync-manager" ] || [ ! -f "$out/crds/volsync/volsync.backube_replicationsources.yaml" ]; then
+    echo "building VolSync's controller $VOLSYNC_VERSION" >&2
+    dir="$(module_dir "github.com/backube/volsync@$VOLSYNC_VERSION")"
+    [ -n "$dir" ] || {
+        echo "github.com/backube/volsync@$VOLSYNC_VERSION could not be downloaded" >&2
+        exit 1
+    }
+    (cd "$dir" && go build -trimpath -ldflags="-s -w" -o "$out/volsync-manager.tmp" ./cmd)
+    mv "$out/volsync-manager.tmp" "$out/volsync-manager"
+    mkdir -p "$out/crds/volsync"
+    cp "$dir"/config/crd/bases/*.yaml "$out/crds/volsync/"
+    chmod u+w "$out"/crds/volsync/*.yaml
+fi
+
+if [ ! -f "$out/crds/velero/velero.io_datauploads.yaml" ]; then
+    echo "fetching Velero's CRDs $VELERO_VERSION" >&2
+    dir="$(module_dir "github.com/vmware-tanzu/velero@$VELERO_VERSION")"
+    [ -n "$dir" ] || {
+        echo "github.com/vmware-tanzu/velero@$VELERO_VERSION could not be downloaded" >&2
+        exit 1
+    }
+    mkdir -p "$out/crds/velero"
+    cp "$dir"/config/crd/v1/bases/*.yaml "$dir"/config/crd/v2alpha1/bases/*.yaml "$out/crds/velero/"
+    chmod u+w "$out"/crds/velero/*.yaml
+fi
+echo "$out"
