@@ -3,6 +3,7 @@
 //! endpoint fails in well under a minute. Never puts a secret into an error message.
 
 use super::known_digests::{KnownDigests, SigningCrypto};
+use super::shared_credentials;
 use super::{Location, StorageError, StorageOptions};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -252,7 +253,9 @@ pub(super) fn s3_builder(
 }
 
 /// Static keys from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (both or neither, as in
-/// restic), else AWS's web-identity/container providers, else the instance metadata service.
+/// restic), else from the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or
+/// `~/.aws/credentials`, profile `AWS_PROFILE`), else AWS's web-identity/container providers,
+/// else the instance metadata service.
 fn s3_credentials(
     mut builder: AmazonS3Builder,
     env: &dyn Fn(&str) -> Option<String>,
@@ -277,6 +280,15 @@ fn s3_credentials(
             ));
         }
         (None, None) => {
+            if let Some(file) = shared_credentials::load(env)? {
+                builder = builder
+                    .with_access_key_id(file.access_key_id)
+                    .with_secret_access_key(file.secret_access_key);
+                if let Some(token) = file.session_token {
+                    builder = builder.with_token(token);
+                }
+                return Ok(builder);
+            }
             for var in AWS_PROVIDER_VARS {
                 if let Some(value) = env(var) {
                     if let Ok(key) = var.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {

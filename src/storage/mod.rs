@@ -7,6 +7,7 @@ mod backends;
 mod direct_read;
 mod direct_write;
 mod known_digests;
+mod shared_credentials;
 mod throttle;
 pub mod url;
 
