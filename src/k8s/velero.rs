@@ -288,10 +288,7 @@ fn timed_out(since: Option<&Time>, timeout: &str) -> bool {
         .is_ok_and(|t| t < jiff::Timestamp::now())
 }
 
-fn run_status<K: Resource>(run: Option<&K>) -> Option<RunStatus>
-where
-    K: serde::Serialize,
-{
+fn run_status<K: Resource + serde::Serialize>(run: Option<&K>) -> Option<RunStatus> {
     let v = serde_json::to_value(run?).ok()?;
     serde_json::from_value(v.get("status")?.clone()).ok()
 }
