@@ -3,9 +3,11 @@
 
 mod k8s;
 mod maintenance;
+mod volsync;
 
 pub use k8s::*;
 pub use maintenance::*;
+pub use volsync::*;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,7 +32,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalOptions {
     /// Repository location (a path, s3:..., gs:..., azure:...)
     #[arg(short = 'r', long = "repo", env = "RESTIC_REPOSITORY", global = true)]
@@ -147,6 +149,8 @@ pub enum Command {
     /// Run one step of a mover Job and report it into the resource's status
     #[command(hide = true)]
     Job(JobArgs),
+    /// Run VolSync's restic mover steps (a drop-in for /mover-restic/entry.sh)
+    Volsync(VolsyncArgs),
 }
 
 #[derive(Debug, Args)]

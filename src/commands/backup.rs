@@ -109,8 +109,10 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
     if cx.g.json {
         super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {
-        if let Some(p) = &summary.parent {
-            println!("using parent snapshot {}", p.short());
+        match &summary.parent {
+            Some(p) => println!("using parent snapshot {}", p.short()),
+            None if !args.force => println!("no parent snapshot found, will read all files"),
+            None => {}
         }
         println!(
             "\nFiles:       {:>5} new, {:>5} changed, {:>5} unmodified",

@@ -14,6 +14,7 @@ mod output;
 mod prune;
 mod restore;
 mod unlock;
+mod volsync;
 
 use crate::cli::{self, Cli, Command, FilterArgs};
 use mover::Cancel;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
         Command::Crds => k8s::crds(),
         Command::Controller(args) => k8s::controller(&cx, args).await,
         Command::Job(args) => k8s::job(&cx, args).await,
+        Command::Volsync(args) => volsync::volsync(&cx, args).await,
     }
 }
 

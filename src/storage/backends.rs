@@ -2,6 +2,7 @@
 //! environment variables, `--cacert` roots, and timeouts and retries bounded so that a dead
 //! endpoint fails in well under a minute. Never puts a secret into an error message.
 
+use super::bucket::S3Bucket;
 use super::known_digests::{KnownDigests, SigningCrypto};
 use super::shared_credentials;
 use super::{Location, StorageError, StorageOptions};
@@ -50,7 +51,7 @@ pub(super) fn retry_config() -> RetryConfig {
     }
 }
 
-fn client_options(options: &StorageOptions) -> Result<ClientOptions, StorageError> {
+pub(super) fn client_options(options: &StorageOptions) -> Result<ClientOptions, StorageError> {
     let mut client = ClientOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_read_timeout(READ_TIMEOUT)
@@ -236,12 +237,7 @@ pub(super) fn s3_builder(
         builder = builder.with_crypto_provider(Arc::new(SigningCrypto::new(Arc::clone(known))));
     }
     builder = s3_credentials(builder, env)?;
-    let region = region
-        .clone()
-        .or_else(|| env("AWS_DEFAULT_REGION"))
-        .or_else(|| env("AWS_REGION"))
-        .unwrap_or_else(|| "us-east-1".to_string());
-    builder = builder.with_region(region);
+    builder = builder.with_region(s3_region(region.as_ref(), env));
     Ok(match endpoint {
         Some(endpoint) => builder
             .with_endpoint(endpoint)
@@ -250,6 +246,41 @@ pub(super) fn s3_builder(
         // dots, whose TLS certificates do not match `a.b.s3.amazonaws.com`.
         None => builder.with_virtual_hosted_style_request(!bucket.contains('.')),
     })
+}
+
+/// What `init` needs to create the bucket of an `s3:` location; `None` for other backends.
+pub(super) fn s3_bucket(
+    location: &Location,
+    options: &StorageOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<S3Bucket>, StorageError> {
+    let Location::S3 {
+        bucket,
+        region,
+        allow_http,
+        ..
+    } = location
+    else {
+        return Ok(None);
+    };
+    let client = client_options(options)?.with_allow_http(*allow_http);
+    let builder = s3_builder(location, client.clone(), env, None)?;
+    Ok(Some(S3Bucket::new(
+        builder,
+        client,
+        bucket.clone(),
+        s3_region(region.as_ref(), env),
+    )))
+}
+
+/// The region an S3 location is signed for: the one its host names, else
+/// `AWS_DEFAULT_REGION`, else `AWS_REGION`, else `us-east-1`.
+pub(super) fn s3_region(named: Option<&String>, env: &dyn Fn(&str) -> Option<String>) -> String {
+    named
+        .cloned()
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| env("AWS_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string())
 }
 
 /// Static keys from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (both or neither, as in

@@ -4,6 +4,7 @@
 //! decoding, and never a secret in a message or a log line.
 
 mod backends;
+mod bucket;
 mod direct_read;
 mod direct_write;
 mod known_digests;
@@ -111,6 +112,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// `init` found no bucket and could not create it.
+    #[error("cannot create bucket {bucket}: {detail}")]
+    CreateBucket {
+        bucket: String,
+        detail: String,
+        class: ErrorClass,
+    },
 }
 
 impl StorageError {
@@ -121,6 +129,7 @@ impl StorageError {
             StorageError::Backend { source, .. } => backend_class(source),
             StorageError::ShortRead { .. } => ErrorClass::Corrupt,
             StorageError::Io { .. } => ErrorClass::Io,
+            StorageError::CreateBucket { class, .. } => *class,
         }
     }
 }
@@ -158,6 +167,8 @@ pub struct Storage {
     /// `--limit-upload` and `--limit-download`.
     upload: Option<Arc<throttle::Pacer>>,
     download: Option<Arc<throttle::Pacer>>,
+    /// S3: the bucket `init` creates when it is missing.
+    bucket: Option<bucket::S3Bucket>,
 }
 
 impl fmt::Debug for Storage {
@@ -203,6 +214,7 @@ impl Storage {
                     known_digests: None,
                     upload: None,
                     download: None,
+                    bucket: None,
                 }
                 .limited(options))
             }
@@ -217,6 +229,7 @@ impl Storage {
                 .then(Arc::default);
                 let (store, prefix) =
                     backends::remote(remote, options, &env, known_digests.as_ref())?;
+                let bucket = backends::s3_bucket(remote, options, &env)?;
                 let store: Arc<dyn ObjectStore> = if options.connections > 0 {
                     Arc::new(object_store::limit::LimitStore::new(
                         store,
@@ -234,6 +247,7 @@ impl Storage {
                     known_digests,
                     upload: None,
                     download: None,
+                    bucket,
                 }
                 .limited(options))
             }
@@ -252,6 +266,7 @@ impl Storage {
             known_digests: None,
             upload: None,
             download: None,
+            bucket: None,
         }
     }
 
@@ -554,8 +569,12 @@ impl Storage {
 
     /// Creates the directory tree `restic init` makes for a local repository: the root,
     /// `keys/`, `locks/`, `snapshots/`, `index/`, `data/` and `data/00`..`data/ff`, mode 0700.
-    /// Object stores have no directories, so this does nothing there.
+    /// Object stores have no directories; on S3 this creates the bucket when it is missing,
+    /// as `restic init` does.
     pub async fn create_layout(&self) -> Result<(), StorageError> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.ensure_exists().await;
+        }
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
