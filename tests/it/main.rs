@@ -17,4 +17,5 @@ mod kills;
 mod locks;
 mod maintenance;
 mod pipeline;
+mod volsync_entry;
 mod volsync_sequence;
