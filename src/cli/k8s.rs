@@ -37,6 +37,13 @@ pub struct ControllerArgs {
     /// Secret in Velero's namespace whose RESTIC_PASSWORD encrypts the repositories
     #[arg(long, default_value = "mover-velero-repository")]
     pub velero_password_secret: String,
+    /// How often all Repositories of BSLs are swept for snapshots of deleted Velero backups
+    /// (a Go duration; deletions Velero requests are swept at once)
+    #[arg(long, default_value = "1h")]
+    pub velero_gc_interval: String,
+    /// The periodic sweep keeps snapshots younger than this (a Go duration)
+    #[arg(long, default_value = "24h")]
+    pub velero_gc_grace: String,
 }
 
 #[derive(Debug, Args)]
@@ -89,5 +96,20 @@ pub enum JobOp {
     Forget {
         /// volumebackup/NAME
         target: String,
+    },
+    /// Forget the snapshots of Velero backups whose metadata is gone from their BSL
+    VeleroGc {
+        /// The BSL's prefix as a repository location (`s3:host/bucket/prefix`)
+        #[arg(long)]
+        bsl: String,
+        /// A backup Velero is still writing: never forgotten (repeatable)
+        #[arg(long = "keep", value_name = "BACKUP")]
+        keep: Vec<String>,
+        /// Look only at this backup (repeatable; all when absent)
+        #[arg(long = "only", value_name = "BACKUP")]
+        only: Vec<String>,
+        /// Keep snapshots younger than this (Go duration: 24h, 90m, 0s)
+        #[arg(long, default_value = "24h")]
+        grace: String,
     },
 }

@@ -22,7 +22,19 @@ fn engine_error(e: k8s::Error) -> Error {
     }
 }
 
+fn go_duration(flag: &str, value: &str) -> Result<std::time::Duration> {
+    k8s::velero::parse_go_duration(value).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{flag} {value:?} is not a duration such as 24h or 90m"
+        ))
+    })
+}
+
 pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
+    let gc = k8s::velero_gc::GcOptions {
+        interval: go_duration("--velero-gc-interval", &args.velero_gc_interval)?,
+        grace: go_duration("--velero-gc-grace", &args.velero_gc_grace)?,
+    };
     let opts = k8s::controller::ControllerOptions {
         image: args.image.clone(),
         namespace: args.namespace.clone(),
@@ -37,6 +49,7 @@ pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
                 namespace,
                 datamover: args.velero_datamover.clone(),
                 password_secret: args.velero_password_secret.clone(),
+                gc,
             }),
     };
     k8s::controller::run(opts, cx.cancel.clone())
@@ -110,6 +123,41 @@ pub async fn job(cx: &Cx<'_>, args: &cli::JobArgs) -> Result<u8> {
                 Some(id) => println!("removed snapshot {}", id.short()),
                 None => println!("no snapshot to remove"),
             }
+        }
+        JobOp::VeleroGc {
+            bsl,
+            keep,
+            only,
+            grace,
+        } => {
+            let grace = go_duration("--grace", grace)?;
+            let opts = k8s::velero_sweep::SweepOptions {
+                keep: keep.iter().cloned().collect(),
+                only: only.iter().cloned().collect(),
+                grace,
+                lock: cx.lock_options(),
+            };
+            let repo = match cx.open().await {
+                Ok(r) => r,
+                Err(Error::RepositoryNotFound { .. }) => {
+                    println!("no repository yet: nothing to forget");
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            };
+            let bsl = cx.storage_at(bsl, false)?;
+            let s = k8s::velero_sweep::sweep(&repo, &bsl, &opts)
+                .await
+                .map_err(engine_error)?;
+            for (backup, n) in &s.gone {
+                println!("Velero backup {backup} is gone: forgetting its {n} snapshot(s)");
+            }
+            println!(
+                "removed {} snapshot(s) of {} deleted Velero backup(s); {} backup(s) still in the BSL",
+                s.removed.len(),
+                s.gone.len(),
+                s.present
+            );
         }
     }
     Ok(0)

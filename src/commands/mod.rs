@@ -69,7 +69,12 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
 impl Cx<'_> {
     /// The repository's storage; `direct_io` lets local pack files bypass the page cache.
     pub fn storage(&self, direct_io: bool) -> Result<Storage> {
-        let location = repository_location(self.g)?;
+        self.storage_at(&repository_location(self.g)?, direct_io)
+    }
+
+    /// Storage at another location than the repository's, with the same options (CA,
+    /// connections, limits) and credentials from the same environment.
+    pub fn storage_at(&self, location: &str, direct_io: bool) -> Result<Storage> {
         let opts = StorageOptions {
             cacert: self.g.cacert.clone(),
             connections: self.g.connections.max(1),
@@ -77,7 +82,7 @@ impl Cx<'_> {
             limit_upload_kib: self.g.limit_upload,
             limit_download_kib: self.g.limit_download,
         };
-        Ok(Storage::open(&location, &opts)?)
+        Ok(Storage::open(location, &opts)?)
     }
 
     pub fn password(&self) -> Result<String> {

@@ -8,7 +8,7 @@
 //! metadata (their resourceVersion): no credential passes through the controller.
 
 use super::api::snapshot::VolumeSnapshot;
-use super::api::velero::{DataDownload, DataUpload};
+use super::api::velero::{DataDownload, DataUpload, DeleteBackupRequest};
 use super::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeRestore};
 use super::apply::{Action, Io, WAIT};
 use super::error::{Error, Result};
@@ -429,6 +429,15 @@ async fn reconcile_download(dd: Arc<DataDownload>, ctx: Arc<Ctx>) -> Result<Requ
     )
 }
 
+async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) -> Result<Requeue> {
+    Ok(
+        match super::velero_gc::reconcile_request(&ctx.io, &ctx.image, &dbr).await? {
+            Some(after) => Requeue::requeue(after),
+            None => Requeue::await_change(),
+        },
+    )
+}
+
 fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Ctx>) -> Requeue
 where
     K: kube::Resource<DynamicType = ()>,
@@ -622,7 +631,16 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         .graceful_shutdown_on(cancelled(stop.clone()))
         .run(reconcile_download, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
-        tokio::join!(uploads, downloads);
+        let requests = Controller::new(
+            Api::<DeleteBackupRequest>::namespaced(client.clone(), &vns),
+            wc.clone(),
+        )
+        .graceful_shutdown_on(cancelled(stop.clone()))
+        .run(reconcile_delete_request, error_policy, Arc::clone(&ctx))
+        .for_each(|_| async {});
+        let sweeps =
+            super::velero_gc::sweep_periodically(&ctx.io, &vns, &ctx.image, &v.gc, stop.clone());
+        tokio::join!(uploads, downloads, requests, sweeps);
     };
 
     let lost = async {

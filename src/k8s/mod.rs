@@ -22,6 +22,8 @@ pub mod runner;
 pub mod schedule;
 pub mod velero;
 pub mod velero_bsl;
+pub mod velero_gc;
+pub mod velero_sweep;
 
 pub use error::{Error, Result};
 

@@ -25,6 +25,7 @@ use super::api::{Repository, VolumeBackup, VolumeRestore};
 use super::error::{Error, Result};
 use super::names;
 use super::velero_bsl::{self, BslCa, BslRepository};
+use super::velero_gc;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -42,6 +43,8 @@ pub struct VeleroOptions {
     pub datamover: String,
     /// A Secret in Velero's namespace with the repositories' `RESTIC_PASSWORD`.
     pub password_secret: String,
+    /// mover's retention of Velero's snapshots (`velero_gc`).
+    pub gc: velero_gc::GcOptions,
 }
 
 /// Annotation on a DataDownload naming the volume being handed to its target.
@@ -99,6 +102,7 @@ pub fn repository_name(bsl: &str, source_namespace: &str) -> String {
 /// region as plain env, the BSL's credential Secret as the AWS credentials file.
 pub fn repository_object(
     name: &str,
+    bsl: &str,
     loc: &BslRepository,
     password_secret: &str,
 ) -> std::result::Result<Repository, String> {
@@ -134,7 +138,8 @@ pub fn repository_object(
     serde_json::from_value(json!({
         "apiVersion": "mover.dev/v1alpha1", "kind": "Repository",
         "metadata": {"name": name, "namespace": loc.namespace,
-            "labels": {names::MANAGED_BY: "mover"}},
+            "labels": {names::MANAGED_BY: "mover", velero_gc::BSL_LABEL: names::label_value(bsl)},
+            "annotations": {velero_gc::BSL_ROOT: loc.root}},
         "spec": spec,
     }))
     .map_err(|e| format!("building Repository {name}: {e}"))
@@ -256,7 +261,7 @@ impl Velero<'_> {
             Err(e) => return Ok(Err(e.to_string())),
         };
         let name = repository_name(bsl_name, source_namespace);
-        let repo = match repository_object(&name, &loc, &self.opts.password_secret) {
+        let repo = match repository_object(&name, bsl_name, &loc, &self.opts.password_secret) {
             Ok(r) => r,
             Err(m) => return Ok(Err(m)),
         };
@@ -964,6 +969,7 @@ mod tests {
         );
         assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_go_duration(""), None);
@@ -976,6 +982,10 @@ mod tests {
             namespace: "velero".into(),
             datamover: "mover".into(),
             password_secret: "mover-velero".into(),
+            gc: velero_gc::GcOptions {
+                interval: Duration::from_secs(3600),
+                grace: Duration::from_secs(86_400),
+            },
         }
     }
 
@@ -998,6 +1008,7 @@ mod tests {
     fn a_repository_gets_location_as_env_and_the_credential_as_a_file() {
         let loc = BslRepository {
             url: "s3:http://127.0.0.1:9000/bucket/velero/plugins/mover/app".into(),
+            root: "s3:http://127.0.0.1:9000/bucket/velero".into(),
             region: Some("minio".into()),
             path_style: true,
             insecure_skip_tls_verify: false,
@@ -1012,8 +1023,17 @@ mod tests {
             profile: "default".into(),
             namespace: "velero".into(),
         };
-        let repo = repository_object("velero-default-app", &loc, "mover-velero").unwrap();
+        let repo =
+            repository_object("velero-default-app", "default", &loc, "mover-velero").unwrap();
         assert_eq!(repo.spec.secret_ref.name, "mover-velero");
+        assert_eq!(
+            repo.annotations().get(super::super::velero_gc::BSL_ROOT),
+            Some(&loc.root)
+        );
+        assert!(
+            repo.labels()
+                .contains_key(super::super::velero_gc::BSL_LABEL)
+        );
         assert_eq!(
             repo.spec.env.get("RESTIC_REPOSITORY").map(String::as_str),
             Some(loc.url.as_str())
@@ -1036,7 +1056,7 @@ mod tests {
             ca: Some(BslCa::Inline("-----BEGIN CERTIFICATE-----".into())),
             ..loc
         };
-        let err = repository_object("r", &inline, "p").unwrap_err();
+        let err = repository_object("r", "default", &inline, "p").unwrap_err();
         assert!(err.contains("caCertRef"), "{err}");
     }
 

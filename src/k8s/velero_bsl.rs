@@ -48,6 +48,9 @@ pub const REPOSITORY_DIR: &str = "plugins/mover";
 pub struct BslRepository {
     /// The restic repository location, in a form `storage::Location::parse` reads.
     pub url: String,
+    /// The same form of location for the BSL's prefix itself, where Velero keeps
+    /// `backups/<name>/velero-backup.json`.
+    pub root: String,
     /// The signing region: `config.region`, else the one an AWS host names. Velero would
     /// discover a missing region with GetBucketRegion; mover does not.
     pub region: Option<String>,
@@ -339,6 +342,10 @@ pub fn repository_for(
             .map(|p| p.trim().to_string())
             .unwrap_or_else(|| DEFAULT_PROFILE.to_string()),
         namespace: bsl.metadata.namespace.clone().unwrap_or_default(),
+        root: url
+            .strip_suffix(&format!("/{REPOSITORY_DIR}/{source_namespace}"))
+            .unwrap_or(&url)
+            .to_string(),
         url,
     })
 }
@@ -443,6 +450,7 @@ mod tests {
             r.url,
             "s3:http://minio.velero:9000/velero/cluster-a/plugins/mover/app"
         );
+        assert_eq!(r.root, "s3:http://minio.velero:9000/velero/cluster-a");
         assert_eq!(r.region.as_deref(), Some("minio"));
         assert!(r.path_style);
         assert_eq!(

@@ -567,6 +567,21 @@ impl Storage {
         }
     }
 
+    /// Whether the object `key` (a `/`-separated path under this storage's prefix, outside
+    /// the repository's own layout) exists. Only "not found" is `false`; any other failure
+    /// (denied, unreachable) is an error, so callers never mistake it for absence.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let mut path = self.prefix.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error("stat", &path, e)),
+        }
+    }
+
     /// Creates the directory tree `restic init` makes for a local repository: the root,
     /// `keys/`, `locks/`, `snapshots/`, `index/`, `data/` and `data/00`..`data/ff`, mode 0700.
     /// Object stores have no directories; on S3 this creates the bucket when it is missing,

@@ -533,3 +533,32 @@ async fn limits_pace_writes_and_reads_over_all_requests() {
     }
     assert!(start.elapsed() < Duration::from_millis(700));
 }
+
+#[tokio::test]
+async fn exists_tells_a_missing_object_from_a_present_one() {
+    let store = Arc::new(InMemory::new());
+    let storage = Storage::from_store(store.clone(), "cluster-a", "memory".into());
+    let key = Path::from("cluster-a/backups/nightly/velero-backup.json");
+    store
+        .put(&key, PutPayload::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(
+        storage
+            .exists("backups/nightly/velero-backup.json")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .exists("backups/weekly/velero-backup.json")
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .exists("/backups//nightly/velero-backup.json")
+            .await
+            .unwrap()
+    );
+}

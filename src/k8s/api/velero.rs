@@ -1,5 +1,6 @@
 //! Velero's `velero.io` resources that mover reads and writes as a third-party data mover:
-//! DataUpload and DataDownload (`v2alpha1`) and BackupStorageLocation (`v1`).
+//! DataUpload and DataDownload (`v2alpha1`); BackupStorageLocation, Backup and
+//! DeleteBackupRequest (`v1`).
 //!
 //! Their CRDs come from Velero (`config/crd/{v1,v2alpha1}/bases/` at v1.18), not from mover:
 //! they are not in [`super::crds`], and the `crd()` kube-rs derives for them is not Velero's
@@ -213,6 +214,58 @@ pub struct DataDownloadStatus {
     pub accepted_by_node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// A Velero backup, read only: its phase tells whether Velero is still writing it (see
+/// `k8s::velero_gc`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[kube(
+    group = "velero.io",
+    version = "v1",
+    kind = "Backup",
+    namespaced,
+    status = "BackupStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_location: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `New`, `InProgress`, `WaitingForPluginOperations`, `Finalizing`, `Completed`,
+    /// `PartiallyFailed`, `Failed`, `Deleting`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+impl Backup {
+    /// Whether Velero may still be writing this backup's data and metadata: every phase
+    /// before a final one (an unset phase is `New`).
+    pub fn is_being_written(&self) -> bool {
+        let phase = self.status.as_ref().and_then(|s| s.phase.as_deref());
+        !matches!(
+            phase,
+            Some("Completed" | "PartiallyFailed" | "Failed" | "FailedValidation" | "Deleting")
+        )
+    }
+}
+
+/// Velero's request to delete a backup (`velero backup delete`, or the expiry of its TTL).
+/// Velero deletes it once the backup's objects are gone from the BSL.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[kube(
+    group = "velero.io",
+    version = "v1",
+    kind = "DeleteBackupRequest",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteBackupRequestSpec {
+    #[serde(default)]
+    pub backup_name: String,
 }
 
 /// Where Velero keeps backups, and where mover puts the repositories of its DataUploads

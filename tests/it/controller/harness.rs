@@ -57,6 +57,9 @@ fn spawn_controller(plane: &Plane) -> Child {
             "default",
             "--velero-namespace",
             super::velero::VELERO_NS,
+            // The retention test waits for a periodic sweep.
+            "--velero-gc-interval",
+            "10s",
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         .env("KUBECONFIG", &plane.kubeconfig)

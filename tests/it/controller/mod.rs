@@ -11,4 +11,5 @@ mod runs;
 mod scenarios;
 mod schedules;
 mod velero;
+mod velero_gc;
 mod volsync;

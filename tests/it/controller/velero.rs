@@ -23,8 +23,8 @@ use tokio::sync::OnceCell;
 /// Velero's namespace; the shared controller is started with `--velero-namespace` naming it.
 pub const VELERO_NS: &str = "velero";
 
-struct Bsl {
-    bucket: String,
+pub(super) struct Bsl {
+    pub(super) bucket: String,
 }
 
 static BSL: OnceCell<Bsl> = OnceCell::const_new();
@@ -32,7 +32,7 @@ static BSL: OnceCell<Bsl> = OnceCell::const_new();
 /// Velero's namespace with BSLs `default` (Available, writable) and `readonly` (ReadOnly) on
 /// the local S3 server, their credentials as Velero keeps them (an AWS INI file in
 /// `cloud-credentials`), and mover's repository password Secret.
-async fn velero_namespace(client: &Client) -> &'static Bsl {
+pub(super) async fn velero_namespace(client: &Client) -> &'static Bsl {
     BSL.get_or_init(|| async {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace =
@@ -93,7 +93,7 @@ async fn velero_namespace(client: &Client) -> &'static Bsl {
 }
 
 /// restic with the BSL's repository of `namespace` and the S3 server's credentials.
-fn restic_at(bucket: &str, namespace: &str) -> Command {
+pub(super) fn restic_at(bucket: &str, namespace: &str) -> Command {
     let s3 = S3Server::shared();
     let mut c = crate::support::restic();
     c.arg("-r")
@@ -107,7 +107,7 @@ fn restic_at(bucket: &str, namespace: &str) -> Command {
 }
 
 /// The CSI snapshot Velero's PVC action takes before it creates the DataUpload.
-async fn take_snapshot(client: &Client, node: &TestNode, ns: &str, pvc: &str) -> String {
+pub(super) async fn take_snapshot(client: &Client, node: &TestNode, ns: &str, pvc: &str) -> String {
     let snaps: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
     let vs: VolumeSnapshot = serde_json::from_value(json!({
         "metadata": {"generateName": format!("velero-{pvc}-"),
@@ -128,12 +128,24 @@ async fn take_snapshot(client: &Client, node: &TestNode, ns: &str, pvc: &str) ->
     name
 }
 
-/// A DataUpload as Velero's `newDataUpload` writes it.
+/// A DataUpload as Velero's `newDataUpload` writes it, for backup `nightly`.
 fn data_upload(ns: &str, pvc: &str, vs: &str, datamover: &str, bsl: &str) -> DataUpload {
+    data_upload_of("nightly", ns, pvc, vs, datamover, bsl)
+}
+
+/// A DataUpload of `backup`.
+pub(super) fn data_upload_of(
+    backup: &str,
+    ns: &str,
+    pvc: &str,
+    vs: &str,
+    datamover: &str,
+    bsl: &str,
+) -> DataUpload {
     serde_json::from_value(json!({
         "apiVersion": "velero.io/v2alpha1", "kind": "DataUpload",
-        "metadata": {"generateName": "nightly-", "namespace": VELERO_NS,
-            "labels": {"velero.io/backup-name": "nightly", "velero.io/backup-uid": "0b9c-uid",
+        "metadata": {"generateName": format!("{backup}-"), "namespace": VELERO_NS,
+            "labels": {"velero.io/backup-name": backup, "velero.io/backup-uid": "0b9c-uid",
                 "velero.io/pvc-uid": "pvc-uid", "velero.io/async-operation-id": format!("du-0b9c.{pvc}")}},
         "spec": {"snapshotType": "CSI",
             "csiSnapshot": {"volumeSnapshot": vs, "storageClass": STORAGE_CLASS,
@@ -144,7 +156,7 @@ fn data_upload(ns: &str, pvc: &str, vs: &str, datamover: &str, bsl: &str) -> Dat
 }
 
 /// Polls a Velero object until its phase is one of `phases`, recording each phase seen.
-async fn wait_phase<K>(
+pub(super) async fn wait_phase<K>(
     api: &Api<K>,
     name: &str,
     phases: &[&str],
