@@ -271,6 +271,77 @@ impl Velero<'_> {
         Ok(Ok(name))
     }
 
+    /// Sets `spec.cancel` of the live run `R` named `name` (unless set) and marks `op`
+    /// (now in `phase`) Canceling until that run ends.
+    async fn cancel_run<R, K>(
+        &self,
+        op: &K,
+        phase: DataMovePhase,
+        name: &str,
+        run_canceled: bool,
+    ) -> Result<()>
+    where
+        R: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let ns = op.namespace().unwrap_or_default();
+        if !run_canceled {
+            self.api::<R>(&ns)
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"cancel": true}})),
+                )
+                .await
+                .map_err(kube_err(format!("canceling {} {ns}/{name}", R::kind(&()))))?;
+        }
+        if phase != DataMovePhase::Canceling {
+            self.patch_status(op, json!({"phase": "Canceling"})).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends `op` Canceled (its temporary objects already gone).
+    async fn end_canceled<K>(&self, op: &K) -> Result<Option<Duration>>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.patch_status(
+            op,
+            json!({"phase": "Canceled", "completionTimestamp": now(),
+                "message": "canceled by spec.cancel"}),
+        )
+        .await?;
+        Ok(None)
+    }
+
+    /// Marks a new `op` Accepted by this controller.
+    async fn accept<K>(&self, op: &K) -> Result<Option<Duration>>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let t = now();
+        self.patch_status(
+            op,
+            json!({"phase": "Accepted", "acceptedTimestamp": t, "startTimestamp": t,
+                "acceptedByNode": "mover-controller"}),
+        )
+        .await?;
+        Ok(Some(Duration::from_millis(200)))
+    }
+
     fn owner<K: Resource<DynamicType = ()>>(&self, obj: &K) -> Value {
         serde_json::to_value(obj.controller_owner_ref(&()).unwrap_or_default()).unwrap_or_default()
     }
@@ -330,30 +401,14 @@ pub async fn reconcile_upload(
     let run = run_status(vb.as_ref());
     if du.spec.cancel {
         let live = run.as_ref().is_some_and(|r| !r.phase.is_final());
-        if let (Some(b), true) = (&vb, live) {
-            if !b.spec.cancel {
-                v.api::<VolumeBackup>(&ns)
-                    .patch(
-                        &ours,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"cancel": true}})),
-                    )
-                    .await
-                    .map_err(kube_err(format!("canceling VolumeBackup {ns}/{ours}")))?;
-            }
-            if phase != DataMovePhase::Canceling {
-                v.patch_status(du, json!({"phase": "Canceling"})).await?;
-            }
+        let run_canceled = vb.as_ref().is_some_and(|b| b.spec.cancel);
+        if live {
+            v.cancel_run::<VolumeBackup, _>(du, phase, &ours, run_canceled)
+                .await?;
             return Ok(Some(RECHECK));
         }
         cleanup(&v).await?;
-        v.patch_status(
-            du,
-            json!({"phase": "Canceled", "completionTimestamp": now(),
-                "message": "canceled by spec.cancel"}),
-        )
-        .await?;
-        return Ok(None);
+        return v.end_canceled(du).await;
     }
     let fail = async |v: &Velero<'_>, message: String| -> Result<Option<Duration>> {
         cleanup(v).await?;
@@ -365,24 +420,11 @@ pub async fn reconcile_upload(
         Ok(None)
     };
     if phase == DataMovePhase::New {
-        if let Err(m) = v
-            .repository(
-                &du.spec.backup_storage_location,
-                &du.spec.source_namespace,
-                true,
-            )
-            .await?
-        {
-            return fail(&v, m).await;
-        }
-        let t = now();
-        v.patch_status(
-            du,
-            json!({"phase": "Accepted", "acceptedTimestamp": t, "startTimestamp": t,
-                "acceptedByNode": "mover-controller"}),
-        )
-        .await?;
-        return Ok(Some(Duration::from_millis(200)));
+        let bsl = &du.spec.backup_storage_location;
+        return match v.repository(bsl, &du.spec.source_namespace, true).await? {
+            Ok(_) => v.accept(du).await,
+            Err(m) => fail(&v, m).await,
+        };
     }
     if vb.is_none() {
         // Accepted: expose the snapshot in Velero's namespace, then start the run.
@@ -631,30 +673,14 @@ pub async fn reconcile_download(
     let run = run_status(vr.as_ref());
     if dd.spec.cancel && restored_volume.is_none() {
         let live = run.as_ref().is_some_and(|r| !r.phase.is_final());
-        if let (Some(r), true) = (&vr, live) {
-            if !r.spec.cancel {
-                v.api::<VolumeRestore>(&ns)
-                    .patch(
-                        &ours,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"cancel": true}})),
-                    )
-                    .await
-                    .map_err(kube_err(format!("canceling VolumeRestore {ns}/{ours}")))?;
-            }
-            if phase != DataMovePhase::Canceling {
-                v.patch_status(dd, json!({"phase": "Canceling"})).await?;
-            }
+        let run_canceled = vr.as_ref().is_some_and(|r| r.spec.cancel);
+        if live {
+            v.cancel_run::<VolumeRestore, _>(dd, phase, &ours, run_canceled)
+                .await?;
             return Ok(Some(RECHECK));
         }
         cleanup(&v).await?;
-        v.patch_status(
-            dd,
-            json!({"phase": "Canceled", "completionTimestamp": now(),
-                "message": "canceled by spec.cancel"}),
-        )
-        .await?;
-        return Ok(None);
+        return v.end_canceled(dd).await;
     }
     let fail = async |v: &Velero<'_>, message: String| -> Result<Option<Duration>> {
         cleanup(v).await?;
@@ -668,24 +694,11 @@ pub async fn reconcile_download(
     let target_ns = &dd.spec.target_volume.namespace;
     let target_name = &dd.spec.target_volume.pvc;
     if phase == DataMovePhase::New {
-        if let Err(m) = v
-            .repository(
-                &dd.spec.backup_storage_location,
-                &dd.spec.source_namespace,
-                false,
-            )
-            .await?
-        {
-            return fail(&v, m).await;
-        }
-        let t = now();
-        v.patch_status(
-            dd,
-            json!({"phase": "Accepted", "acceptedTimestamp": t, "startTimestamp": t,
-                "acceptedByNode": "mover-controller"}),
-        )
-        .await?;
-        return Ok(Some(Duration::from_millis(200)));
+        let bsl = &dd.spec.backup_storage_location;
+        return match v.repository(bsl, &dd.spec.source_namespace, false).await? {
+            Ok(_) => v.accept(dd).await,
+            Err(m) => fail(&v, m).await,
+        };
     }
     let target = v
         .get::<PersistentVolumeClaim>(target_ns, target_name)

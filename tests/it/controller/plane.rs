@@ -62,12 +62,21 @@ pub fn plane() -> &'static Plane {
             kubectl,
         };
         // Velero's CRDs too: the controller runs as Velero's data mover in every scenario.
-        let velero = super::volsync::peers_dir().join("crds/velero");
-        let out = plane
+        plane.apply_crds(&super::volsync::peers_dir().join("crds/velero"));
+        plane.apply_crds(&root.join("deploy/crds.yaml"));
+        plane
+    })
+}
+
+impl Plane {
+    /// `kubectl apply -f path` (a file or a directory of CRDs), then waits until every CRD
+    /// is Established.
+    pub fn apply_crds(&self, path: &Path) {
+        let out = self
             .kubectl()
             .arg("apply")
             .arg("-f")
-            .arg(&velero)
+            .arg(path)
             .output()
             .unwrap();
         assert!(
@@ -75,20 +84,7 @@ pub fn plane() -> &'static Plane {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let crds = root.join("deploy/crds.yaml");
-        let out = plane
-            .kubectl()
-            .arg("apply")
-            .arg("-f")
-            .arg(&crds)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = plane
+        let out = self
             .kubectl()
             .args([
                 "wait",
@@ -104,11 +100,8 @@ pub fn plane() -> &'static Plane {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        plane
-    })
-}
+    }
 
-impl Plane {
     pub fn kubectl(&self) -> Command {
         let mut c = Command::new(&self.kubectl);
         c.arg("--kubeconfig").arg(&self.kubeconfig);

@@ -419,6 +419,52 @@ async fn a_dataupload_backs_up_and_a_datadownload_fills_the_target_claim() {
     );
 }
 
+/// Creates `op`; once it reaches one of `at` (at once when empty), cancels it as Velero
+/// does (a merge patch of `spec.cancel`) and returns it in its final phase.
+async fn create_and_cancel<K>(
+    api: &Api<K>,
+    op: &K,
+    at: &[&str],
+    ns: &str,
+    node: &TestNode,
+    seen: &mut Vec<String>,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = api
+        .create(&PostParams::default(), op)
+        .await
+        .unwrap()
+        .name_any();
+    if !at.is_empty() {
+        wait_phase(api, &name, at, ns, node, seen).await;
+    }
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"cancel": true}})),
+    )
+    .await
+    .unwrap();
+    wait_phase(
+        api,
+        &name,
+        &["Canceled", "Failed", "Completed"],
+        ns,
+        node,
+        seen,
+    )
+    .await
+}
+
+fn phase_of<K: serde::Serialize>(op: &K) -> String {
+    serde_json::to_value(op).unwrap()["status"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn velero_operations_cancel_and_a_readonly_location_fails_fast() {
     let plane = plane();
@@ -428,103 +474,49 @@ async fn velero_operations_cancel_and_a_readonly_location_fails_fast() {
     let uploads: Api<DataUpload> = Api::namespaced(client.clone(), VELERO_NS);
     let mut seen = Vec::new();
 
-    // Canceled before mover looked at it (New).
-    let mut du = data_upload(&app, "data", "never-made", "mover", "default");
-    du.spec.cancel = true;
-    let du = uploads.create(&PostParams::default(), &du).await.unwrap();
-    let done = wait_phase(
-        &uploads,
-        &du.name_any(),
-        &["Canceled", "Failed", "Completed"],
-        &app,
-        node,
-        &mut seen,
-    )
-    .await;
-    assert_eq!(done.status.unwrap().phase.as_deref(), Some("Canceled"));
+    // Canceled before mover looked at it (New), and while Accepted (waiting for a snapshot
+    // that never comes).
+    let waiting = data_upload(&app, "data", "never-made", "mover", "default");
+    let mut canceled = waiting.clone();
+    canceled.spec.cancel = true;
+    for (op, at) in [(&canceled, &[][..]), (&waiting, &["Accepted"][..])] {
+        let done = create_and_cancel(&uploads, op, at, &app, node, &mut seen).await;
+        assert_eq!(phase_of(&done), "Canceled", "{seen:?}");
+        assert!(done.status.unwrap().completion_timestamp.is_some());
+    }
 
-    // Canceled while Accepted (waiting for a snapshot that never comes), as Velero cancels:
-    // a merge patch of spec.cancel.
-    let du = uploads
-        .create(
-            &PostParams::default(),
-            &data_upload(&app, "data", "never-made", "mover", "default"),
-        )
-        .await
-        .unwrap();
-    wait_phase(
-        &uploads,
-        &du.name_any(),
-        &["Accepted"],
-        &app,
-        node,
-        &mut seen,
-    )
-    .await;
-    uploads
-        .patch(
-            &du.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
-    let done = wait_phase(
-        &uploads,
-        &du.name_any(),
-        &["Canceled", "Failed", "Completed"],
-        &app,
-        node,
-        &mut seen,
-    )
-    .await;
-    let st = done.status.unwrap();
-    assert_eq!(st.phase.as_deref(), Some("Canceled"));
-    assert!(st.completion_timestamp.is_some());
+    // A DataDownload canceled while Accepted (its target claim never appears).
+    let downloads: Api<DataDownload> = Api::namespaced(client.clone(), VELERO_NS);
+    let dd: DataDownload = serde_json::from_value(json!({
+        "apiVersion": "velero.io/v2alpha1", "kind": "DataDownload",
+        "metadata": {"generateName": "nightly-restore-", "namespace": VELERO_NS},
+        "spec": {"targetVolume": {"pvc": "never-made", "namespace": app, "pv": ""},
+            "backupStorageLocation": "default", "datamover": "mover", "snapshotID": "0123abcd",
+            "sourceNamespace": app, "operationTimeout": "10m0s"}}))
+    .unwrap();
+    let done = create_and_cancel(&downloads, &dd, &["Accepted"], &app, node, &mut seen).await;
+    assert_eq!(phase_of(&done), "Canceled", "{seen:?}");
 
     // Canceled while Prepared or InProgress: the run is canceled and its objects go.
     let source = super::harness::claim(&client, node, &app, "data", "Filesystem", "1Gi").await;
     std::fs::write(source.join("blob.bin"), random_bytes(1_000_000, 5)).unwrap();
     let vs = take_snapshot(&client, node, &app, "data").await;
-    let du = uploads
-        .create(
-            &PostParams::default(),
-            &data_upload(&app, "data", &vs, "mover", "default"),
-        )
-        .await
-        .unwrap();
-    wait_phase(
+    let du = data_upload(&app, "data", &vs, "mover", "default");
+    let done = create_and_cancel(
         &uploads,
-        &du.name_any(),
+        &du,
         &["Prepared", "InProgress", "Completed"],
         &app,
         node,
         &mut seen,
     )
     .await;
-    uploads
-        .patch(
-            &du.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
-    let done = wait_phase(
-        &uploads,
-        &du.name_any(),
-        &["Canceled", "Completed", "Failed"],
-        &app,
-        node,
-        &mut seen,
-    )
-    .await;
-    let phase = done.status.unwrap().phase.unwrap();
+    let phase = phase_of(&done);
     // A run that finished before the cancel was seen stays Completed: Velero only needs a
     // final phase.
     assert!(phase == "Canceled" || phase == "Completed", "{phase}");
     let backups: Api<mover::k8s::api::VolumeBackup> = Api::namespaced(client.clone(), VELERO_NS);
-    let name = mover::k8s::names::object_name("velero", &du.name_any());
+    let name = mover::k8s::names::object_name("velero", &done.name_any());
     wait_for(
         "the canceled run's VolumeBackup to go",
         30,
@@ -538,7 +530,23 @@ async fn velero_operations_cancel_and_a_readonly_location_fails_fast() {
     )
     .await;
 
-    // A ReadOnly location fails at once, naming why.
+    // A ReadOnly location fails a backup at once, and an Unavailable one a restore, naming why.
+    let bsls: Api<BackupStorageLocation> = Api::namespaced(client.clone(), VELERO_NS);
+    let mut down = bsls.get("default").await.unwrap();
+    down.metadata = kube::api::ObjectMeta {
+        name: Some("down".into()),
+        ..Default::default()
+    };
+    down.spec.default = false;
+    bsls.create(&PostParams::default(), &down).await.unwrap();
+    bsls.patch(
+        "down",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Unavailable",
+            "message": "BackupStorageLocation \"down\" is unavailable: rpc error"}})),
+    )
+    .await
+    .unwrap();
     let du = uploads
         .create(
             &PostParams::default(),
@@ -546,16 +554,46 @@ async fn velero_operations_cancel_and_a_readonly_location_fails_fast() {
         )
         .await
         .unwrap();
-    let done = wait_phase(
-        &uploads,
-        &du.name_any(),
-        &["Failed", "Completed"],
-        &app,
-        node,
-        &mut seen,
-    )
-    .await;
-    let st = done.status.unwrap();
-    assert_eq!(st.phase.as_deref(), Some("Failed"));
-    assert!(st.message.unwrap_or_default().contains("ReadOnly"));
+    let mut dd_down = dd.clone();
+    dd_down.spec.backup_storage_location = "down".into();
+    let dd_down = downloads
+        .create(&PostParams::default(), &dd_down)
+        .await
+        .unwrap();
+    for (done, why) in [
+        (
+            serde_json::to_value(
+                wait_phase(
+                    &uploads,
+                    &du.name_any(),
+                    &["Failed", "Completed"],
+                    &app,
+                    node,
+                    &mut seen,
+                )
+                .await,
+            )
+            .unwrap(),
+            "ReadOnly",
+        ),
+        (
+            serde_json::to_value(
+                wait_phase(
+                    &downloads,
+                    &dd_down.name_any(),
+                    &["Failed", "Completed"],
+                    &app,
+                    node,
+                    &mut seen,
+                )
+                .await,
+            )
+            .unwrap(),
+            "Unavailable",
+        ),
+    ] {
+        assert_eq!(done["status"]["phase"], "Failed", "{done}");
+        let message = done["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{message}");
+    }
 }

@@ -36,38 +36,6 @@ pub fn peers_dir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// Applies the CRDs in `dir` and waits until they are served.
-pub fn apply_crds(plane: &Plane, dir: &Path) {
-    let out = plane
-        .kubectl()
-        .arg("apply")
-        .arg("-f")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = plane
-        .kubectl()
-        .args([
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 static VOLSYNC: OnceLock<Mutex<Child>> = OnceLock::new();
 
 extern "C" fn stop_volsync() {
@@ -83,7 +51,7 @@ extern "C" fn stop_volsync() {
 fn volsync_controller(plane: &Plane) {
     VOLSYNC.get_or_init(|| {
         let peers = peers_dir();
-        apply_crds(plane, &peers.join("crds/volsync"));
+        plane.apply_crds(&peers.join("crds/volsync"));
         let log = std::fs::File::create(plane.dir.join("volsync.log")).unwrap();
         let child = Command::new(peers.join("volsync-manager"))
             .args([
