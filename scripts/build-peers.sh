@@ -7,6 +7,8 @@
 #   volsync-manager
 #   crds/volsync/*.yaml     ReplicationSource, ReplicationDestination
 #   crds/velero/*.yaml      velero.io v1 and v2alpha1 (DataUpload, DataDownload, BSL, ...)
+#   velero                  Velero's server and CLI (github.com/vmware-tanzu/velero ./cmd/velero)
+#   plugins/velero-plugin-for-aws   its S3 object store plugin
 #
 #   scripts/build-peers.sh [CACHE_DIR]     (default /opt/mover-ci)
 set -euo pipefail
@@ -14,6 +16,10 @@ set -euo pipefail
 cache="${1:-${MOVER_CI_CACHE:-/opt/mover-ci}}"
 VOLSYNC_VERSION="${VOLSYNC_VERSION:-v0.16.0}"
 VELERO_VERSION="${VELERO_VERSION:-v1.18.3}"
+VELERO_AWS_VERSION="${VELERO_AWS_VERSION:-v1.14.3}"
+# Velero v1.18.3's go.mod asks for k8s.io/cli-runtime v0.33.12, which the module proxy does
+# not serve; v0.33.13 is the next patch release of the same line.
+VELERO_CLI_RUNTIME="${VELERO_CLI_RUNTIME:-v0.33.13}"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export PATH="/usr/local/go/bin:$PATH"
 
@@ -50,5 +56,31 @@ if [ ! -f "$out/crds/velero/velero.io_datauploads.yaml" ]; then
     mkdir -p "$out/crds/velero"
     cp "$dir"/config/crd/v1/bases/*.yaml "$dir"/config/crd/v2alpha1/bases/*.yaml "$out/crds/velero/"
     chmod u+w "$out"/crds/velero/*.yaml
+fi
+if [ ! -x "$out/velero" ]; then
+    echo "building Velero $VELERO_VERSION" >&2
+    dir="$(module_dir "github.com/vmware-tanzu/velero@$VELERO_VERSION")"
+    src="$(mktemp -d)"
+    cp -r "$dir"/. "$src"
+    chmod -R u+w "$src"
+    (cd "$src" &&
+        go mod edit -replace "k8s.io/cli-runtime=k8s.io/cli-runtime@$VELERO_CLI_RUNTIME" &&
+        go mod download k8s.io/cli-runtime &&
+        go build -mod=mod -trimpath -ldflags="-s -w" -o "$out/velero.tmp" ./cmd/velero)
+    rm -rf "$src"
+    mv "$out/velero.tmp" "$out/velero"
+fi
+
+if [ ! -x "$out/plugins/velero-plugin-for-aws" ]; then
+    echo "building velero-plugin-for-aws $VELERO_AWS_VERSION" >&2
+    dir="$(module_dir "github.com/vmware-tanzu/velero-plugin-for-aws@$VELERO_AWS_VERSION")"
+    [ -n "$dir" ] || {
+        echo "github.com/vmware-tanzu/velero-plugin-for-aws@$VELERO_AWS_VERSION could not be downloaded" >&2
+        exit 1
+    }
+    mkdir -p "$out/plugins"
+    (cd "$dir" && go build -trimpath -ldflags="-s -w" \
+        -o "$out/plugins/velero-plugin-for-aws.tmp" ./velero-plugin-for-aws)
+    mv "$out/plugins/velero-plugin-for-aws.tmp" "$out/plugins/velero-plugin-for-aws"
 fi
 echo "$out"

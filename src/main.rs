@@ -134,6 +134,9 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
+    // rustls logs each refused certificate as an ERROR of its own; the refusal reaches the
+    // user once, as the command's error (storage::tls).
+    let default = format!("{default},rustls=off");
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

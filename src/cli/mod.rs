@@ -67,6 +67,18 @@ pub struct GlobalOptions {
         value_delimiter = ','
     )]
     pub cacert: Vec<PathBuf>,
+    /// Skip TLS certificate verification when connecting to the repository (insecure)
+    #[arg(
+        long = "insecure-tls",
+        env = "MOVER_INSECURE_TLS",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub insecure_tls: bool,
     /// Compression of data blobs: auto, off or max
     #[arg(
         long,

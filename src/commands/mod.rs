@@ -77,6 +77,7 @@ impl Cx<'_> {
     pub fn storage_at(&self, location: &str, direct_io: bool) -> Result<Storage> {
         let opts = StorageOptions {
             cacert: self.g.cacert.clone(),
+            insecure_tls: self.g.insecure_tls,
             connections: self.g.connections.max(1),
             direct_io,
             limit_upload_kib: self.g.limit_upload,

@@ -26,7 +26,7 @@ use super::error::{Error, Result};
 use super::names;
 use super::velero_bsl::{self, BslCa, BslRepository};
 use super::velero_gc;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -98,8 +98,19 @@ pub fn repository_name(bsl: &str, source_namespace: &str) -> String {
     names::object_name("velero", &format!("{bsl}-{source_namespace}"))
 }
 
+/// The ConfigMap holding an inline `objectStorage.caCert` for Repository `repository`: a CA
+/// certificate is public, and a ConfigMap is what a Job mounts it from.
+pub fn ca_config_map_name(repository: &str) -> String {
+    names::object_name("ca", repository)
+}
+
+/// The key of the CA PEM in [`ca_config_map_name`].
+pub const CA_CONFIG_MAP_KEY: &str = "ca.crt";
+
 /// The Repository for a mapped BSL: the password from `password_secret`, the location and
-/// region as plain env, the BSL's credential Secret as the AWS credentials file.
+/// region as plain env, the BSL's credential Secret as the AWS credentials file, the CA from
+/// the BSL's `caCertRef` Secret or from the ConfigMap [`ca_config_map_name`] that holds an
+/// inline `caCert`.
 pub fn repository_object(
     name: &str,
     bsl: &str,
@@ -109,23 +120,12 @@ pub fn repository_object(
     let mut env: BTreeMap<String, String> = loc.job_env().into_iter().collect();
     // The Job mounts the file itself (jobspec), at its own path.
     env.remove("AWS_SHARED_CREDENTIALS_FILE");
-    if loc.insecure_skip_tls_verify {
-        return Err(
-            "the BackupStorageLocation sets insecureSkipTLSVerify; mover always verifies TLS, \
-             so give it the endpoint's CA as objectStorage.caCertRef"
-                .into(),
-        );
-    }
     let ca = match &loc.ca {
         None => None,
         Some(BslCa::SecretKey { name, key }) => Some(json!({"secretName": name, "key": key})),
-        Some(BslCa::Inline(_)) => {
-            return Err(
-                "the BackupStorageLocation gives objectStorage.caCert inline; give mover the \
-                 CA as objectStorage.caCertRef (a Secret key) instead"
-                    .into(),
-            );
-        }
+        Some(BslCa::Inline(_)) => Some(json!({
+            "configMapName": ca_config_map_name(name), "key": CA_CONFIG_MAP_KEY
+        })),
     };
     let mut spec = json!({
         "secretRef": {"name": password_secret},
@@ -265,10 +265,52 @@ impl Velero<'_> {
             Ok(r) => r,
             Err(m) => return Ok(Err(m)),
         };
+        if let Some(BslCa::Inline(pem)) = &loc.ca {
+            self.keep_ca_config_map(ns, &name, pem).await?;
+        }
         if self.get::<Repository>(ns, &name).await?.is_none() {
             self.create(ns, &repo).await?;
         }
         Ok(Ok(name))
+    }
+
+    /// Writes the BSL's inline CA into the ConfigMap the Repository's Jobs mount, so a CA the
+    /// BSL rotates reaches the next Job.
+    async fn keep_ca_config_map(&self, ns: &str, repository: &str, pem: &str) -> Result<()> {
+        let name = ca_config_map_name(repository);
+        let data = json!({CA_CONFIG_MAP_KEY: pem});
+        let current = self.get::<ConfigMap>(ns, &name).await?;
+        let api = self.api::<ConfigMap>(ns);
+        let written = match current {
+            Some(map)
+                if map
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(CA_CONFIG_MAP_KEY))
+                    .map(String::as_str)
+                    == Some(pem) =>
+            {
+                return Ok(());
+            }
+            Some(_) => api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": data})),
+                )
+                .await
+                .map(drop),
+            None => {
+                let map: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {names::MANAGED_BY: "mover"}},
+                    "data": data,
+                }))
+                .map_err(|e| Error::Invalid(format!("building ConfigMap {ns}/{name}: {e}")))?;
+                api.create(&PostParams::default(), &map).await.map(drop)
+            }
+        };
+        written.map_err(kube_err(format!("writing ConfigMap {ns}/{name}")))?;
+        Ok(())
     }
 
     /// Sets `spec.cancel` of the live run `R` named `name` (unless set) and marks `op`
@@ -1069,8 +1111,20 @@ mod tests {
             ca: Some(BslCa::Inline("-----BEGIN CERTIFICATE-----".into())),
             ..loc
         };
-        let err = repository_object("r", "default", &inline, "p").unwrap_err();
-        assert!(err.contains("caCertRef"), "{err}");
+        let repo = repository_object("r", "default", &inline, "p").unwrap();
+        let ca = repo.spec.custom_ca.unwrap();
+        assert_eq!(ca.config_map_name, Some(ca_config_map_name("r")));
+        assert_eq!((ca.secret_name, ca.key.as_str()), (None, CA_CONFIG_MAP_KEY));
+        assert!(!repo.spec.env.contains_key("MOVER_INSECURE_TLS"));
+        let insecure = BslRepository {
+            insecure_skip_tls_verify: true,
+            ..inline
+        };
+        let repo = repository_object("r", "default", &insecure, "p").unwrap();
+        assert_eq!(
+            repo.spec.env.get("MOVER_INSECURE_TLS").map(String::as_str),
+            Some("true")
+        );
     }
 
     #[test]

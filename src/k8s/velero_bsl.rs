@@ -33,8 +33,8 @@ pub const REPOSITORY_DIR: &str = "plugins/mover";
 /// | `url` | `RESTIC_REPOSITORY` (or `-r`) |
 /// | `region` | `AWS_DEFAULT_REGION`; when `None` the S3 backend signs for `us-east-1` |
 /// | `path_style` | nothing: the URL form already decides it (below) |
-/// | `insecure_skip_tls_verify` | nothing yet: mover has no switch to skip TLS verification |
-/// | `ca` | a mounted PEM file named by `RESTIC_CACERT` (or `--cacert`) |
+/// | `insecure_skip_tls_verify` | `MOVER_INSECURE_TLS=true` (`--insecure-tls`) |
+/// | `ca` | a mounted PEM file named by `RESTIC_CACERT` (or `--cacert`); an inline `caCert` goes into a ConfigMap the controller keeps |
 /// | `credential` | the Secret mounted at [`CREDENTIALS_DIR`], `AWS_SHARED_CREDENTIALS_FILE` = [`BslRepository::credentials_file`] |
 /// | `profile` | `AWS_PROFILE` |
 ///
@@ -94,7 +94,8 @@ impl BslRepository {
     }
 
     /// The non-secret environment a mover Job needs for this repository: `RESTIC_REPOSITORY`,
-    /// `AWS_DEFAULT_REGION` (when known), `AWS_PROFILE` and `AWS_SHARED_CREDENTIALS_FILE`.
+    /// `AWS_DEFAULT_REGION` (when known), `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE` and
+    /// `MOVER_INSECURE_TLS` when the BSL skips TLS verification.
     /// The Job must also mount the credential Secret at [`CREDENTIALS_DIR`], and the CA as
     /// a file named by `RESTIC_CACERT` when [`Self::ca`] is set.
     pub fn job_env(&self) -> Vec<(String, String)> {
@@ -107,6 +108,9 @@ impl BslRepository {
             "AWS_SHARED_CREDENTIALS_FILE".into(),
             self.credentials_file(),
         ));
+        if self.insecure_skip_tls_verify {
+            env.push(("MOVER_INSECURE_TLS".into(), "true".into()));
+        }
         env
     }
 }

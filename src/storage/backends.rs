@@ -56,6 +56,9 @@ pub(super) fn client_options(options: &StorageOptions) -> Result<ClientOptions, 
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_read_timeout(READ_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT);
+    if options.insecure_tls {
+        client = client.with_allow_invalid_certificates(true);
+    }
     if options.connections > 0 {
         client = client.with_pool_max_idle_per_host(options.connections);
     }
@@ -161,6 +164,7 @@ pub(super) fn remote(
             let mut builder = GoogleCloudStorageBuilder::new()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
+                .with_http_connector(super::tls::CertificateAwareConnector)
                 .with_client_options(client);
             if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                 builder = builder.with_application_credentials(path);
@@ -181,6 +185,7 @@ pub(super) fn remote(
                 .with_account(account.clone())
                 .with_container_name(container)
                 .with_retry(retry_config())
+                .with_http_connector(super::tls::CertificateAwareConnector)
                 .with_client_options(client);
             if let Some(key) = env("AZURE_ACCOUNT_KEY") {
                 builder = builder.with_access_key(key);
@@ -230,6 +235,7 @@ pub(super) fn s3_builder(
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_retry(retry_config())
+        .with_http_connector(super::tls::CertificateAwareConnector)
         .with_client_options(client)
         .with_allow_http(*allow_http)
         .with_unsigned_payload(!*allow_http);

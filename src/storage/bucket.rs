@@ -8,7 +8,7 @@ use super::StorageError;
 use crate::error::ErrorClass;
 use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
-use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::client::{HttpConnector, HttpRequestBody};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl S3Bucket {
             .signed_url(method.clone(), &Path::from(""), SIGNED_FOR)
             .await
             .map_err(config)?;
-        let client = ReqwestConnector::default()
+        let client = super::tls::CertificateAwareConnector
             .connect(&self.client)
             .map_err(config)?;
         let mut request = http::Request::builder().method(method.clone());
@@ -133,10 +133,14 @@ impl S3Bucket {
                 ErrorClass::InvalidInput,
             )
         })?;
-        let response = client
-            .execute(request)
-            .await
-            .map_err(|e| self.failed(e.to_string(), ErrorClass::Retryable))?;
+        let response =
+            client
+                .execute(request)
+                .await
+                .map_err(|e| match super::tls::refusal(&e) {
+                    Some(refused) => self.failed(refused.to_string(), ErrorClass::InvalidInput),
+                    None => self.failed(e.to_string(), ErrorClass::Retryable),
+                })?;
         let status = response.status();
         let region = response
             .headers()

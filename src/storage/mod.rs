@@ -10,6 +10,7 @@ mod direct_write;
 mod known_digests;
 mod shared_credentials;
 mod throttle;
+mod tls;
 pub mod url;
 
 pub use url::Location;
@@ -57,6 +58,9 @@ impl FileType {
 pub struct StorageOptions {
     /// Extra PEM files with CA certificates to trust (`--cacert`).
     pub cacert: Vec<PathBuf>,
+    /// Accept any TLS certificate from the endpoint (`--insecure-tls`): for test endpoints
+    /// with self-signed certificates, never for data that matters.
+    pub insecure_tls: bool,
     /// Most concurrent requests to a remote store (restic's `s3.connections`, default 5);
     /// 0 means no limit. Ignored for local repositories.
     pub connections: usize,
@@ -73,6 +77,7 @@ impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             cacert: Vec::new(),
+            insecure_tls: false,
             connections: 5,
             direct_io: true,
             limit_upload_kib: 0,
@@ -294,6 +299,18 @@ impl Storage {
         &self.display
     }
 
+    /// What restic says of a config file that is not there: the `stat` error for a local
+    /// directory, the object store's "no such key" otherwise.
+    pub fn missing_config_detail(&self) -> String {
+        match &self.local_root {
+            Some(root) => format!(
+                "stat {}: no such file or directory",
+                root.join("config").display()
+            ),
+            None => "Stat: The specified key does not exist.".to_string(),
+        }
+    }
+
     /// True when the repository is a local directory.
     pub fn is_local(&self) -> bool {
         self.local_root.is_some()
@@ -353,6 +370,9 @@ impl Storage {
 
     fn error(&self, op: &'static str, path: &Path, source: object_store::Error) -> StorageError {
         let path = self.describe(path);
+        if let Some(refused) = tls::refusal(&source) {
+            return StorageError::Config(format!("cannot {op} {path}: {refused}"));
+        }
         match source {
             object_store::Error::NotFound { .. } => StorageError::NotFound { path },
             source => StorageError::Backend { op, path, source },

@@ -154,3 +154,48 @@ fn mover_and_restic_share_a_repository_over_https() {
     )
     .unwrap_or_else(|e| panic!("restic restore over HTTPS differs:\n{e}"));
 }
+
+/// A certificate nobody vouches for is refused with a one-line error naming the endpoint's
+/// certificate, and accepted with `--insecure-tls` (or `MOVER_INSECURE_TLS`, which a Velero
+/// BSL's `insecureSkipTLSVerify` sets): restic then reads what mover wrote.
+#[test]
+fn an_untrusted_certificate_is_refused_unless_insecure_tls_is_asked_for() {
+    let tmp = tempdir();
+    let tls = TlsFiles::generate(tmp.path());
+    let server = S3Server::start_tls(&tls);
+    let url = server.repo_url("insecure-bucket", "volume");
+    let cacert = tls.cert.to_str().expect("temp path is UTF-8");
+    ok(with_s3(restic(), &server).args(["-r", &url, "--cacert", cacert, "init"]));
+
+    let refused = with_s3(mover(), &server)
+        .args(["-r", &url, "snapshots"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("certificate"),
+        "the error names the certificate: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"over an unchecked certificate").unwrap();
+    ok(with_s3(mover(), &server)
+        .args(["-r", &url, "--insecure-tls", "backup"])
+        .arg(&src));
+    ok(with_s3(mover(), &server)
+        .env("MOVER_INSECURE_TLS", "true")
+        .args(["-r", &url, "check", "--read-data"]));
+    let target = tmp.path().join("restore");
+    ok(with_s3(restic(), &server)
+        .args([
+            "-r", &url, "--cacert", cacert, "restore", "latest", "--target",
+        ])
+        .arg(&target));
+    assert_eq!(
+        std::fs::read(restored_path(&target, &src).join("a.txt")).unwrap(),
+        b"over an unchecked certificate"
+    );
+}

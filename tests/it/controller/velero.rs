@@ -129,7 +129,7 @@ pub(super) async fn take_snapshot(client: &Client, node: &TestNode, ns: &str, pv
 }
 
 /// A DataUpload as Velero's `newDataUpload` writes it, for backup `nightly`.
-fn data_upload(ns: &str, pvc: &str, vs: &str, datamover: &str, bsl: &str) -> DataUpload {
+pub(super) fn data_upload(ns: &str, pvc: &str, vs: &str, datamover: &str, bsl: &str) -> DataUpload {
     data_upload_of("nightly", ns, pvc, vs, datamover, bsl)
 }
 
@@ -149,7 +149,7 @@ pub(super) fn data_upload_of(
                 "velero.io/pvc-uid": "pvc-uid", "velero.io/async-operation-id": format!("du-0b9c.{pvc}")}},
         "spec": {"snapshotType": "CSI",
             "csiSnapshot": {"volumeSnapshot": vs, "storageClass": STORAGE_CLASS,
-                "snapshotClass": "", "driver": "mover.dev/test-node"},
+                "snapshotClass": "", "driver": "test-node.mover.dev"},
             "sourcePVC": pvc, "sourceNamespace": ns, "datamover": datamover,
             "backupStorageLocation": bsl, "operationTimeout": "10m0s"}}))
     .unwrap()

@@ -21,7 +21,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::json;
 
 /// The BSL's prefix on the S3 server, as Velero writes it.
-fn bsl_root(bucket: &str) -> Storage {
+pub(super) fn bsl_root(bucket: &str) -> Storage {
     let s3 = S3Server::shared();
     Storage::open_with_env(
         &s3.repo_url(bucket, "cluster-a"),
