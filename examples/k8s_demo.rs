@@ -22,6 +22,8 @@ mod plane {
 mod node;
 #[path = "../tests/it/controller/node_logs.rs"]
 mod node_logs;
+#[path = "../tests/it/controller/node_security.rs"]
+mod node_security;
 
 type Result<T> = std::result::Result<T, String>;
 

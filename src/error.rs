@@ -62,11 +62,17 @@ impl ErrorClass {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("repository {location} does not exist (run `mover init` first)")]
-    RepositoryNotFound { location: String },
+    /// restic 0.18's words, which scripts match (`Is there a repository at the following
+    /// location?`), with the location on the last line as restic prints it.
+    #[error(
+        "repository does not exist: unable to open config file: {detail}\nIs there a repository at the following location?\n{location}"
+    )]
+    RepositoryNotFound { location: String, detail: String },
     #[error("wrong password or no key found in {location}")]
     WrongPassword { location: String },
-    #[error("repository is locked: {detail}")]
+    /// `detail` is restic's account of the lock held (`repository is already locked by
+    /// PID ...`), so the message reads as restic 0.18's.
+    #[error("unable to create lock in backend: {detail}")]
     Locked { detail: String },
     /// The lock protecting a run could not be refreshed before others may call it stale.
     #[error("lock lost: {detail}")]
@@ -77,6 +83,10 @@ pub enum Error {
     Corrupt { what: String, detail: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// No snapshot matches a selection (`latest` with filters, an id prefix): restic's
+    /// "failed to find snapshot: no snapshot found", with what was asked after it.
+    #[error("failed to find snapshot: {restic}{detail}")]
+    SnapshotNotFound { restic: String, detail: String },
     #[error("{0}")]
     InvalidInput(String),
     #[error("{context}: {source}")]
@@ -123,7 +133,7 @@ impl Error {
             | Error::Compress { .. } => ErrorClass::Corrupt,
             // Only a missing repository is "not found" (exit 10); a missing snapshot is a
             // bad argument, and a missing object the repository refers to is damage.
-            Error::NotFound { .. } => ErrorClass::InvalidInput,
+            Error::NotFound { .. } | Error::SnapshotNotFound { .. } => ErrorClass::InvalidInput,
             Error::InvalidInput(_) => ErrorClass::InvalidInput,
             Error::Io { .. } => ErrorClass::Io,
             Error::Storage(e) => match e.class() {
@@ -143,7 +153,9 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         match self {
             Error::Storage(e) => e.class() == ErrorClass::NotFound,
-            Error::NotFound { .. } | Error::RepositoryNotFound { .. } => true,
+            Error::NotFound { .. }
+            | Error::SnapshotNotFound { .. }
+            | Error::RepositoryNotFound { .. } => true,
             _ => false,
         }
     }

@@ -140,7 +140,7 @@ async fn unlock(cx: &Cx<'_>) -> Step {
     println!("=== Starting unlock ===");
     match super::unlock::unlock(cx, &cli::UnlockArgs { remove_all: false }).await {
         Ok(_) => ControlFlow::Continue(()),
-        Err(Error::RepositoryNotFound { location }) => {
+        Err(Error::RepositoryNotFound { location, .. }) => {
             println!("repository {location} does not exist yet");
             println!("No repo, ignoring unlock error");
             ControlFlow::Continue(())

@@ -36,9 +36,16 @@ pub struct Observed {
     pub job: Option<Job>,
     /// The termination message of the Job's last finished pod.
     pub termination: Option<String>,
+    /// Why the Job cannot create its pod (an admission denial, a quota), when it never had one.
+    pub job_blocked: Option<String>,
     /// The node of a running pod that mounts the source claim (for `Direct`).
     pub source_node: Option<String>,
     pub forget_job: Option<Job>,
+    /// A Job with the run's name that belongs to another object (an earlier VolumeBackup of
+    /// the same name, still being garbage-collected): never adopted, waited out.
+    pub foreign_job: bool,
+    /// The VolumeBackup's namespace is being deleted.
+    pub namespace_terminating: bool,
 }
 
 /// The controller's knobs that plans need.
@@ -294,6 +301,15 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
         }
         RunPhase::New | RunPhase::Preparing | RunPhase::InProgress | RunPhase::Canceling => {}
     }
+    // A saved snapshot decides the outcome before anything else: a cancel that arrives
+    // after the Job succeeded, or a Job that is gone once its result was recorded, still
+    // ends Completed with the snapshot id, and never starts a second Job.
+    let job = run::job_state(obs.job.as_ref());
+    let result = run::job_result(current.result.as_ref(), obs.termination.as_deref());
+    if job == JobState::Succeeded || (job == JobState::Absent && run::saved_snapshot(result.as_ref()))
+    {
+        return plan_finished(&current, &names, obs, None, now);
+    }
     if vb.spec.cancel || current.phase == RunPhase::Canceling {
         return plan_cancel(&current, &names, obs, now);
     }
@@ -313,8 +329,27 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
         patch(&current, &next, &mut out);
         return out;
     }
-    match run::job_state(obs.job.as_ref()) {
+    match job {
+        // A failure the mover recorded with its Job gone (deleted by hand, or by TTL)
+        // ends the run; it does not start the backup again.
+        JobState::Absent if result.as_ref().is_some_and(|r| r.outcome != MoverOutcome::Succeeded) => {
+            plan_finished(&current, &names, obs, Some("the mover Job is gone".into()), now)
+        }
+        JobState::Absent if obs.foreign_job => wait_or_fail(
+            &current,
+            format!(
+                "Job {} of an earlier VolumeBackup of this name is still being deleted",
+                names.job
+            ),
+            now,
+        ),
         JobState::Absent => plan_prepare(vb, &current, &names, obs, settings, now),
+        JobState::Running if obs.job_blocked.is_some() => {
+            let why = obs.job_blocked.clone().unwrap_or_default();
+            let mut out = fail(&current, format!("the mover pod cannot be created: {why}"), now);
+            out.extend(temporaries(&names, obs, true));
+            out
+        }
         JobState::Running => {
             let next = run::with_phase(&current, RunPhase::InProgress, None, now);
             let mut out = Vec::new();
@@ -536,13 +571,18 @@ fn plan_finished(
     failed: Option<String>,
     now: &Time,
 ) -> Vec<Action> {
-    let result = current.result.as_ref();
+    let result = run::job_result(current.result.as_ref(), obs.termination.as_deref());
+    let result = result.as_ref();
     let mut out = Vec::new();
-    let succeeded = failed.is_none()
-        && result.is_some_and(|r| r.outcome == MoverOutcome::Succeeded && r.snapshot_id.is_some());
+    let succeeded = failed.is_none() && run::saved_snapshot(result);
     if succeeded {
         let r = result.cloned().unwrap_or_default();
         let mut next = run::with_phase(current, RunPhase::Completed, r.message.clone(), now);
+        next = run::with_warnings(&next, &r.warnings, now);
+        if current.result.is_none() {
+            // Read from the termination message: recorded here, so the status holds it.
+            next.result = Some(r.clone());
+        }
         next.snapshot_id = r.snapshot_id.clone();
         next.summary = r.summary.clone();
         if let Some(p) = next.progress.as_mut() {
@@ -558,6 +598,13 @@ fn plan_finished(
             reason: "BackupCompleted".into(),
             note: format!("snapshot {} saved", &id[..id.len().min(8)]),
         });
+        for w in &r.warnings {
+            out.push(Action::Event {
+                warning: true,
+                reason: "BackupWarning".into(),
+                note: w.clone(),
+            });
+        }
         if let Some(m) = r.message.filter(|m| m.contains("stale lock")) {
             out.push(Action::Event {
                 warning: true,
@@ -588,6 +635,29 @@ fn plan_deletion(
     let status = vb.status.clone().unwrap_or_default();
     let forget = vb.spec.deletion_policy == DeletionPolicy::Delete && status.snapshot_id.is_some();
     if !forget {
+        out.push(Action::RemoveFinalizer);
+        return out;
+    }
+    // In a namespace that is going away, or with the Repository gone, no forget Job can
+    // run: the snapshot is left in the repository (orphaned) rather than holding the
+    // namespace's deletion forever; `mover forget ID` removes it by hand.
+    let orphan = if obs.namespace_terminating {
+        Some("its namespace is being deleted")
+    } else if obs.repository.is_none() {
+        Some("its Repository is gone")
+    } else {
+        None
+    };
+    if let (Some(why), JobState::Absent) = (orphan, run::job_state(obs.forget_job.as_ref())) {
+        out.push(Action::Event {
+            warning: true,
+            reason: "SnapshotOrphaned".into(),
+            note: format!(
+                "snapshot {} stays in Repository {}: {why} (remove it with `mover forget`)",
+                status.snapshot_id.unwrap_or_default(),
+                vb.spec.repository
+            ),
+        });
         out.push(Action::RemoveFinalizer);
         return out;
     }
@@ -947,6 +1017,162 @@ mod tests {
             a.iter()
                 .any(|x| matches!(x, Action::Event { warning: true, .. }))
         );
+    }
+
+    fn saved(id: &str) -> MoverResult {
+        MoverResult {
+            outcome: MoverOutcome::Succeeded,
+            snapshot_id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+
+    fn in_progress() -> VolumeBackup {
+        let mut vb = started(backup(CopyMethod::Snapshot));
+        vb.status.as_mut().unwrap().phase = RunPhase::InProgress;
+        vb
+    }
+
+    #[test]
+    fn a_lost_status_write_is_read_from_the_termination_message() {
+        let vb = in_progress();
+        let obs = Observed {
+            job: Some(finished_job("Complete")),
+            termination: Some(serde_json::to_string(&saved("feedbeef01")).unwrap()),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Completed");
+        assert_eq!(p["snapshotID"], "feedbeef01");
+        assert_eq!(p["result"]["snapshotID"], "feedbeef01", "recorded in the status");
+    }
+
+    #[test]
+    fn a_recorded_snapshot_with_the_job_gone_completes_and_never_runs_again() {
+        let mut vb = in_progress();
+        vb.status.as_mut().unwrap().result = Some(saved("feedbeef01"));
+        let obs = Observed {
+            repository: Some(ready_repo()),
+            source_pvc: Some(bound_pvc("data")),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        assert!(
+            a.iter().all(|x| !matches!(x, Action::CreateJob { .. })),
+            "{a:?}"
+        );
+        assert_eq!(phase_of(&a).as_deref(), Some("Completed"));
+        // A recorded failure with its Job gone ends Failed, without a second Job either.
+        vb.status.as_mut().unwrap().result = Some(MoverResult {
+            outcome: MoverOutcome::Failed,
+            message: Some("wrong password or no key found".into()),
+            ..Default::default()
+        });
+        let a = plan(&vb, &obs, &settings(), &now());
+        assert!(a.iter().all(|x| !matches!(x, Action::CreateJob { .. })));
+        assert_eq!(phase_of(&a).as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn a_job_of_an_earlier_object_is_waited_out_not_adopted() {
+        let vb = in_progress();
+        let obs = Observed {
+            repository: Some(ready_repo()),
+            source_pvc: Some(bound_pvc("data")),
+            foreign_job: true,
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        assert!(a.iter().all(|x| !matches!(x, Action::CreateJob { .. })), "{a:?}");
+        assert_eq!(phase_of(&a).as_deref(), Some("Preparing"));
+    }
+
+    #[test]
+    fn deleting_in_a_terminating_namespace_lets_the_finalizer_go() {
+        let mut vb = backup(CopyMethod::Snapshot);
+        vb.spec.deletion_policy = DeletionPolicy::Delete;
+        vb.metadata.finalizers = Some(vec![names::FINALIZER.to_string()]);
+        vb.metadata.deletion_timestamp = Some(now());
+        vb.status = Some(RunStatus {
+            phase: RunPhase::Completed,
+            snapshot_id: Some("feedbeef01".into()),
+            ..Default::default()
+        });
+        let obs = Observed {
+            repository: Some(ready_repo()),
+            namespace_terminating: true,
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        assert!(a.iter().any(|x| matches!(x, Action::RemoveFinalizer)), "{a:?}");
+        assert!(a.iter().all(|x| !matches!(x, Action::CreateJob { .. })));
+        assert!(a.iter().any(
+            |x| matches!(x, Action::Event { reason, .. } if reason == "SnapshotOrphaned")
+        ));
+    }
+
+    #[test]
+    fn a_cancel_after_success_completes_with_the_snapshot() {
+        let mut vb = in_progress();
+        vb.spec.cancel = true;
+        vb.status.as_mut().unwrap().result = Some(saved("feedbeef01"));
+        let obs = Observed {
+            job: Some(finished_job("Complete")),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Completed");
+        assert_eq!(p["snapshotID"], "feedbeef01");
+    }
+
+    #[test]
+    fn warnings_complete_the_run_with_a_warning_condition_and_event() {
+        let mut vb = in_progress();
+        let mut r = saved("feedbeef01");
+        r.warnings = vec!["retention not applied: repository is already locked".into()];
+        vb.status.as_mut().unwrap().result = Some(r);
+        let obs = Observed {
+            job: Some(finished_job("Complete")),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Completed");
+        let conditions = p["conditions"].as_array().unwrap();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Warning" && c["message"].as_str().unwrap().contains("retention")),
+            "{conditions:?}"
+        );
+        assert!(a.iter().any(
+            |x| matches!(x, Action::Event { warning: true, reason, .. } if reason == "BackupWarning")
+        ));
+    }
+
+    #[test]
+    fn a_job_whose_pod_is_refused_fails_with_the_refusal() {
+        let vb = in_progress();
+        let obs = Observed {
+            job: Some(Job::default()),
+            job_blocked: Some("pods \"x\" is forbidden: violates PodSecurity".into()),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Failed");
+        assert!(p["message"].as_str().unwrap().contains("violates PodSecurity"));
+        assert!(a.iter().any(|x| matches!(x, Action::DeleteJob(_))));
     }
 
     #[test]

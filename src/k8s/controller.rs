@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 use super::{backup, leader, repository, restore, schedule};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -109,6 +109,38 @@ async fn termination_message(
     Ok(messages.pop().map(|(_, m)| m).filter(|m| !m.is_empty()))
 }
 
+/// Why a running Job has no pod: the message of the Job controller's `FailedCreate` event
+/// (a Pod Security or webhook denial, an exhausted quota, a missing ServiceAccount), when
+/// the Job has never had a pod.
+async fn job_blocked(client: &Client, ns: &str, job: &Option<Job>) -> Result<Option<String>> {
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    if super::run::job_state(Some(job)) != super::run::JobState::Running {
+        return Ok(None);
+    }
+    let had_pod = job.status.as_ref().is_some_and(|s| {
+        s.active.unwrap_or(0) + s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0
+    });
+    if had_pod {
+        return Ok(None);
+    }
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.kind=Job,involvedObject.name={},reason=FailedCreate",
+        job.name_any()
+    ));
+    let events = api::<Event>(client, ns)
+        .list(&lp)
+        .await
+        .map_err(|e| Error::kube(format!("listing the events of Job {}", job.name_any()), e))?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid == job.metadata.uid)
+        .max_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp))
+        .and_then(|e| e.message))
+}
+
 /// The node of a running pod (not a mover pod) that mounts `claim`.
 async fn node_using_claim(client: &Client, ns: &str, claim: &str) -> Result<Option<String>> {
     let pods = api::<Pod>(client, ns)
@@ -147,8 +179,36 @@ fn elapsed_since(start: Option<&Time>) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The run as the API server has it now, for a run that is not final: the reflector's copy
+/// can lag behind a status the Job just wrote, and a final transition decided from a stale
+/// copy would be wrong for good.
+async fn fresh<K>(client: &Client, obj: Arc<K>, live: bool) -> Result<Arc<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if !live {
+        return Ok(obj);
+    }
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(get::<K>(client, &ns, &name).await?.map(Arc::new).unwrap_or(obj))
+}
+
+/// Whether a mover Job has finished (either way), so its termination message is final.
+fn finished(job: &Option<Job>) -> bool {
+    !matches!(
+        super::run::job_state(job.as_ref()),
+        super::run::JobState::Absent | super::run::JobState::Running
+    )
+}
+
 async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeue> {
     let client = &ctx.client;
+    let live = !vb.status.as_ref().is_some_and(|s| s.phase.is_final());
+    let vb = fresh(client, vb, live).await?;
     let ns = vb.namespace().unwrap_or_default();
     let names = backup::run_names(&vb);
     let status = vb.status.clone().unwrap_or_default();
@@ -191,15 +251,28 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
             obs.snapshot = None;
         }
         obs.job = get::<Job>(client, &ns, &names.job).await?;
-        if matches!(
-            super::run::job_state(obs.job.as_ref()),
-            super::run::JobState::Failed(_)
-        ) {
+        // A Job is this run's only if this VolumeBackup owns it (not one of an earlier
+        // object of the same name that garbage collection has not removed yet).
+        if obs.job.as_ref().is_some_and(|j| !owned_by(j, &vb.metadata.uid)) {
+            obs.job = None;
+            obs.foreign_job = true;
+        }
+        // The termination message carries the mover's result too: read for a failed Job
+        // (the reason) and for a succeeded one whose status write was lost.
+        if finished(&obs.job) && (live || status.result.is_none()) {
             obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+        }
+        if live {
+            obs.job_blocked = job_blocked(client, &ns, &obs.job).await?;
         }
     }
     if vb.metadata.deletion_timestamp.is_some() {
         obs.forget_job = get::<Job>(client, &ns, &names.forget_job).await?;
+        let namespace = Api::<Namespace>::all(client.clone())
+            .get_opt(&ns)
+            .await
+            .map_err(|e| Error::kube(format!("reading Namespace {ns}"), e))?;
+        obs.namespace_terminating = namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some());
     }
     let settings = backup::Settings {
         image: ctx.image.clone(),
@@ -227,7 +300,14 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
         }
     }
     let waiting = actions.is_empty() && !status.phase.is_final();
-    let applied = ctx.io.apply(vb.as_ref(), actions).await?;
+    let applied = match ctx.io.apply(vb.as_ref(), actions).await {
+        Err(e) if live && refusal(&e) => {
+            let failed = super::run::refused(&status, &e.chain_string(), &now());
+            ctx.io.apply(vb.as_ref(), failed).await?;
+            return Ok(requeue(RunPhase::Failed, false));
+        }
+        other => other?,
+    };
     if vb.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_object("VolumeBackup", &key);
     } else {
@@ -235,6 +315,12 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
             .set_phase("VolumeBackup", &key, status.phase.as_str());
     }
     Ok(requeue(status.phase, applied.waiting_for_slot || waiting))
+}
+
+/// Whether an API error is a refusal that the same request will meet again (403, 422),
+/// rather than a failure that may pass.
+fn refusal(e: &Error) -> bool {
+    matches!(e, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 403 || s.code == 422)
 }
 
 fn owned_by<K: kube::Resource>(obj: &K, uid: &Option<String>) -> bool {
@@ -259,6 +345,8 @@ fn requeue(phase: RunPhase, waiting: bool) -> Requeue {
 
 async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requeue> {
     let client = &ctx.client;
+    let live = !vr.status.as_ref().is_some_and(|s| s.phase.is_final());
+    let vr = fresh(client, vr, live).await?;
     let ns = vr.namespace().unwrap_or_default();
     let names = restore::run_names(&vr);
     let status = vr.status.clone().unwrap_or_default();
@@ -306,7 +394,11 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
                 super::run::JobState::Failed(_)
             )
         };
-        if failed(&obs.job) {
+        obs.job_blocked = match job_blocked(client, &ns, &obs.job).await? {
+            Some(m) => Some(m),
+            None => job_blocked(client, &ns, &obs.resolve_job).await?,
+        };
+        if failed(&obs.job) || (finished(&obs.job) && status.result.is_none()) {
             obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
         } else if failed(&obs.resolve_job) {
             obs.termination = termination_message(client, &ns, obs.resolve_job.as_ref()).await?;
@@ -323,7 +415,15 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
         );
     }
     let waiting = actions.is_empty() && !status.phase.is_final();
-    let applied = ctx.io.apply(vr.as_ref(), actions).await?;
+    let live = !status.phase.is_final() && vr.metadata.deletion_timestamp.is_none();
+    let applied = match ctx.io.apply(vr.as_ref(), actions).await {
+        Err(e) if live && refusal(&e) => {
+            let failed = super::run::refused(&status, &e.chain_string(), &now());
+            ctx.io.apply(vr.as_ref(), failed).await?;
+            return Ok(requeue(RunPhase::Failed, false));
+        }
+        other => other?,
+    };
     ctx.metrics.set_phase(
         "VolumeRestore",
         &format!("{ns}/{}", vr.name_any()),
@@ -360,10 +460,17 @@ async fn reconcile_repository(repo: Arc<Repository>, ctx: Arc<Ctx>) -> Result<Re
             obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
         }
     }
-    let actions = repository::plan(&repo, &obs, &ctx.image, &now());
+    let at = now();
+    let actions = repository::plan(&repo, &obs, &ctx.image, &at);
     ctx.io.apply(repo.as_ref(), actions).await?;
-    // A Secret changed in place is noticed at the next look.
-    Ok(Requeue::requeue(Duration::from_secs(60)))
+    // A Secret changed in place is noticed at the next look; a Degraded repository is
+    // probed again when its backoff ends.
+    let status = repo.status.clone().unwrap_or_default();
+    let next = repository::reprobe_in(&status, &at)
+        .map(|d| d.max(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(60))
+        .min(Duration::from_secs(60));
+    Ok(Requeue::requeue(next))
 }
 
 async fn reconcile_schedule(bs: Arc<BackupSchedule>, ctx: Arc<Ctx>) -> Result<Requeue> {
@@ -438,18 +545,52 @@ async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) 
     )
 }
 
-fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Ctx>) -> Requeue
+/// How long a reconcile that failed waits before the next try, by the error's class: an
+/// API server or network failure may pass in seconds; a refusal (403, 422: RBAC, admission,
+/// a webhook, a quota) needs someone to change something, so it is retried slowly and shown
+/// on the object as a Warning Event.
+pub fn error_backoff(class: crate::error::ErrorClass) -> (Duration, bool) {
+    use crate::error::ErrorClass;
+    match class {
+        ErrorClass::Retryable | ErrorClass::Locked => (Duration::from_secs(10), false),
+        ErrorClass::InvalidInput | ErrorClass::WrongPassword | ErrorClass::NotFound => {
+            (Duration::from_secs(300), true)
+        }
+        _ => (Duration::from_secs(30), false),
+    }
+}
+
+fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Ctx>) -> Requeue
 where
-    K: kube::Resource<DynamicType = ()>,
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static,
 {
+    let message = error.chain_string();
     tracing::warn!(
-        "reconciling {} {}/{}: {}",
+        "reconciling {} {}/{}: {message}",
         K::kind(&()),
         obj.meta().namespace.clone().unwrap_or_default(),
         obj.meta().name.clone().unwrap_or_default(),
-        error.chain_string()
     );
-    Requeue::requeue(Duration::from_secs(10))
+    let (after, structural) = error_backoff(error.class());
+    if structural {
+        let note = format!("{message} (retried every {}s)", after.as_secs());
+        tokio::spawn(async move {
+            let event = Action::Event {
+                warning: true,
+                reason: "ReconcileRefused".into(),
+                note,
+            };
+            let _ = ctx.io.apply(obj.as_ref(), vec![event]).await;
+        });
+    }
+    Requeue::requeue(after)
 }
 
 fn all_or_namespaced<K>(client: &Client, ns: &Option<String>) -> Api<K>

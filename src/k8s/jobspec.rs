@@ -32,9 +32,11 @@ const CA_DIR: &str = "/etc/mover/ca";
 /// How long a mover waits for a conflicting repository lock (a prune holds an exclusive
 /// one) before it fails, as `restic --retry-lock`.
 const RETRY_LOCK: &str = "--retry-lock=10m";
-/// Exit codes after which retrying the pod cannot help: no repository (10), wrong
-/// password (12), invalid input such as a missing snapshot (2), stopped (130).
-const TERMINAL_EXIT_CODES: [i32; 4] = [2, 10, 12, 130];
+/// Exit codes after which retrying the pod cannot help, as mover (and restic 0.17+) uses
+/// them: no repository (10), wrong password (12), stopped (130). A general failure (1) and a
+/// held lock (11) may pass, so the pod is retried once. A backup never fails after its
+/// snapshot is saved (retention is a warning), so a retry never makes a second snapshot.
+pub const TERMINAL_EXIT_CODES: [i32; 3] = [10, 12, 130];
 
 /// How the volume is attached to the mover pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,26 @@ fn env_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn hardened_container_context(privileged: bool) -> SecurityContext {
+/// The container's security context. `privileged` runs as root with what reading every
+/// file and restoring ownership needs, and only capabilities Pod Security `baseline` allows
+/// (`DAC_OVERRIDE` reads and searches any file, so `DAC_READ_SEARCH` is not asked for).
+fn hardened_container_context(privileged: bool, block: bool) -> SecurityContext {
+    if block && !privileged {
+        // A block device node keeps the host's owner (root, 0660) in the container, so only
+        // root opens it; root with every capability dropped can do nothing else a non-root
+        // process could not.
+        return SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        };
+    }
     if privileged {
         return SecurityContext {
             run_as_user: Some(0),
@@ -117,7 +138,6 @@ fn hardened_container_context(privileged: bool) -> SecurityContext {
                     [
                         "CHOWN",
                         "DAC_OVERRIDE",
-                        "DAC_READ_SEARCH",
                         "FOWNER",
                         "FSETID",
                         "MKNOD",
@@ -141,12 +161,12 @@ fn hardened_container_context(privileged: bool) -> SecurityContext {
     }
 }
 
-fn hardened_pod_context(privileged: bool) -> PodSecurityContext {
+fn hardened_pod_context(privileged: bool, block: bool) -> PodSecurityContext {
     let seccomp = Some(SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
     });
-    if privileged {
+    if privileged || block {
         return PodSecurityContext {
             run_as_user: Some(0),
             run_as_group: Some(0),
@@ -282,6 +302,7 @@ pub fn job(p: &JobParams) -> Job {
         });
     }
     let privileged = p.mover.privileged;
+    let block = matches!(p.volume, VolumeAttach::Block { .. });
     let container = Container {
         name: "mover".into(),
         image: Some(p.image.clone()),
@@ -306,7 +327,7 @@ pub fn job(p: &JobParams) -> Job {
             p.mover
                 .security_context
                 .clone()
-                .unwrap_or_else(|| hardened_container_context(privileged)),
+                .unwrap_or_else(|| hardened_container_context(privileged, block)),
         ),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
@@ -342,7 +363,7 @@ pub fn job(p: &JobParams) -> Job {
                         p.mover
                             .pod_security_context
                             .clone()
-                            .unwrap_or_else(|| hardened_pod_context(privileged)),
+                            .unwrap_or_else(|| hardened_pod_context(privileged, block)),
                     ),
                     containers: vec![container],
                     volumes: Some(volumes),

@@ -73,6 +73,10 @@ pub fn repo_view(repo: Option<&Repository>, name: &str) -> Result<RepoView, NotR
         RepositoryPhase::Pending => Err(NotReady::Waiting(format!(
             "waiting for Repository {name} to be checked"
         ))),
+        RepositoryPhase::Degraded => Err(NotReady::Waiting(format!(
+            "waiting for Repository {name}, which is checked again: {}",
+            status.message.unwrap_or_else(|| "not reachable".into())
+        ))),
     }
 }
 
@@ -85,11 +89,53 @@ pub struct Observed {
     pub termination: Option<String>,
 }
 
-/// The probe Job's name: one per generation and Secret version, so a changed spec or
-/// Secret is probed again.
+/// The first re-probe of a Degraded repository waits this long; each further one twice as
+/// long as the one before, up to [`REPROBE_MAX`].
+pub const REPROBE_FIRST: std::time::Duration = std::time::Duration::from_secs(15);
+pub const REPROBE_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The error classes of a probe failure that may pass without a change.
+fn retryable(class: Option<&str>) -> bool {
+    match class {
+        // A probe that reported nothing (its pod died, or was never scheduled).
+        None => true,
+        Some(c) => matches!(c, "Retryable" | "Io" | "Locked"),
+    }
+}
+
+/// How long after its last probe a Degraded repository is probed again.
+pub fn reprobe_backoff(failed_probes: u32) -> std::time::Duration {
+    let shift = failed_probes.saturating_sub(1).min(10);
+    (REPROBE_FIRST * (1u32 << shift)).min(REPROBE_MAX)
+}
+
+/// When a Degraded repository is due for its next probe, from now; `None` when it is not
+/// Degraded.
+pub fn reprobe_in(status: &RepositoryStatus, now: &Time) -> Option<std::time::Duration> {
+    if status.phase != RepositoryPhase::Degraded {
+        return None;
+    }
+    let wait = reprobe_backoff(status.failed_probes);
+    let Some(last) = &status.last_checked_time else {
+        return Some(std::time::Duration::ZERO);
+    };
+    let waited = now.0.duration_since(last.0).as_secs().max(0) as u64;
+    Some(wait.saturating_sub(std::time::Duration::from_secs(waited)))
+}
+
+/// The probe Job's name: one per generation, Secret version and retry, so a changed spec or
+/// Secret, or a re-probe of a Degraded repository, is a new Job.
 pub fn probe_job_name(repo: &Repository, secret_version: &str) -> String {
     let generation = repo.meta().generation.unwrap_or(0);
-    let key = format!("{}-{generation}-{secret_version}", repo.name_any());
+    let status = repo.status.clone().unwrap_or_default();
+    let attempt = match status.phase {
+        RepositoryPhase::Degraded => status.failed_probes,
+        _ => 0,
+    };
+    let mut key = format!("{}-{generation}-{secret_version}", repo.name_any());
+    if attempt > 0 {
+        key.push_str(&format!("-{attempt}"));
+    }
     let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
     names::job_name(
         "probe",
@@ -144,9 +190,11 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
         patch(&current, &next, &mut out);
         return out;
     };
+    let due = reprobe_in(&current, now).is_some_and(|d| d.is_zero());
     let up_to_date = current.observed_generation == repo.meta().generation
         && current.secret_version.as_deref() == Some(secret_version.as_str())
-        && current.phase != RepositoryPhase::Pending;
+        && current.phase != RepositoryPhase::Pending
+        && !due;
     let job_name = probe_job_name(repo, secret_version);
     if up_to_date {
         if obs.job.is_some() {
@@ -157,8 +205,19 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
     match run::job_state(obs.job.as_ref()) {
         JobState::Absent => {
             let mut next = current.clone();
-            next.phase = RepositoryPhase::Pending;
-            next.message = Some("checking the repository".into());
+            let changed = current.observed_generation != repo.meta().generation
+                || current.secret_version.as_deref() != Some(secret_version.as_str());
+            if current.phase == RepositoryPhase::Degraded && !changed {
+                next.message = Some(format!(
+                    "checking the repository again (attempt {}) after: {}",
+                    current.failed_probes + 1,
+                    current.message.clone().unwrap_or_default()
+                ));
+            } else {
+                next.phase = RepositoryPhase::Pending;
+                next.failed_probes = 0;
+                next.message = Some("checking the repository".into());
+            }
             next.result = None;
             patch(&current, &next, &mut out);
             let params = JobParams {
@@ -204,6 +263,7 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
             next.last_checked_time = Some(now.clone());
             if result.ok {
                 next.phase = RepositoryPhase::Ready;
+                next.failed_probes = 0;
                 next.snapshot_count = result.snapshot_count;
                 next.repository_id = result.repository_id.clone();
                 let message = if result.initialized {
@@ -245,7 +305,14 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                     .unwrap_or_else(|| {
                         run::failure_message(None, obs.termination.as_deref(), &why)
                     });
-                next.phase = RepositoryPhase::Failed;
+                let reported = current.result.as_ref().and_then(|r| r.error_class.as_deref());
+                if retryable(reported) {
+                    next.phase = RepositoryPhase::Degraded;
+                    next.failed_probes = current.failed_probes + 1;
+                } else {
+                    next.phase = RepositoryPhase::Failed;
+                    next.failed_probes = 0;
+                }
                 next.message = Some(message.clone());
                 let reason = result
                     .error_class
@@ -276,6 +343,7 @@ mod tests {
     use super::*;
     use crate::k8s::api::common::LocalObjectReference;
     use crate::k8s::api::repository::{RepositoryProbeResult, RepositorySpec};
+    use crate::k8s::apply::Action;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 
     fn repo() -> Repository {
@@ -355,6 +423,101 @@ mod tests {
         assert_eq!(p["conditions"][0]["reason"], "WrongPassword");
         // A new Secret version means a new probe.
         assert_ne!(probe_job_name(&r, "7"), probe_job_name(&r, "8"));
+    }
+
+    fn probed(result: Option<RepositoryProbeResult>) -> (Repository, Vec<Action>) {
+        let mut r = repo();
+        r.status = Some(RepositoryStatus {
+            phase: RepositoryPhase::Pending,
+            result,
+            ..Default::default()
+        });
+        let obs = Observed {
+            secret_version: Some("7".into()),
+            job: Some(done("Failed")),
+            termination: None,
+        };
+        let a = plan(&r, &obs, "img", &now());
+        (r, a)
+    }
+
+    fn apply_patch(r: &mut Repository, a: &[Action]) {
+        let p = a
+            .iter()
+            .find_map(|x| match x {
+                Action::PatchStatus(p) => Some(p.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let mut status = serde_json::to_value(r.status.clone().unwrap_or_default()).unwrap();
+        for (k, v) in p.as_object().unwrap() {
+            status[k] = v.clone();
+        }
+        r.status = Some(serde_json::from_value(status).unwrap());
+    }
+
+    #[test]
+    fn an_unreachable_repository_is_degraded_and_probed_again_with_backoff() {
+        let failure = RepositoryProbeResult {
+            error_class: Some("Retryable".into()),
+            message: Some("s3:http://127.0.0.1:9/b: connection refused".into()),
+            ..Default::default()
+        };
+        let (mut r, a) = probed(Some(failure));
+        apply_patch(&mut r, &a);
+        let status = r.status.clone().unwrap();
+        assert_eq!(status.phase, RepositoryPhase::Degraded);
+        assert_eq!(status.failed_probes, 1);
+        // Runs wait on a Degraded repository rather than fail.
+        assert!(matches!(repo_view(Some(&r), "repo"), Err(NotReady::Waiting(_))));
+        let obs = Observed {
+            secret_version: Some("7".into()),
+            job: None,
+            termination: None,
+        };
+        // Before the backoff ends nothing happens; after it a new probe Job runs.
+        assert!(plan(&r, &obs, "img", &now()).is_empty());
+        let later = Time(now().0 + std::time::Duration::from_secs(15));
+        let a = plan(&r, &obs, "img", &later);
+        let job = a
+            .iter()
+            .find_map(|x| match x {
+                Action::CreateJob { job, .. } => Some(job.clone()),
+                _ => None,
+            })
+            .expect("a new probe");
+        let first = {
+            let mut fresh = repo();
+            fresh.status = Some(RepositoryStatus::default());
+            probe_job_name(&fresh, "7")
+        };
+        assert_ne!(job.metadata.name.as_deref(), Some(first.as_str()));
+        assert_eq!(reprobe_backoff(1).as_secs(), 15);
+        assert_eq!(reprobe_backoff(3).as_secs(), 60);
+        assert_eq!(reprobe_backoff(30), REPROBE_MAX);
+    }
+
+    #[test]
+    fn a_wrong_password_fails_until_something_changes() {
+        let failure = RepositoryProbeResult {
+            error_class: Some("WrongPassword".into()),
+            message: Some("wrong password or no key found".into()),
+            ..Default::default()
+        };
+        let (mut r, a) = probed(Some(failure));
+        apply_patch(&mut r, &a);
+        assert_eq!(r.status.as_ref().unwrap().phase, RepositoryPhase::Failed);
+        let obs = Observed {
+            secret_version: Some("7".into()),
+            job: None,
+            termination: None,
+        };
+        let much_later = Time(now().0 + std::time::Duration::from_secs(3600));
+        assert!(plan(&r, &obs, "img", &much_later).is_empty());
+        // A probe pod that died without a word is a failure that may pass.
+        let (mut r, a) = probed(None);
+        apply_patch(&mut r, &a);
+        assert_eq!(r.status.as_ref().unwrap().phase, RepositoryPhase::Degraded);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Observed {
     pub resolve_job: Option<Job>,
     pub job: Option<Job>,
     pub termination: Option<String>,
+    /// Why a Job of the run cannot create its pod (an admission denial, a quota), when it
+    /// never had one.
+    pub job_blocked: Option<String>,
     /// The node of a running pod that mounts the target claim.
     pub target_node: Option<String>,
     /// Populator mode (no `spec.target`): the claim whose `dataSourceRef` names this
@@ -130,16 +133,37 @@ fn labels(vr: &VolumeRestore, role: &str) -> BTreeMap<String, String> {
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-/// A new claim's size for `bytes` of file content: a tenth more for file system overhead,
-/// rounded up to a MiB, at least 1 GiB. A block volume gets its device's size.
-pub fn default_capacity(bytes: u64, block: bool) -> Quantity {
+/// Blocks a small file takes at least (one 4 KiB file system block).
+const BLOCK_PER_FILE: u64 = 4096;
+/// Bytes of volume per inode that `mkfs.ext4` reserves by default (`inode_ratio`): a
+/// volume with fewer bytes per file runs out of inodes before it runs out of blocks.
+const BYTES_PER_INODE: u64 = 16384;
+
+/// A new claim's size for `files` files holding `bytes` of content: a tenth more than the
+/// content for file system overhead plus a block for each file, and at least one ext4
+/// inode per file, rounded up to a MiB, at least 1 GiB. A block volume gets its device's
+/// size.
+pub fn default_capacity(bytes: u64, files: u64, block: bool) -> Quantity {
     let want = if block {
         bytes.max(MIB)
     } else {
-        bytes.saturating_add(bytes / 10).max(GIB)
+        let blocks = bytes
+            .saturating_add(bytes / 10)
+            .saturating_add(files.saturating_mul(BLOCK_PER_FILE));
+        blocks
+            .max(files.saturating_mul(BYTES_PER_INODE))
+            .max(GIB)
     };
     let mib = want.div_ceil(MIB);
     Quantity(format!("{mib}Mi"))
+}
+
+/// Whether `pvc` is the claim this VolumeRestore created for `target.newPVC` (by the
+/// labels [`new_claim`] sets).
+fn made_by(pvc: &PersistentVolumeClaim, vr: &VolumeRestore) -> bool {
+    let labels = pvc.labels();
+    labels.get(names::MANAGED_BY).map(String::as_str) == Some("mover")
+        && labels.get(names::OWNER_NAME) == Some(&names::label_value(&vr.name_any()))
 }
 
 fn new_claim(vr: &VolumeRestore, spec: &NewPvc, status: &RunStatus) -> PersistentVolumeClaim {
@@ -147,7 +171,7 @@ fn new_claim(vr: &VolumeRestore, spec: &NewPvc, status: &RunStatus) -> Persisten
     let capacity = spec
         .capacity
         .clone()
-        .unwrap_or_else(|| default_capacity(resolved.size_bytes, resolved.block));
+        .unwrap_or_else(|| default_capacity(resolved.size_bytes, resolved.files, resolved.block));
     let mode = spec.volume_mode.clone().unwrap_or_else(|| {
         if resolved.block {
             "Block"
@@ -283,7 +307,9 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
         RunPhase::Failed => return cleanup(&names, obs, false),
         RunPhase::New | RunPhase::Preparing | RunPhase::InProgress | RunPhase::Canceling => {}
     }
-    if vr.spec.cancel || current.phase == RunPhase::Canceling {
+    // A restore whose Job already succeeded ends Completed even when a cancel arrives now.
+    let restore_done = run::job_state(obs.job.as_ref()) == JobState::Succeeded;
+    if !restore_done && (vr.spec.cancel || current.phase == RunPhase::Canceling) {
         let mut out = Vec::new();
         let running = [&obs.job, &obs.resolve_job]
             .iter()
@@ -303,6 +329,15 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
             now,
         );
         patch(&current, &next, &mut out);
+        out.extend(cleanup(&names, obs, true));
+        return out;
+    }
+    if let Some(why) = &obs.job_blocked {
+        let mut out = fail(
+            &current,
+            format!("the mover pod cannot be created: {why}"),
+            now,
+        );
         out.extend(cleanup(&names, obs, true));
         return out;
     }
@@ -422,11 +457,23 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
         }
         return wait_or_fail(&current, format!("PVC {claim} not found"), now);
     };
+    if target.new_pvc.is_some() && !made_by(pvc, vr) {
+        let mut out = fail(
+            &current,
+            format!(
+                "target.newPVC: PVC {claim} already exists and was not created by this \
+                 VolumeRestore; name a new claim, or restore into it with target.pvc"
+            ),
+            now,
+        );
+        out.extend(cleanup(&names, obs, false));
+        return out;
+    }
     // Fail closed: the volume is handed over only after an explicit "no snapshot" or a
     // restore the mover itself reported as succeeded.
-    let restored = run::job_state(obs.job.as_ref()) == JobState::Succeeded
-        && current
-            .result
+    let result = run::job_result(current.result.as_ref(), obs.termination.as_deref());
+    let restored = restore_done
+        && result
             .as_ref()
             .is_some_and(|r| r.outcome == MoverOutcome::Succeeded);
     if populator && (resolved.no_snapshot || restored) {
@@ -511,7 +558,6 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
             patch(&current, &next, &mut out);
         }
         JobState::Succeeded | JobState::Failed(_) => {
-            let result = current.result.clone();
             let failed = match run::job_state(obs.job.as_ref()) {
                 JobState::Failed(w) => Some(w),
                 _ => None,
@@ -524,6 +570,10 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                 let r = result.unwrap_or_default();
                 let mut next =
                     run::with_phase(&current, RunPhase::Completed, r.message.clone(), now);
+                next = run::with_warnings(&next, &r.warnings, now);
+                if current.result.is_none() {
+                    next.result = Some(r.clone());
+                }
                 next.snapshot_id = r.snapshot_id.clone();
                 next.summary = r.summary.clone();
                 if let Some(p) = next.progress.as_mut() {
@@ -597,7 +647,7 @@ fn hand_over(obs: &Observed, current: &RunStatus, prime: &str, now: &Time) -> Op
 mod tests {
     use super::*;
     use crate::k8s::api::VolumeRestoreSpec;
-    use crate::k8s::api::common::ResolvedSnapshot;
+    use crate::k8s::api::common::{MoverResult, ResolvedSnapshot};
     use crate::k8s::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
     use crate::k8s::api::restore::{RestoreSource, RestoreTarget};
 
@@ -779,10 +829,15 @@ mod tests {
 
     #[test]
     fn capacity_defaults_to_the_snapshot_size_with_room() {
-        assert_eq!(default_capacity(0, false).0, "1024Mi");
-        assert_eq!(default_capacity(10 * GIB, false).0, "11264Mi");
-        assert_eq!(default_capacity(64 * MIB, true).0, "64Mi");
-        assert_eq!(default_capacity(64 * MIB + 1, true).0, "65Mi");
+        assert_eq!(default_capacity(0, 0, false).0, "1024Mi");
+        assert_eq!(default_capacity(10 * GIB, 0, false).0, "11264Mi");
+        assert_eq!(default_capacity(64 * MIB, 1, true).0, "64Mi");
+        assert_eq!(default_capacity(64 * MIB + 1, 1, true).0, "65Mi");
+        // A million 100-byte files: the blocks and inodes they take, not their bytes.
+        let many = default_capacity(100_000_000, 1_000_000, false);
+        let mib: u64 = many.0.trim_end_matches("Mi").parse().unwrap();
+        assert!(mib * MIB >= 4 * GIB, "{}", many.0);
+        assert!(mib * MIB >= 1_000_000 * 16384, "{}", many.0);
     }
 
     #[test]
@@ -823,6 +878,81 @@ mod tests {
             "3072Mi"
         );
         assert!(pvc.metadata.owner_references.is_none());
+    }
+
+    fn new_pvc_restore() -> VolumeRestore {
+        let mut vr = restore(RestoreTarget {
+            pvc: None,
+            new_pvc: Some(NewPvc {
+                name: "restored".into(),
+                ..Default::default()
+            }),
+        });
+        vr.status.as_mut().unwrap().resolved = Some(ResolvedSnapshot {
+            snapshot_id: Some("abc".into()),
+            size_bytes: GIB,
+            ..Default::default()
+        });
+        vr
+    }
+
+    #[test]
+    fn a_new_pvc_that_exists_and_is_not_ours_fails_and_is_left_alone() {
+        let vr = new_pvc_restore();
+        let mut theirs = claim("restored", "u-theirs", Some("pv-9"));
+        theirs.spec.as_mut().unwrap().data_source_ref = None;
+        let obs = Observed {
+            repository: Some(repo()),
+            target: Some(theirs),
+            ..Default::default()
+        };
+        let a = plan(&vr, &obs, "img", &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Failed");
+        assert!(p["message"].as_str().unwrap().contains("already exists"));
+        assert!(a.iter().all(|x| !matches!(
+            x,
+            Action::CreateJob { .. } | Action::DeletePvc(_) | Action::CreatePvc(_)
+        )));
+        // The claim this restore made itself carries its labels and is restored into.
+        let ours = new_claim(&vr, vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(), vr.status.as_ref().unwrap());
+        let obs = Observed {
+            repository: Some(repo()),
+            target: Some(ours),
+            ..Default::default()
+        };
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(a.iter().any(|x| matches!(x, Action::CreateJob { .. })), "{a:?}");
+    }
+
+    #[test]
+    fn a_cancel_after_the_restore_succeeded_completes() {
+        let mut vr = new_pvc_restore();
+        vr.spec.cancel = true;
+        let status = vr.status.as_mut().unwrap();
+        status.phase = RunPhase::InProgress;
+        let ours = new_claim(&vr, vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(), vr.status.as_ref().unwrap());
+        let done = MoverResult {
+            outcome: MoverOutcome::Succeeded,
+            snapshot_id: Some("abc".into()),
+            ..Default::default()
+        };
+        // The result is read from the termination message: the status write was lost.
+        let obs = Observed {
+            repository: Some(repo()),
+            target: Some(ours),
+            job: Some(finished_job(true)),
+            termination: Some(serde_json::to_string(&done).unwrap()),
+            ..Default::default()
+        };
+        let a = plan(&vr, &obs, "img", &now());
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p["phase"], "Completed");
+        assert_eq!(p["snapshotID"], "abc");
     }
 
     #[test]

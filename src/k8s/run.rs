@@ -137,6 +137,60 @@ pub fn status_patch<T: serde::Serialize>(from: &T, to: &T) -> Option<serde_json:
     (!patch.is_empty()).then_some(serde_json::Value::Object(patch))
 }
 
+/// The mover's result for a finished Job: the one it wrote into the status, else the one
+/// it wrote into its pod's termination message (the same JSON), so a status write that was
+/// lost, or a cache that has not seen it yet, never turns a saved snapshot into a failure.
+pub fn job_result(recorded: Option<&MoverResult>, termination: Option<&str>) -> Option<MoverResult> {
+    if let Some(r) = recorded {
+        return Some(r.clone());
+    }
+    let text = termination?.trim();
+    serde_json::from_str::<MoverResult>(text).ok()
+}
+
+/// Whether `result` reports a saved snapshot.
+pub fn saved_snapshot(result: Option<&MoverResult>) -> bool {
+    result.is_some_and(|r| r.outcome == MoverOutcome::Succeeded && r.snapshot_id.is_some())
+}
+
+/// The condition a finished run carries when it succeeded with something to say (a
+/// retention that failed after the snapshot was saved, files that could not be read).
+pub const WARNING_CONDITION: &str = "Warning";
+
+/// A copy of `status` with the warning condition set (or removed when `warnings` is empty).
+pub fn with_warnings(status: &RunStatus, warnings: &[String], now: &Time) -> RunStatus {
+    let mut next = status.clone();
+    next.conditions.retain(|c| c.type_ != WARNING_CONDITION);
+    if !warnings.is_empty() {
+        next.conditions.push(Condition {
+            type_: WARNING_CONDITION.into(),
+            status: "True".into(),
+            reason: "CompletedWithWarnings".into(),
+            message: warnings.join("; "),
+            last_transition_time: now.clone(),
+            observed_generation: None,
+        });
+    }
+    next
+}
+
+/// The actions that end a run the API server refused to carry out (RBAC, admission, a
+/// webhook, a quota, a namespace being deleted): Failed with the refusal, and an Event.
+pub fn refused(status: &RunStatus, what: &str, now: &Time) -> Vec<super::apply::Action> {
+    let message = format!("refused by the API server: {what}");
+    let next = with_phase(status, RunPhase::Failed, Some(message.clone()), now);
+    let mut out = Vec::new();
+    if let Some(p) = status_patch(status, &next) {
+        out.push(super::apply::Action::PatchStatus(p));
+    }
+    out.push(super::apply::Action::Event {
+        warning: true,
+        reason: "RunRefused".into(),
+        note: message,
+    });
+    out
+}
+
 /// Whether a run has waited longer than [`PREPARE_TIMEOUT`] since it started.
 pub fn timed_out(status: &RunStatus, now: &Time) -> bool {
     match &status.start_time {

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// How often progress is written while data moves (the API promises at most 10 s).
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long the retention after a backup waits for the repository's exclusive lock.
+const RETENTION_LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Where Kubernetes reads a container's termination message.
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
@@ -414,15 +416,38 @@ async fn run_backup(
         }
     };
     let mut message = stale;
-    if let Some(retention) = spec.retention.as_ref().filter(|r| !r.is_empty()) {
-        let forgot = forget_by_policy(&repo, cx, retention, &host).await?;
-        message.push(format!("retention removed {forgot} snapshots"));
-    }
+    let mut warnings = Vec::new();
     for e in &summary.errors {
         eprintln!("error: {e}");
     }
     if !summary.errors.is_empty() {
-        message.push(format!("{} files could not be read", summary.errors.len()));
+        let first = summary.errors.first().cloned().unwrap_or_default();
+        let denied = summary
+            .errors
+            .iter()
+            .any(|e| e.to_ascii_lowercase().contains("permission denied"));
+        let hint = if denied {
+            "; files other users own with private modes need spec.mover.privileged: true"
+        } else {
+            ""
+        };
+        warnings.push(format!(
+            "{} files could not be read and are not in the snapshot (first: {first}){hint}",
+            summary.errors.len()
+        ));
+    }
+    // The snapshot is saved: from here on nothing may fail the run (a failure would make
+    // the pod retry into a second snapshot). A retention that cannot be applied is a
+    // warning, and the next run applies it again.
+    if let Some(retention) = spec.retention.as_ref().filter(|r| !r.is_empty()) {
+        match forget_by_policy(&repo, cx, retention, &host).await {
+            Ok(forgot) => message.push(format!("retention removed {forgot} snapshots")),
+            Err(e) => {
+                let w = format!("retention not applied: {}", e.chain_string());
+                eprintln!("warning: {w}");
+                warnings.push(w);
+            }
+        }
     }
     eprintln!("snapshot {} saved", summary.snapshot_id.short());
     Ok(MoverResult {
@@ -440,6 +465,7 @@ async fn run_backup(
             ..Default::default()
         }),
         message: (!message.is_empty()).then(|| message.join("; ")),
+        warnings,
         ..Default::default()
     })
 }
@@ -479,7 +505,12 @@ async fn forget_by_policy(
             hosts: vec![host.to_string()],
             ..Default::default()
         },
-        lock: cx.lock.clone(),
+        lock: LockOptions {
+            // Retention needs an exclusive lock, which any neighbour's backup blocks; it
+            // waits briefly rather than holding the finished run (the next run applies it).
+            retry: cx.lock.retry.min(RETENTION_LOCK_WAIT),
+            ..cx.lock.clone()
+        },
         ..Default::default()
     };
     Ok(ops::forget::forget(repo, &opts).await?.removed.len())
@@ -523,7 +554,7 @@ async fn select(
         Ok(found) => Ok(Some(found)),
         // Only "nothing matches" is an empty result; every other failure fails the run, so
         // a populator never hands out an empty volume by mistake.
-        Err(crate::Error::NotFound { .. }) => Ok(None),
+        Err(crate::Error::SnapshotNotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

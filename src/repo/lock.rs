@@ -81,6 +81,16 @@ impl Default for LockOptions {
     }
 }
 
+/// Whole seconds as Go prints a `time.Duration`: "2h48m28s", "1m2s", "5s".
+fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// One lock file as found in the repository.
 #[derive(Debug, Clone)]
 pub struct FoundLock {
@@ -96,6 +106,30 @@ impl FoundLock {
             .as_ref()
             .ok()
             .and_then(|l| l.stale_reason(now, host, crate::host::pid_exists))
+    }
+
+    /// restic's account of a lock another process holds (restic 0.18's wording, which
+    /// scripts match): "repository is already locked exclusively by PID 12 on host by root
+    /// (UID 0, GID 0)", when it was created, its storage ID, and what removes it.
+    pub fn restic_conflict(&self, now: DateTime<FixedOffset>) -> String {
+        let Ok(l) = &self.lock else {
+            return self.describe();
+        };
+        let age = (now - l.time).num_seconds().max(0) as u64;
+        format!(
+            "repository is already locked {}by PID {} on {} by {} (UID {}, GID {})\n\
+             lock was created at {} ({} ago)\nstorage ID {}\n\
+             the `unlock` command can be used to remove stale locks",
+            if l.exclusive { "exclusively " } else { "" },
+            l.pid,
+            l.hostname,
+            l.username,
+            l.uid,
+            l.gid,
+            l.time.format("%Y-%m-%d %H:%M:%S"),
+            go_duration(age),
+            self.id.short()
+        )
     }
 
     /// "exclusive lock 1a2b3c4d held by root@host (pid 12) since 2026-12-02T10:00:00Z".
@@ -241,7 +275,7 @@ async fn find_conflict(
             tracing::warn!("removed stale {}: {reason}", found.describe());
             continue;
         }
-        conflict.get_or_insert_with(|| found.describe());
+        conflict.get_or_insert_with(|| found.restic_conflict(now));
     }
     Ok(conflict)
 }

@@ -88,7 +88,7 @@ impl Repository {
         }
         if storage.config_exists().await? {
             return Err(Error::InvalidInput(format!(
-                "repository {} already exists (config file found)",
+                "create key in repository at {} failed: repository master key and config already initialized",
                 storage.display()
             )));
         }
@@ -115,6 +115,7 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {
                 return Err(Error::RepositoryNotFound {
                     location: storage.display().to_string(),
+                    detail: storage.missing_config_detail(),
                 });
             }
             Err(e) => return Err(e.into()),
@@ -254,13 +255,16 @@ impl Repository {
             .rev()
             .filter(|(_, s)| filter.matches(s) && as_of.is_none_or(|t| s.time <= t))
             .nth(previous)
-            .ok_or_else(|| Error::NotFound {
-                what: match as_of {
+            .ok_or_else(|| Error::SnapshotNotFound {
+                restic: "no snapshot found".into(),
+                detail: match as_of {
                     Some(t) => format!(
-                        "snapshot {previous} before the latest at or before {} matching the filters",
+                        " (no snapshot {previous} before the latest at or before {} matches the filters)",
                         crate::format::gotime::format(&t)
                     ),
-                    None => format!("snapshot {previous} before the latest matching the filters"),
+                    None => format!(
+                        " (no snapshot {previous} before the latest matches the filters)"
+                    ),
                 },
             })
     }
@@ -277,8 +281,16 @@ impl Repository {
                 .into_iter()
                 .rev()
                 .find(|(_, s)| s.matches(&filter.hosts, &filter.paths, &filter.tags))
-                .ok_or_else(|| Error::NotFound {
-                    what: "snapshot \"latest\" matching the given filters".to_string(),
+                .ok_or_else(|| Error::SnapshotNotFound {
+                    restic: "no snapshot found".into(),
+                    detail: if filter.hosts.is_empty()
+                        && filter.paths.is_empty()
+                        && filter.tags.is_empty()
+                    {
+                        String::new()
+                    } else {
+                        " (none matches the given host, tag and path filters)".into()
+                    },
                 });
         }
         let prefix = spec.to_ascii_lowercase();
@@ -292,12 +304,13 @@ impl Repository {
             .filter(|(id, _)| id.to_hex().starts_with(&prefix))
             .collect();
         match found.len() {
-            0 => Err(Error::NotFound {
-                what: format!("snapshot {spec}"),
+            0 => Err(Error::SnapshotNotFound {
+                restic: format!("no matching ID found for prefix \"{spec}\""),
+                detail: String::new(),
             }),
             1 => Ok(found.remove(0)),
             n => Err(Error::InvalidInput(format!(
-                "snapshot prefix {spec} is ambiguous ({n} snapshots match)"
+                "failed to find snapshot: multiple IDs with prefix \"{spec}\" found ({n} snapshots)"
             ))),
         }
     }

@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -118,6 +119,10 @@ pub struct MoverResult {
     /// One line naming what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What went wrong in a run that still succeeded: a retention that failed after the
+    /// snapshot was saved, files that could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Name of the pod that wrote this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
@@ -238,8 +243,10 @@ pub struct MoverSpec {
 }
 
 /// restic's keep policy, applied to the run's host and path after a successful backup.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keepLast) || has(self.keepHourly) || has(self.keepDaily) || has(self.keepWeekly) || has(self.keepMonthly) || has(self.keepYearly) || has(self.keepWithin) || (has(self.keepTags) && size(self.keepTags) > 0)").message("retention names no keep rule: give at least one keep field, or leave retention out"))]
+#[x_kube(validation = Rule::new("!has(self.keepWithin) || self.keepWithin.matches('^([0-9]{1,9}[ymdh])+$')").message("retention.keepWithin must be a restic duration such as 7d, 2y6m or 1d12h (numbers with y, m, d or h)"))]
 pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,

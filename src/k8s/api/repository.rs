@@ -60,6 +60,11 @@ pub enum RepositoryPhase {
     #[default]
     Pending,
     Ready,
+    /// The last probe met a failure that may pass (the endpoint unreachable, a timeout, a
+    /// probe pod that died): probed again with backoff; runs wait meanwhile.
+    Degraded,
+    /// The last probe met a failure that only a change fixes (wrong password, no
+    /// repository and `initialize: false`): probed again when the spec or Secret changes.
     Failed,
 }
 
@@ -88,6 +93,9 @@ pub struct RepositoryStatus {
     /// The resourceVersion of the Secret last checked, so a changed Secret is checked again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<String>,
+    /// Probes in a row that ended Degraded; sets the backoff of the next one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_probes: u32,
     /// Written by the probe Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<RepositoryProbeResult>,
@@ -114,4 +122,8 @@ pub struct RepositoryProbeResult {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -17,10 +17,13 @@ use serde::{Deserialize, Serialize};
     shortname = "vbs",
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
-    printcolumn = r#"{"name":"Next","type":"date","jsonPath":".status.nextScheduleTime"}"#,
+    printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextScheduleTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.schedule.matches('^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$') || self.schedule.matches('^[^ ]+( +[^ ]+){4}$')").message("schedule must be five cron fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly"))]
+#[x_kube(validation = Rule::new("!has(self.jitter) || self.jitter.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')").message("jitter must be a Go duration such as 30s, 5m or 1h30m"))]
+#[x_kube(validation = Rule::new("!has(self.pruneInterval) || self.pruneInterval.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')").message("pruneInterval must be a Go duration such as 24h or 168h"))]
 pub struct BackupScheduleSpec {
     /// Five-field cron expression (minute hour day-of-month month day-of-week), or `@hourly`,
     /// `@daily`, `@weekly`, `@monthly`.

@@ -99,12 +99,23 @@ pub async fn controller_alone(plane: &Plane) -> RwLockWriteGuard<'static, ()> {
 
 /// Kills the controller (SIGKILL, as a crashed pod) and starts a new process; the new one
 /// waits out the old one's Lease before it acts.
-pub fn restart_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
+pub fn restart_controller(plane: &Plane, alone: &RwLockWriteGuard<'static, ()>) {
+    kill_controller(plane, alone);
+    start_controller(plane, alone);
+}
+
+/// Kills the controller (SIGKILL) and leaves it down until [`start_controller`].
+pub fn kill_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
     let slot = start_once(plane);
     let mut child = slot.lock().unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    *child = spawn_controller(plane);
+}
+
+/// Starts a controller process after [`kill_controller`].
+pub fn start_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
+    let slot = start_once(plane);
+    *slot.lock().unwrap() = spawn_controller(plane);
 }
 
 pub fn controller_log() -> String {

@@ -2,14 +2,19 @@
 //! built from their Go modules) with a test node playing kubelet, scheduler and CSI. Each
 //! scenario asserts the data that lands, not only phases.
 
+mod faults;
 mod harness;
 mod node;
 mod node_logs;
+mod node_security;
 mod plane;
 mod populator;
 mod runs;
 mod scenarios;
 mod schedules;
 mod velero;
+mod velero_faults;
 mod velero_gc;
+mod velero_server;
+mod velero_tls;
 mod volsync;

@@ -16,11 +16,14 @@
 //!   mounted at its mountPath; env comes from values, Secrets, ConfigMaps and the downward
 //!   API (a volume mounted at /tmp becomes `TMPDIR` instead, so the host's /tmp stays
 //!   visible), and `KUBECONFIG` carries a TokenRequest token of the pod's ServiceAccount, so
-//!   the process acts with its RBAC. Pod status gets phase and exit code; a deleted pod's
+//!   the process acts with its RBAC. The process runs with the pod's security context
+//!   (node_security.rs). Pod status gets phase, exit code and the termination message (the
+//!   container's `/dev/termination-log`, else the log's tail on failure); a deleted pod's
 //!   process gets SIGTERM.
 //!
 //! It polls rather than watches: simple, and fast enough for tests (every 250 ms).
 
+use super::node_security;
 use super::plane::Plane;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
@@ -39,7 +42,7 @@ pub const NODE: &str = "mover-test-node";
 /// Where mover's image keeps the script VolSync's restic mover Job runs.
 pub const VOLSYNC_ENTRY: &str = "/mover-restic/entry.sh";
 pub const STORAGE_CLASS: &str = "mover-test";
-const PROVISIONER: &str = "mover.dev/test-node";
+const PROVISIONER: &str = "test-node.mover.dev";
 
 pub struct TestNode {
     pub root: PathBuf,
@@ -154,7 +157,7 @@ impl TestNode {
         let pv = claim.spec?.volume_name?;
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv = pvs.get_opt(&pv).await.ok()??;
-        Some(PathBuf::from(pv.spec?.host_path?.path))
+        pv_path(&pv)
     }
 
     /// Waits for a claim to be bound and returns its directory.
@@ -354,7 +357,9 @@ impl Storage {
                     "volumeMode": if block { "Block" } else { "Filesystem" },
                     "storageClassName": STORAGE_CLASS,
                     "persistentVolumeReclaimPolicy": "Delete",
-                    "hostPath": {"path": host_path},
+                    // A CSI volume, as a CSI driver provisions it (Velero's PVC action
+                    // snapshots only those); the handle is the directory or image file.
+                    "csi": {"driver": PROVISIONER, "volumeHandle": host_path},
                     "claimRef": {"namespace": ns, "name": pvc.name_any(), "uid": uid},
                 }
             }))
@@ -379,8 +384,7 @@ impl Storage {
             .get_opt(&pv)
             .await
             .map_err(|e| e.to_string())?
-            .and_then(|pv| pv.spec?.host_path)
-            .map(|h| PathBuf::from(h.path)))
+            .and_then(|pv| pv_path(&pv)))
     }
 
     /// Plays CSI's snapshot controller: a VolumeSnapshot of a claim becomes a copy of the
@@ -727,7 +731,11 @@ impl Kubelet {
         std::fs::create_dir_all(&pod_dir).map_err(|e| e.to_string())?;
         // Volumes by name → host path.
         let mut sources: HashMap<String, PathBuf> = HashMap::new();
+        let mut claims_used: HashSet<String> = HashSet::new();
         for v in spec.volumes.iter().flatten() {
+            if v.persistent_volume_claim.is_some() {
+                claims_used.insert(v.name.clone());
+            }
             let path = if let Some(c) = &v.persistent_volume_claim {
                 let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
                 let Some(pv) = claims
@@ -743,14 +751,17 @@ impl Kubelet {
                     .get_opt(&pv)
                     .await
                     .map_err(|e| e.to_string())?
-                    .and_then(|pv| pv.spec?.host_path)
+                    .and_then(|pv| pv_path(&pv))
                 else {
                     return Ok(None);
                 };
-                PathBuf::from(host.path)
+                host
             } else if v.empty_dir.is_some() {
                 let d = pod_dir.join("empty").join(&v.name);
                 std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                // kubelet makes an emptyDir world-writable.
+                std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .map_err(|e| e.to_string())?;
                 d
             } else if let Some(s) = &v.secret {
                 let d = pod_dir.join("secret").join(&v.name);
@@ -783,16 +794,22 @@ impl Kubelet {
             };
             sources.insert(v.name.clone(), path);
         }
+        let identity = node_security::identity(pod);
+        node_security::hand_over_repository(&env, identity.uid, identity.gid);
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
             let src = sources
                 .get(&m.name)
                 .ok_or_else(|| format!("volumeMount {} names no volume", m.name))?;
-            mounts.push((
-                src.clone(),
-                PathBuf::from(&m.mount_path),
-                m.read_only == Some(true),
-            ));
+            let read_only = m.read_only == Some(true);
+            if let (Some(gid), false, true) = (
+                identity.fs_group,
+                read_only,
+                claims_used.contains(&m.name),
+            ) {
+                node_security::apply_fs_group(src, gid, false)?;
+            }
+            mounts.push((src.clone(), PathBuf::from(&m.mount_path), read_only));
         }
         let mut devices = Vec::new();
         for d in c.volume_devices.iter().flatten() {
@@ -849,12 +866,21 @@ impl Kubelet {
             let path = std::env::var("PATH").unwrap_or_default();
             env.insert("PATH".into(), format!("{}:{path}", dir.display()));
         }
+        let termination = pod_dir.join("termination-log");
+        std::fs::write(&termination, b"").map_err(|e| e.to_string())?;
+        std::fs::set_permissions(
+            &termination,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Some(Prepared {
             argv,
             env,
             mounts,
             devices,
             workdir: c.working_dir.clone(),
+            identity,
+            termination,
         }))
     }
 
@@ -902,6 +928,11 @@ impl Kubelet {
             }
             script.push_str(&format!("mount --bind '{loopdev}' '{}'\n", dev.display()));
         }
+        // The container's termination message file, as kubelet mounts it.
+        script.push_str(&format!(
+            "[ -e /dev/termination-log ] || : > /dev/termination-log\nmount --bind '{}' /dev/termination-log\n",
+            run.termination.display()
+        ));
         if let Some(w) = &run.workdir {
             script.push_str(&format!("cd '{w}'\n"));
         }
@@ -910,6 +941,7 @@ impl Kubelet {
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = tokio::process::Command::new("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+            .args(node_security::setpriv_args(&run.identity))
             .args(&run.argv)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -940,6 +972,7 @@ impl Kubelet {
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
             .await;
         let running = Arc::clone(&self.running);
+        let termination = run.termination.clone();
         tokio::spawn(async move {
             let code = match child.wait().await {
                 Ok(s) => s.code().unwrap_or_else(|| {
@@ -954,10 +987,15 @@ impl Kubelet {
                     .arg(l)
                     .status();
             }
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            let message = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-            let message = if code == 0 { String::new() } else { message };
+            // kubelet's rule: the termination-log file (at most 4 KiB), else for a failed
+            // container the log's tail (FallbackToLogsOnError).
+            let mut message = std::fs::read_to_string(&termination).unwrap_or_default();
+            message.truncate(4096);
+            if message.trim().is_empty() && code != 0 {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                message = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            }
             let _ = patch_terminated(&api, &name, &container, code, &message, &started).await;
             // A pod being deleted goes once its process has ended.
             if let Ok(Some(p)) = api.get_opt(&name).await {
@@ -977,6 +1015,9 @@ struct Prepared {
     mounts: Vec<(PathBuf, PathBuf, bool)>,
     devices: Vec<(PathBuf, PathBuf)>,
     workdir: Option<String>,
+    identity: node_security::Identity,
+    /// The container's `/dev/termination-log`.
+    termination: PathBuf,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -1006,4 +1047,10 @@ async fn patch_terminated(
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
         .await
         .map(|_| ())
+}
+
+/// The directory or image file behind a PV the test node provisioned: its CSI volume handle.
+fn pv_path(pv: &PersistentVolume) -> Option<PathBuf> {
+    let csi = pv.spec.as_ref()?.csi.as_ref()?;
+    (csi.driver == PROVISIONER).then(|| PathBuf::from(&csi.volume_handle))
 }
