@@ -7,6 +7,7 @@
 #   volsync-manager
 #   crds/volsync/*.yaml     ReplicationSource, ReplicationDestination
 #   crds/velero/*.yaml      velero.io v1 and v2alpha1 (DataUpload, DataDownload, BSL, ...)
+#   volsync/entry.sh        VolSync's restic mover script (mover-restic/entry.sh)
 #   velero                  Velero's server and CLI (github.com/vmware-tanzu/velero ./cmd/velero)
 #   plugins/velero-plugin-for-aws   its S3 object store plugin
 #
@@ -56,6 +57,14 @@ if [ ! -f "$out/crds/velero/velero.io_datauploads.yaml" ]; then
     mkdir -p "$out/crds/velero"
     cp "$dir"/config/crd/v1/bases/*.yaml "$dir"/config/crd/v2alpha1/bases/*.yaml "$out/crds/velero/"
     chmod u+w "$out"/crds/velero/*.yaml
+fi
+# VolSync's restic mover script, run by the tests with mover and with restic as `restic`.
+if [ ! -f "$out/volsync/entry.sh" ]; then
+    dir="$(module_dir "github.com/backube/volsync@$VOLSYNC_VERSION")"
+    mkdir -p "$out/volsync"
+    cp "$dir/mover-restic/entry.sh" "$out/volsync/entry.sh.tmp"
+    chmod u+w "$out/volsync/entry.sh.tmp"
+    mv "$out/volsync/entry.sh.tmp" "$out/volsync/entry.sh"
 fi
 if [ ! -x "$out/velero" ]; then
     echo "building Velero $VELERO_VERSION" >&2

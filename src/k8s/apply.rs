@@ -61,6 +61,13 @@ pub enum Action {
     },
     /// A JSON merge patch of the resource's status (the fields the controller owns).
     PatchStatus(serde_json::Value),
+    /// A JSON merge patch of the status of Repository `name` in the run's namespace (what a
+    /// finished run learned of it: its snapshot count, the last backup). A Repository that is
+    /// gone is no error.
+    PatchRepositoryStatus {
+        name: String,
+        status: serde_json::Value,
+    },
     AddFinalizer,
     RemoveFinalizer,
     Event {
@@ -282,6 +289,21 @@ impl Io {
                         .map_err(|e| {
                             Error::kube(format!("writing the status of {kind} {name}"), e)
                         })?;
+                }
+                Action::PatchRepositoryStatus {
+                    name: repository,
+                    status,
+                } => {
+                    let api: Api<super::api::Repository> =
+                        Api::namespaced(self.client.clone(), &ns);
+                    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+                    ignore_missing(
+                        api.patch_status(&repository, &PatchParams::default(), &patch)
+                            .await,
+                    )
+                    .map_err(|e| {
+                        Error::kube(format!("writing the status of Repository {repository}"), e)
+                    })?;
                 }
                 Action::AddFinalizer | Action::RemoveFinalizer => {
                     let add = matches!(action, Action::AddFinalizer);

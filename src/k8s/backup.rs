@@ -241,14 +241,13 @@ fn fail(current: &RunStatus, message: String, now: &Time) -> Vec<Action> {
 }
 
 /// Waits (phase Preparing with `message`) or fails once the run has waited too long.
-fn wait_or_fail(current: &RunStatus, message: String, now: &Time) -> Vec<Action> {
-    if run::timed_out(current, now) {
-        return fail(current, format!("{message} (gave up after 5m)"), now);
-    }
-    let next = run::with_phase(current, RunPhase::Preparing, Some(message), now);
-    let mut out = Vec::new();
-    patch(current, &next, &mut out);
-    out
+fn wait_or_fail(
+    current: &RunStatus,
+    message: String,
+    now: &Time,
+    limit: std::time::Duration,
+) -> Vec<Action> {
+    run::wait_or_fail(current, message, now, limit, |m| fail(current, m, now))
 }
 
 /// The parts of a Job that differ between the steps of one run.
@@ -306,9 +305,10 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
     // ends Completed with the snapshot id, and never starts a second Job.
     let job = run::job_state(obs.job.as_ref());
     let result = run::job_result(current.result.as_ref(), obs.termination.as_deref());
-    if job == JobState::Succeeded || (job == JobState::Absent && run::saved_snapshot(result.as_ref()))
+    if job == JobState::Succeeded
+        || (job == JobState::Absent && run::saved_snapshot(result.as_ref()))
     {
-        return plan_finished(&current, &names, obs, None, now);
+        return plan_finished(vb, &current, &names, obs, None, now);
     }
     if vb.spec.cancel || current.phase == RunPhase::Canceling {
         return plan_cancel(&current, &names, obs, now);
@@ -332,8 +332,19 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
     match job {
         // A failure the mover recorded with its Job gone (deleted by hand, or by TTL)
         // ends the run; it does not start the backup again.
-        JobState::Absent if result.as_ref().is_some_and(|r| r.outcome != MoverOutcome::Succeeded) => {
-            plan_finished(&current, &names, obs, Some("the mover Job is gone".into()), now)
+        JobState::Absent
+            if result
+                .as_ref()
+                .is_some_and(|r| r.outcome != MoverOutcome::Succeeded) =>
+        {
+            plan_finished(
+                vb,
+                &current,
+                &names,
+                obs,
+                Some("the mover Job is gone".into()),
+                now,
+            )
         }
         JobState::Absent if obs.foreign_job => wait_or_fail(
             &current,
@@ -342,11 +353,16 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
                 names.job
             ),
             now,
+            run::wait_limit(vb.spec.wait_timeout.as_deref()),
         ),
         JobState::Absent => plan_prepare(vb, &current, &names, obs, settings, now),
         JobState::Running if obs.job_blocked.is_some() => {
             let why = obs.job_blocked.clone().unwrap_or_default();
-            let mut out = fail(&current, format!("the mover pod cannot be created: {why}"), now);
+            let mut out = fail(
+                &current,
+                format!("the mover pod cannot be created: {why}"),
+                now,
+            );
             out.extend(temporaries(&names, obs, true));
             out
         }
@@ -356,8 +372,8 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
             patch(&current, &next, &mut out);
             out
         }
-        JobState::Succeeded => plan_finished(&current, &names, obs, None, now),
-        JobState::Failed(why) => plan_finished(&current, &names, obs, Some(why), now),
+        JobState::Succeeded => plan_finished(vb, &current, &names, obs, None, now),
+        JobState::Failed(why) => plan_finished(vb, &current, &names, obs, Some(why), now),
     }
 }
 
@@ -398,17 +414,34 @@ fn plan_prepare(
     let repo_name = &vb.spec.repository;
     let repo = match repo_view(obs.repository.as_ref(), repo_name) {
         Ok(r) => r,
-        Err(super::repository::NotReady::Waiting(m)) => return wait_or_fail(current, m, now),
+        Err(super::repository::NotReady::Waiting(m)) => {
+            return wait_or_fail(
+                current,
+                m,
+                now,
+                run::wait_limit(vb.spec.wait_timeout.as_deref()),
+            );
+        }
         Err(super::repository::NotReady::Failed(m)) => return fail(current, m, now),
     };
     let mut out = Vec::new();
     let snapshot_source = match (&vb.spec.source.pvc, &vb.spec.source.volume_snapshot) {
         (Some(pvc), _) => {
             let Some(source) = &obs.source_pvc else {
-                return wait_or_fail(current, format!("PVC {pvc} not found"), now);
+                return wait_or_fail(
+                    current,
+                    format!("PVC {pvc} not found"),
+                    now,
+                    run::wait_limit(vb.spec.wait_timeout.as_deref()),
+                );
             };
             if !pvc_bound(source) {
-                return wait_or_fail(current, format!("PVC {pvc} is not bound"), now);
+                return wait_or_fail(
+                    current,
+                    format!("PVC {pvc} is not bound"),
+                    now,
+                    run::wait_limit(vb.spec.wait_timeout.as_deref()),
+                );
             }
             match vb.spec.copy_method {
                 CopyMethod::Direct => {
@@ -471,6 +504,7 @@ fn plan_prepare(
                 current,
                 format!("VolumeSnapshot {snapshot_name} not found"),
                 now,
+                run::wait_limit(vb.spec.wait_timeout.as_deref()),
             );
         };
         let status = snap.status.clone().unwrap_or_default();
@@ -486,6 +520,7 @@ fn plan_prepare(
                 current,
                 format!("VolumeSnapshot {snapshot_name} is not ready to use"),
                 now,
+                run::wait_limit(vb.spec.wait_timeout.as_deref()),
             );
         }
     }
@@ -564,7 +599,28 @@ fn start_job(
     out
 }
 
+/// What the Repository's status learns from a completed backup: its snapshot count (as
+/// the mover counted after the run), when and what the last backup was.
+fn repository_update(vb: &VolumeBackup, r: &super::api::common::MoverResult, now: &Time) -> Action {
+    let id = r.snapshot_id.clone().unwrap_or_default();
+    let mut status = serde_json::json!({
+        "lastBackupTime": now,
+        "lastBackup": format!("VolumeBackup {} saved snapshot {}", vb.name_any(), &id[..id.len().min(8)]),
+    });
+    if let Some(n) = r.repository_snapshots {
+        status["snapshotCount"] = n.into();
+    }
+    if let Some(s) = &r.summary {
+        status["lastBackupBytes"] = s.bytes_stored.into();
+    }
+    Action::PatchRepositoryStatus {
+        name: vb.spec.repository.clone(),
+        status,
+    }
+}
+
 fn plan_finished(
+    vb: &VolumeBackup,
     current: &RunStatus,
     names: &RunNames,
     obs: &Observed,
@@ -592,12 +648,13 @@ fn plan_finished(
             }
         }
         patch(current, &next, &mut out);
-        let id = r.snapshot_id.unwrap_or_default();
+        let id = r.snapshot_id.clone().unwrap_or_default();
         out.push(Action::Event {
             warning: false,
             reason: "BackupCompleted".into(),
             note: format!("snapshot {} saved", &id[..id.len().min(8)]),
         });
+        out.push(repository_update(vb, &r, now));
         for w in &r.warnings {
             out.push(Action::Event {
                 warning: true,
@@ -750,6 +807,7 @@ mod tests {
                 retention: None,
                 deletion_policy: DeletionPolicy::Retain,
                 cancel: false,
+                wait_timeout: None,
                 mover: None,
             },
         );
@@ -902,7 +960,32 @@ mod tests {
             ..Default::default()
         };
         let a = plan(&vb, &obs, &settings(), &now());
-        assert!(a.iter().all(|x| !matches!(x, Action::Event { .. })));
+        // Waiting says so: a Waiting condition and a Normal Event, no warning yet.
+        assert!(
+            a.iter()
+                .all(|x| !matches!(x, Action::Event { warning: true, .. }))
+        );
+        assert!(a.iter().any(
+            |x| matches!(x, Action::Event { warning: false, reason, .. } if reason == "Waiting")
+        ));
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        let conditions = p["conditions"].as_array().unwrap();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Waiting" && c["message"] == "PVC data is not bound"),
+            "{conditions:?}"
+        );
+        // spec.waitTimeout stretches the wait.
+        let mut patient = vb.clone();
+        patient.spec.wait_timeout = Some("10m".into());
+        let six = Time("2026-12-01T10:06:00Z".parse().unwrap());
+        assert_ne!(
+            phase_of(&plan(&patient, &obs, &settings(), &six)).as_deref(),
+            Some("Failed")
+        );
         let later = Time("2026-12-01T10:06:00Z".parse().unwrap());
         let a = plan(&vb, &obs, &settings(), &later);
         assert_eq!(phase_of(&a).as_deref(), Some("Failed"));
@@ -965,6 +1048,7 @@ mod tests {
         status.result = Some(MoverResult {
             outcome: MoverOutcome::Succeeded,
             snapshot_id: Some("abcdef0123".into()),
+            repository_snapshots: Some(4),
             ..Default::default()
         });
         let obs = Observed {
@@ -979,6 +1063,17 @@ mod tests {
         };
         assert_eq!(p["phase"], "Completed");
         assert_eq!(p["snapshotID"], "abcdef0123");
+        // The Repository learns of the backup from its result, without a Job of its own.
+        let repo = a
+            .iter()
+            .find_map(|x| match x {
+                Action::PatchRepositoryStatus { name, status } => Some((name, status)),
+                _ => None,
+            })
+            .expect("a Repository status update");
+        assert_eq!(repo.0, "repo");
+        assert_eq!(repo.1["snapshotCount"], 4);
+        assert!(repo.1["lastBackup"].as_str().unwrap().contains("abcdef01"));
         for expected in ["job", "pvc", "snapshot"] {
             assert!(
                 a.iter().any(|x| matches!(
@@ -1047,7 +1142,10 @@ mod tests {
         };
         assert_eq!(p["phase"], "Completed");
         assert_eq!(p["snapshotID"], "feedbeef01");
-        assert_eq!(p["result"]["snapshotID"], "feedbeef01", "recorded in the status");
+        assert_eq!(
+            p["result"]["snapshotID"], "feedbeef01",
+            "recorded in the status"
+        );
     }
 
     #[test]
@@ -1086,7 +1184,10 @@ mod tests {
             ..Default::default()
         };
         let a = plan(&vb, &obs, &settings(), &now());
-        assert!(a.iter().all(|x| !matches!(x, Action::CreateJob { .. })), "{a:?}");
+        assert!(
+            a.iter().all(|x| !matches!(x, Action::CreateJob { .. })),
+            "{a:?}"
+        );
         assert_eq!(phase_of(&a).as_deref(), Some("Preparing"));
     }
 
@@ -1107,11 +1208,15 @@ mod tests {
             ..Default::default()
         };
         let a = plan(&vb, &obs, &settings(), &now());
-        assert!(a.iter().any(|x| matches!(x, Action::RemoveFinalizer)), "{a:?}");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::RemoveFinalizer)),
+            "{a:?}"
+        );
         assert!(a.iter().all(|x| !matches!(x, Action::CreateJob { .. })));
-        assert!(a.iter().any(
-            |x| matches!(x, Action::Event { reason, .. } if reason == "SnapshotOrphaned")
-        ));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Event { reason, .. } if reason == "SnapshotOrphaned"))
+        );
     }
 
     #[test]
@@ -1150,7 +1255,8 @@ mod tests {
         assert!(
             conditions
                 .iter()
-                .any(|c| c["type"] == "Warning" && c["message"].as_str().unwrap().contains("retention")),
+                .any(|c| c["type"] == "Warning"
+                    && c["message"].as_str().unwrap().contains("retention")),
             "{conditions:?}"
         );
         assert!(a.iter().any(
@@ -1171,7 +1277,12 @@ mod tests {
             panic!("{a:?}")
         };
         assert_eq!(p["phase"], "Failed");
-        assert!(p["message"].as_str().unwrap().contains("violates PodSecurity"));
+        assert!(
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("violates PodSecurity")
+        );
         assert!(a.iter().any(|x| matches!(x, Action::DeleteJob(_))));
     }
 

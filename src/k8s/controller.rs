@@ -16,7 +16,9 @@ use super::metrics::Metrics;
 use super::{backup, leader, repository, restore, schedule};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -194,7 +196,10 @@ where
     }
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(get::<K>(client, &ns, &name).await?.map(Arc::new).unwrap_or(obj))
+    Ok(get::<K>(client, &ns, &name)
+        .await?
+        .map(Arc::new)
+        .unwrap_or(obj))
 }
 
 /// Whether a mover Job has finished (either way), so its termination message is final.
@@ -253,7 +258,11 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
         obs.job = get::<Job>(client, &ns, &names.job).await?;
         // A Job is this run's only if this VolumeBackup owns it (not one of an earlier
         // object of the same name that garbage collection has not removed yet).
-        if obs.job.as_ref().is_some_and(|j| !owned_by(j, &vb.metadata.uid)) {
+        if obs
+            .job
+            .as_ref()
+            .is_some_and(|j| !owned_by(j, &vb.metadata.uid))
+        {
             obs.job = None;
             obs.foreign_job = true;
         }
@@ -272,7 +281,8 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
             .get_opt(&ns)
             .await
             .map_err(|e| Error::kube(format!("reading Namespace {ns}"), e))?;
-        obs.namespace_terminating = namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        obs.namespace_terminating =
+            namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some());
     }
     let settings = backup::Settings {
         image: ctx.image.clone(),

@@ -135,15 +135,9 @@ fn hardened_container_context(privileged: bool, block: bool) -> SecurityContext 
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
                 add: Some(
-                    [
-                        "CHOWN",
-                        "DAC_OVERRIDE",
-                        "FOWNER",
-                        "FSETID",
-                        "MKNOD",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
+                    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
+                        .map(String::from)
+                        .to_vec(),
                 ),
             }),
             ..Default::default()

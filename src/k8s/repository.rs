@@ -305,7 +305,10 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                     .unwrap_or_else(|| {
                         run::failure_message(None, obs.termination.as_deref(), &why)
                     });
-                let reported = current.result.as_ref().and_then(|r| r.error_class.as_deref());
+                let reported = current
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.error_class.as_deref());
                 if retryable(reported) {
                     next.phase = RepositoryPhase::Degraded;
                     next.failed_probes = current.failed_probes + 1;
@@ -469,7 +472,10 @@ mod tests {
         assert_eq!(status.phase, RepositoryPhase::Degraded);
         assert_eq!(status.failed_probes, 1);
         // Runs wait on a Degraded repository rather than fail.
-        assert!(matches!(repo_view(Some(&r), "repo"), Err(NotReady::Waiting(_))));
+        assert!(matches!(
+            repo_view(Some(&r), "repo"),
+            Err(NotReady::Waiting(_))
+        ));
         let obs = Observed {
             secret_version: Some("7".into()),
             job: None,

@@ -150,9 +150,7 @@ pub fn default_capacity(bytes: u64, files: u64, block: bool) -> Quantity {
         let blocks = bytes
             .saturating_add(bytes / 10)
             .saturating_add(files.saturating_mul(BLOCK_PER_FILE));
-        blocks
-            .max(files.saturating_mul(BYTES_PER_INODE))
-            .max(GIB)
+        blocks.max(files.saturating_mul(BYTES_PER_INODE)).max(GIB)
     };
     let mib = want.div_ceil(MIB);
     Quantity(format!("{mib}Mi"))
@@ -231,14 +229,13 @@ fn fail(current: &RunStatus, message: String, now: &Time) -> Vec<Action> {
     out
 }
 
-fn wait_or_fail(current: &RunStatus, message: String, now: &Time) -> Vec<Action> {
-    if run::timed_out(current, now) {
-        return fail(current, format!("{message} (gave up after 5m)"), now);
-    }
-    let next = run::with_phase(current, RunPhase::Preparing, Some(message), now);
-    let mut out = Vec::new();
-    patch(current, &next, &mut out);
-    out
+fn wait_or_fail(
+    current: &RunStatus,
+    message: String,
+    now: &Time,
+    limit: std::time::Duration,
+) -> Vec<Action> {
+    run::wait_or_fail(current, message, now, limit, |m| fail(current, m, now))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -358,7 +355,14 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
     let target = vr.spec.target.clone().unwrap_or_default();
     let repo = match repo_view(obs.repository.as_ref(), &vr.spec.repository) {
         Ok(r) => r,
-        Err(NotReady::Waiting(m)) => return wait_or_fail(&current, m, now),
+        Err(NotReady::Waiting(m)) => {
+            return wait_or_fail(
+                &current,
+                m,
+                now,
+                run::wait_limit(vr.spec.wait_timeout.as_deref()),
+            );
+        }
         Err(NotReady::Failed(m)) => return fail(&current, m, now),
     };
     // 1. Resolve the snapshot.
@@ -429,6 +433,7 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                         vr.name_any()
                     ),
                     now,
+                    run::wait_limit(vr.spec.wait_timeout.as_deref()),
                 );
             };
             out.push(Action::CreatePvc(Box::new(prime(vr, populating))));
@@ -455,7 +460,12 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
             patch(&current, &next, &mut out);
             return out;
         }
-        return wait_or_fail(&current, format!("PVC {claim} not found"), now);
+        return wait_or_fail(
+            &current,
+            format!("PVC {claim} not found"),
+            now,
+            run::wait_limit(vr.spec.wait_timeout.as_deref()),
+        );
     };
     if target.new_pvc.is_some() && !made_by(pvc, vr) {
         let mut out = fail(
@@ -664,6 +674,7 @@ mod tests {
                 target: Some(target),
                 delete_extraneous: false,
                 cancel: false,
+                wait_timeout: None,
                 mover: None,
             },
         );
@@ -917,14 +928,21 @@ mod tests {
             Action::CreateJob { .. } | Action::DeletePvc(_) | Action::CreatePvc(_)
         )));
         // The claim this restore made itself carries its labels and is restored into.
-        let ours = new_claim(&vr, vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(), vr.status.as_ref().unwrap());
+        let ours = new_claim(
+            &vr,
+            vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(),
+            vr.status.as_ref().unwrap(),
+        );
         let obs = Observed {
             repository: Some(repo()),
             target: Some(ours),
             ..Default::default()
         };
         let a = plan(&vr, &obs, "img", &now());
-        assert!(a.iter().any(|x| matches!(x, Action::CreateJob { .. })), "{a:?}");
+        assert!(
+            a.iter().any(|x| matches!(x, Action::CreateJob { .. })),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -933,7 +951,11 @@ mod tests {
         vr.spec.cancel = true;
         let status = vr.status.as_mut().unwrap();
         status.phase = RunPhase::InProgress;
-        let ours = new_claim(&vr, vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(), vr.status.as_ref().unwrap());
+        let ours = new_claim(
+            &vr,
+            vr.spec.target.as_ref().unwrap().new_pvc.as_ref().unwrap(),
+            vr.status.as_ref().unwrap(),
+        );
         let done = MoverResult {
             outcome: MoverOutcome::Succeeded,
             snapshot_id: Some("abc".into()),

@@ -108,6 +108,9 @@ pub fn with_phase(
     };
     next.conditions.retain(|c| c.type_ != CONDITION);
     next.conditions.push(condition);
+    if phase != RunPhase::Preparing {
+        next.conditions.retain(|c| c.type_ != WAITING_CONDITION);
+    }
     if phase.is_final() && next.completion_time.is_none() {
         next.completion_time = Some(now.clone());
     }
@@ -140,7 +143,10 @@ pub fn status_patch<T: serde::Serialize>(from: &T, to: &T) -> Option<serde_json:
 /// The mover's result for a finished Job: the one it wrote into the status, else the one
 /// it wrote into its pod's termination message (the same JSON), so a status write that was
 /// lost, or a cache that has not seen it yet, never turns a saved snapshot into a failure.
-pub fn job_result(recorded: Option<&MoverResult>, termination: Option<&str>) -> Option<MoverResult> {
+pub fn job_result(
+    recorded: Option<&MoverResult>,
+    termination: Option<&str>,
+) -> Option<MoverResult> {
     if let Some(r) = recorded {
         return Some(r.clone());
     }
@@ -191,15 +197,77 @@ pub fn refused(status: &RunStatus, what: &str, now: &Time) -> Vec<super::apply::
     out
 }
 
-/// Whether a run has waited longer than [`PREPARE_TIMEOUT`] since it started.
-pub fn timed_out(status: &RunStatus, now: &Time) -> bool {
+/// Whether a run has waited `limit` or longer since it started.
+pub fn timed_out(status: &RunStatus, now: &Time, limit: Duration) -> bool {
     match &status.start_time {
         Some(start) => {
             let waited = now.0.duration_since(start.0);
-            waited.as_secs() >= PREPARE_TIMEOUT.as_secs() as i64
+            waited.as_secs() >= limit.as_secs() as i64
         }
         None => false,
     }
+}
+
+/// The condition a run carries while it waits for an object (its PVC, snapshot or
+/// Repository): True with what it waits for; gone once it stops waiting.
+pub const WAITING_CONDITION: &str = "Waiting";
+
+/// How long a run waits for what it needs: `spec.waitTimeout` (a Go duration), else
+/// [`PREPARE_TIMEOUT`].
+pub fn wait_limit(wait_timeout: Option<&str>) -> Duration {
+    wait_timeout
+        .and_then(|t| crate::format::gotime::parse_duration(t).ok())
+        .unwrap_or(PREPARE_TIMEOUT)
+}
+
+/// A run that waits: Preparing with `message` and a Waiting condition, and an Event when
+/// what it waits for changes; `fail(message)` once it has waited `limit`.
+pub fn wait_or_fail(
+    current: &RunStatus,
+    message: String,
+    now: &Time,
+    limit: Duration,
+    fail: impl FnOnce(String) -> Vec<super::apply::Action>,
+) -> Vec<super::apply::Action> {
+    if timed_out(current, now, limit) {
+        let secs = limit.as_secs();
+        let shown = if secs % 60 == 0 {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        };
+        return fail(format!(
+            "{message} (gave up after {shown}; spec.waitTimeout sets how long)"
+        ));
+    }
+    let mut next = with_phase(current, RunPhase::Preparing, Some(message.clone()), now);
+    let since = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == WAITING_CONDITION && c.message == message)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    next.conditions.retain(|c| c.type_ != WAITING_CONDITION);
+    next.conditions.push(Condition {
+        type_: WAITING_CONDITION.into(),
+        status: "True".into(),
+        reason: "Waiting".into(),
+        message: message.clone(),
+        last_transition_time: since,
+        observed_generation: None,
+    });
+    let mut out = Vec::new();
+    if let Some(p) = status_patch(current, &next) {
+        out.push(super::apply::Action::PatchStatus(p));
+    }
+    if current.message.as_deref() != Some(message.as_str()) {
+        out.push(super::apply::Action::Event {
+            warning: false,
+            reason: "Waiting".into(),
+            note: message,
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -276,7 +344,17 @@ mod tests {
             start_time: Some(time("2026-12-01T00:00:00Z")),
             ..Default::default()
         };
-        assert!(!timed_out(&status, &time("2026-12-01T00:04:59Z")));
-        assert!(timed_out(&status, &time("2026-12-01T00:05:00Z")));
+        assert!(!timed_out(
+            &status,
+            &time("2026-12-01T00:04:59Z"),
+            PREPARE_TIMEOUT
+        ));
+        assert!(timed_out(
+            &status,
+            &time("2026-12-01T00:05:00Z"),
+            PREPARE_TIMEOUT
+        ));
+        assert_eq!(wait_limit(Some("90s")), Duration::from_secs(90));
+        assert_eq!(wait_limit(None), PREPARE_TIMEOUT);
     }
 }

@@ -450,7 +450,14 @@ async fn run_backup(
         }
     }
     eprintln!("snapshot {} saved", summary.snapshot_id.short());
+    let repository_snapshots = repo
+        .storage()
+        .list(crate::storage::FileType::Snapshot)
+        .await
+        .ok()
+        .map(|s| s.len() as u64);
     Ok(MoverResult {
+        repository_snapshots,
         outcome: MoverOutcome::Succeeded,
         snapshot_id: Some(summary.snapshot_id.to_hex()),
         summary: Some(RunSummary {

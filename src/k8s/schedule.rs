@@ -470,6 +470,7 @@ mod tests {
                     retention: None,
                     deletion_policy: DeletionPolicy::Retain,
                     cancel: false,
+                    wait_timeout: None,
                     mover: None,
                 },
                 successful_history_limit: 2,

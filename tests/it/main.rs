@@ -18,4 +18,5 @@ mod locks;
 mod maintenance;
 mod pipeline;
 mod volsync_entry;
+mod volsync_script;
 mod volsync_sequence;

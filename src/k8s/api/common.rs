@@ -123,6 +123,9 @@ pub struct MoverResult {
     /// snapshot was saved, files that could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Snapshots in the repository after the run (a backup, after its retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_snapshots: Option<u64>,
     /// Name of the pod that wrote this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
     shortname = "moverrepo",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastBackupTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -93,6 +94,15 @@ pub struct RepositoryStatus {
     /// The resourceVersion of the Secret last checked, so a changed Secret is checked again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<String>,
+    /// When the last backup into this repository completed, and what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
+    /// The VolumeBackup that made the last backup and the snapshot it saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    /// New data the last backup stored, after compression and encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_bytes: Option<u64>,
     /// Probes in a row that ended Degraded; sets the backoff of the next one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_probes: u32,

@@ -32,6 +32,11 @@ pub struct VolumeRestoreSpec {
     pub delete_extraneous: bool,
     #[serde(default)]
     pub cancel: bool,
+    /// How long the run waits for its PVC, snapshot, target or Repository before it fails
+    /// (a Go duration such as `10m`; 5 minutes when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')").message("waitTimeout must be a Go duration such as 90s, 10m or 1h"))]
+    pub wait_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover: Option<MoverSpec>,
 }

@@ -7,7 +7,7 @@ use super::harness::{
     claim, controller, controller_alone, create, kill_controller, random_bytes, repository,
     repository_with, snapshots, start_controller, wait_for,
 };
-use super::node::TestNode;
+use super::node::{STORAGE_CLASS, TestNode};
 use super::plane::{plane, scratch, setup};
 use crate::support::{PASSWORD, ok, restic};
 use k8s_openapi::api::batch::v1::Job;
@@ -20,12 +20,24 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-async fn final_backup(client: &Client, node: &TestNode, ns: &str, name: &str, secs: u64) -> VolumeBackup {
+async fn final_backup(
+    client: &Client,
+    node: &TestNode,
+    ns: &str,
+    name: &str,
+    secs: u64,
+) -> VolumeBackup {
     let api: Api<VolumeBackup> = Api::namespaced(client.clone(), ns);
-    wait_for(&format!("VolumeBackup {name} to end"), secs, ns, node, || async {
-        let b = api.get(name).await.ok()?;
-        b.status.clone().filter(|s| s.phase.is_final()).map(|_| b)
-    })
+    wait_for(
+        &format!("VolumeBackup {name} to end"),
+        secs,
+        ns,
+        node,
+        || async {
+            let b = api.get(name).await.ok()?;
+            b.status.clone().filter(|s| s.phase.is_final()).map(|_| b)
+        },
+    )
     .await
 }
 
@@ -37,8 +49,15 @@ fn init_repo(repo: &Path) {
         .arg("init"));
 }
 
-fn condition<'a>(vb: &'a VolumeBackup, kind: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    vb.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)
+fn condition<'a>(
+    vb: &'a VolumeBackup,
+    kind: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    vb.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
 }
 
 async fn refused<K>(client: &Client, ns: &str, value: serde_json::Value) -> String
@@ -73,11 +92,18 @@ async fn bad_retention_and_schedule_fields_are_refused_by_the_api_server() {
     let m = refused::<VolumeBackup>(&client, &ns, spec(json!({}))).await;
     assert!(m.contains("no keep rule"), "{m}");
     // A good one passes.
-    create::<VolumeBackup>(&client, &ns, spec(json!({"keepWithin": "1y2m3d4h", "keepLast": 2}))).await;
+    create::<VolumeBackup>(
+        &client,
+        &ns,
+        spec(json!({"keepWithin": "1y2m3d4h", "keepLast": 2})),
+    )
+    .await;
     let schedule = |fields: serde_json::Value| {
         let mut s = json!({"schedule": "@daily", "template": {"source": {"pvc": "data"},
             "repository": "repo"}});
-        s.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        s.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
         json!({"metadata": {"name": "s"}, "spec": s})
     };
     for (bad, field) in [
@@ -138,7 +164,11 @@ async fn a_retention_that_cannot_run_leaves_the_backup_completed_with_a_warning(
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
     let id = status.snapshot_id.clone().expect("the snapshot id");
     let warning = condition(&done, "Warning").expect("a Warning condition");
-    assert!(warning.message.contains("retention not applied"), "{}", warning.message);
+    assert!(
+        warning.message.contains("retention not applied"),
+        "{}",
+        warning.message
+    );
     let all = snapshots(&repo);
     assert_eq!(all.len(), 1, "exactly the one snapshot: {all:?}");
     assert_eq!(all[0]["id"], id);
@@ -162,9 +192,13 @@ async fn refuse_result_writes(client: &Client, ns: &str) {
         }
     }))
     .unwrap();
-    policies.create(&PostParams::default(), &policy).await.unwrap();
-    let bindings: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding> =
-        Api::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let bindings: Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+    > = Api::all(client.clone());
     let binding = serde_json::from_value(json!({
         "metadata": {"name": format!("no-result-{ns}")},
         "spec": {"policyName": format!("no-result-{ns}"), "validationActions": ["Deny"],
@@ -172,7 +206,10 @@ async fn refuse_result_writes(client: &Client, ns: &str) {
                 {"kubernetes.io/metadata.name": ns}}}}
     }))
     .unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,16 +239,31 @@ async fn a_lost_final_status_write_and_a_late_cancel_still_complete_with_the_sna
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     wait_for("the backup Job to succeed", 120, &ns, node, || async {
         let j = jobs.get("mover-backup-l1").await.ok()?;
-        let done = j.status?.conditions?.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+        let done = j
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
         done.then_some(())
     })
     .await;
     backups
-        .patch("l1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"cancel": true}})))
+        .patch(
+            "l1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
         .await
         .unwrap();
     assert!(
-        backups.get("l1").await.unwrap().status.unwrap().result.is_none(),
+        backups
+            .get("l1")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .result
+            .is_none(),
         "the Job's result write was refused"
     );
     start_controller(plane(), &alone);
@@ -222,7 +274,11 @@ async fn a_lost_final_status_write_and_a_late_cancel_still_complete_with_the_sna
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(status.snapshot_id.as_deref(), all[0]["id"].as_str());
     wait_for("the run's Job to go", 60, &ns, node, || async {
-        jobs.get_opt("mover-backup-l1").await.ok()?.is_none().then_some(())
+        jobs.get_opt("mover-backup-l1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
 }
@@ -255,16 +311,35 @@ async fn a_new_pvc_that_already_exists_fails_the_restore_and_is_left_untouched()
     .await;
     let restores: Api<VolumeRestore> = Api::namespaced(client.clone(), &ns);
     let status = wait_for("t1 to end", 120, &ns, node, || async {
-        restores.get("t1").await.ok()?.status.filter(|s| s.phase.is_final())
+        restores
+            .get("t1")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.phase.is_final())
     })
     .await;
     assert_eq!(status.phase, RunPhase::Failed);
     let message = status.message.unwrap_or_default();
     assert!(message.contains("already exists"), "{message}");
-    assert_eq!(std::fs::read_to_string(mine.join("precious.txt")).unwrap(), "the user's data");
-    assert!(!mine.join("snap.txt").exists(), "nothing was restored into the user's claim");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("precious.txt")).unwrap(),
+        "the user's data"
+    );
+    assert!(
+        !mine.join("snap.txt").exists(),
+        "nothing was restored into the user's claim"
+    );
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    assert!(claims.get("mine").await.unwrap().metadata.deletion_timestamp.is_none());
+    assert!(
+        claims
+            .get("mine")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
 }
 
 async fn label_namespace(client: &Client, ns: &str, level: &str) {
@@ -297,8 +372,10 @@ async fn a_pod_that_pod_security_refuses_fails_the_run_fast_and_baseline_admits_
     let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
     // Wait for the Repository first: its probe pod is hardened and restricted admits it.
     wait_for("the Repository to be Ready", 90, &ns, node, || async {
-        let r: mover::k8s::api::Repository =
-            Api::namespaced(client.clone(), &ns).get("repo").await.ok()?;
+        let r: mover::k8s::api::Repository = Api::namespaced(client.clone(), &ns)
+            .get("repo")
+            .await
+            .ok()?;
         (r.status?.phase == mover::k8s::api::repository::RepositoryPhase::Ready).then_some(())
     })
     .await;
@@ -311,7 +388,13 @@ async fn a_pod_that_pod_security_refuses_fails_the_run_fast_and_baseline_admits_
     assert!(message.contains("PodSecurity"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(60));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    assert!(pods.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     assert!(snapshots(&repo).is_empty());
 
     // Under baseline, the privileged pod's capabilities are all allowed.
@@ -343,7 +426,10 @@ async fn deleting_a_namespace_with_delete_policy_backups_does_not_hang() {
     let done = final_backup(&client, node, &ns, "d1", 120).await;
     assert_eq!(done.status.unwrap().phase, RunPhase::Completed);
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for("the namespace to go", 60, &ns, node, || async {
         namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
     })
@@ -406,8 +492,13 @@ async fn a_mover_killed_mid_backup_retries_to_one_snapshot_and_blocks_nothing() 
     let status = done.status.unwrap();
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
     let all = snapshots(&repo);
-    assert!(all.iter().any(|s| s["id"].as_str() == status.snapshot_id.as_deref()));
-    let locks = std::fs::read_dir(repo.join("locks")).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        all.iter()
+            .any(|s| s["id"].as_str() == status.snapshot_id.as_deref())
+    );
+    let locks = std::fs::read_dir(repo.join("locks"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(locks, 0, "a lock was left behind");
 }
 
@@ -451,8 +542,16 @@ async fn files_other_users_own_are_a_warning_by_default_and_round_trip_when_priv
     let done = final_backup(&client, node, &ns, "plain", 120).await;
     assert_eq!(done.status.as_ref().unwrap().phase, RunPhase::Completed);
     let warning = condition(&done, "Warning").expect("a Warning condition");
-    assert!(warning.message.contains("could not be read"), "{}", warning.message);
-    assert!(warning.message.contains("privileged"), "{}", warning.message);
+    assert!(
+        warning.message.contains("could not be read"),
+        "{}",
+        warning.message
+    );
+    assert!(
+        warning.message.contains("privileged"),
+        "{}",
+        warning.message
+    );
 
     // Privileged reads them and a privileged restore gives back owners and modes.
     create::<VolumeBackup>(
@@ -465,19 +564,28 @@ async fn files_other_users_own_are_a_warning_by_default_and_round_trip_when_priv
     let done = final_backup(&client, node, &ns, "priv", 120).await;
     let status = done.status.clone().unwrap();
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
-    assert!(condition(&done, "Warning").is_none(), "{:?}", status.conditions);
+    assert!(
+        condition(&done, "Warning").is_none(),
+        "{:?}",
+        status.conditions
+    );
     create::<VolumeRestore>(
         &client,
         &ns,
         json!({"metadata": {"name": "back"}, "spec": {"repository": "repo",
             "source": {"snapshotID": status.snapshot_id},
-            "target": {"newPVC": {"name": "db-restored"}},
+            "target": {"newPVC": {"name": "db-restored", "storageClassName": STORAGE_CLASS}},
             "mover": {"privileged": true}}}),
     )
     .await;
     let restores: Api<VolumeRestore> = Api::namespaced(client.clone(), &ns);
     let rs = wait_for("the restore to end", 120, &ns, node, || async {
-        restores.get("back").await.ok()?.status.filter(|s| s.phase.is_final())
+        restores
+            .get("back")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.phase.is_final())
     })
     .await;
     assert_eq!(rs.phase, RunPhase::Completed, "{:?}", rs.message);

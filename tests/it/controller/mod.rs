@@ -17,4 +17,4 @@ mod velero_faults;
 mod velero_gc;
 mod velero_server;
 mod velero_tls;
-mod volsync;
+pub(crate) mod volsync;

@@ -802,11 +802,9 @@ impl Kubelet {
                 .get(&m.name)
                 .ok_or_else(|| format!("volumeMount {} names no volume", m.name))?;
             let read_only = m.read_only == Some(true);
-            if let (Some(gid), false, true) = (
-                identity.fs_group,
-                read_only,
-                claims_used.contains(&m.name),
-            ) {
+            if let (Some(gid), false, true) =
+                (identity.fs_group, read_only, claims_used.contains(&m.name))
+            {
                 node_security::apply_fs_group(src, gid, false)?;
             }
             mounts.push((src.clone(), PathBuf::from(&m.mount_path), read_only));

@@ -225,7 +225,10 @@ mod tests {
             }),
         );
         let id = identity(&hardened);
-        assert_eq!((id.uid, id.gid, id.groups.clone()), (65532, 65532, vec![65532]));
+        assert_eq!(
+            (id.uid, id.gid, id.groups.clone()),
+            (65532, 65532, vec![65532])
+        );
         assert!(id.caps.is_empty());
         assert!(setpriv_args(&id).contains(&"--no-new-privs".to_string()));
         let root = pod(

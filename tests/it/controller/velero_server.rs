@@ -215,7 +215,12 @@ async fn velero_backup_create_with_the_mover_data_mover_completes() {
     assert_eq!(du.spec.datamover.as_deref(), Some("mover"));
     assert_eq!(du.spec.source_pvc, "data");
     let st = du.status.clone().unwrap();
-    assert_eq!(st.phase.as_deref(), Some("Completed"), "{:?}", du.name_any());
+    assert_eq!(
+        st.phase.as_deref(),
+        Some("Completed"),
+        "{:?}",
+        du.name_any()
+    );
     let id = st.snapshot_id.clone().unwrap();
     let total = st.progress.unwrap().total_bytes.unwrap_or(0);
     assert!(total >= bytes.len() as i64, "totalBytes {total}");
