@@ -23,11 +23,14 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
     let work = async {
         let (id, snap) = select(&repo, args, as_of).await?;
         if cx.verbose_output() {
+            // restic's line, which VolSync keeps in its status.
             println!(
-                "restoring snapshot {} of {:?} at {} to {}",
+                "restoring snapshot {} of [{}] at {} by {}@{} to {}",
                 id.short(),
-                snap.paths,
-                snap.time,
+                snap.paths.join(" "),
+                crate::format::gotime::go_string(&snap.time),
+                snap.username,
+                snap.hostname,
                 target.display()
             );
         }

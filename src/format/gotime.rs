@@ -49,6 +49,38 @@ fn clamp_year(t: &DateTime<FixedOffset>) -> DateTime<FixedOffset> {
         .unwrap_or(*t)
 }
 
+/// Go's `time.Time.String()`: "2006-01-02 15:04:05.999999999 -0700 MST", the fraction
+/// without trailing zeros (none when whole), `UTC` as the zone name of offset zero and the
+/// offset again for others (a fixed offset has no name).
+pub fn go_string(t: &DateTime<FixedOffset>) -> String {
+    let t = clamp_year(t);
+    let mut out = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let nanos = t.nanosecond() % 1_000_000_000;
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    let secs = t.offset().local_minus_utc();
+    let sign = if secs < 0 { '-' } else { '+' };
+    let offset = format!("{sign}{:02}{:02}", secs.abs() / 3600, secs.abs() / 60 % 60);
+    let zone = if secs == 0 {
+        "UTC".to_string()
+    } else {
+        offset.clone()
+    };
+    let _ = write!(out, " {offset} {zone}");
+    out
+}
+
 /// Go `time.Time.MarshalJSON` text without the quotes (RFC3339Nano layout).
 pub fn format(t: &DateTime<FixedOffset>) -> String {
     let t = clamp_year(t);
@@ -148,6 +180,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_string_is_go_time_string() {
+        let t = parse("2026-12-07T14:33:07.519211380Z").unwrap();
+        assert_eq!(go_string(&t), "2026-12-07 14:33:07.51921138 +0000 UTC");
+        let t = parse("2026-12-07T15:00:00+01:00").unwrap();
+        assert_eq!(go_string(&t), "2026-12-07 15:00:00 +0100 +0100");
+    }
     use chrono::Offset;
     use proptest::prelude::*;
 

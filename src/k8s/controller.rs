@@ -289,11 +289,23 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
     };
     let actions = backup::plan(&vb, &obs, &settings, &now());
     let key = format!("{ns}/{}", vb.name_any());
-    if let Some(result) = final_transition(&actions, status.phase) {
+    let finishing = final_transition(&actions, status.phase);
+    let waiting = actions.is_empty() && !status.phase.is_final();
+    let applied = match ctx.io.apply(vb.as_ref(), actions).await {
+        Err(e) if live && refusal(&e) => {
+            let failed = super::run::refused(&status, &e.chain_string(), &now());
+            ctx.io.apply(vb.as_ref(), failed).await?;
+            return Ok(requeue(RunPhase::Failed, false));
+        }
+        other => other?,
+    };
+    // Counted once the final transition is written: an apply that failed is retried and
+    // would otherwise count the run twice.
+    if let Some(result) = &finishing {
         let bytes = status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0);
         ctx.metrics.run_finished(
             "VolumeBackup",
-            &result,
+            result,
             elapsed_since(status.start_time.as_ref()),
             bytes,
         );
@@ -309,16 +321,8 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
                 .backup_succeeded(&ns, &source, jiff::Timestamp::now().as_second() as f64);
         }
     }
-    let waiting = actions.is_empty() && !status.phase.is_final();
-    let applied = match ctx.io.apply(vb.as_ref(), actions).await {
-        Err(e) if live && refusal(&e) => {
-            let failed = super::run::refused(&status, &e.chain_string(), &now());
-            ctx.io.apply(vb.as_ref(), failed).await?;
-            return Ok(requeue(RunPhase::Failed, false));
-        }
-        other => other?,
-    };
-    if vb.metadata.deletion_timestamp.is_some() {
+    // The phase gauge holds runs under way; a final or deleted run leaves it.
+    if vb.metadata.deletion_timestamp.is_some() || status.phase.is_final() || finishing.is_some() {
         ctx.metrics.forget_object("VolumeBackup", &key);
     } else {
         ctx.metrics
@@ -415,15 +419,7 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
         }
     }
     let actions = restore::plan(&vr, &obs, &ctx.image, &now());
-    if let Some(result) = final_transition(&actions, status.phase) {
-        let bytes = status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0);
-        ctx.metrics.run_finished(
-            "VolumeRestore",
-            &result,
-            elapsed_since(status.start_time.as_ref()),
-            bytes,
-        );
-    }
+    let finishing = final_transition(&actions, status.phase);
     let waiting = actions.is_empty() && !status.phase.is_final();
     let live = !status.phase.is_final() && vr.metadata.deletion_timestamp.is_none();
     let applied = match ctx.io.apply(vr.as_ref(), actions).await {
@@ -434,11 +430,22 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
         }
         other => other?,
     };
-    ctx.metrics.set_phase(
-        "VolumeRestore",
-        &format!("{ns}/{}", vr.name_any()),
-        status.phase.as_str(),
-    );
+    if let Some(result) = &finishing {
+        let bytes = status.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0);
+        ctx.metrics.run_finished(
+            "VolumeRestore",
+            result,
+            elapsed_since(status.start_time.as_ref()),
+            bytes,
+        );
+    }
+    let key = format!("{ns}/{}", vr.name_any());
+    if vr.metadata.deletion_timestamp.is_some() || status.phase.is_final() || finishing.is_some() {
+        ctx.metrics.forget_object("VolumeRestore", &key);
+    } else {
+        ctx.metrics
+            .set_phase("VolumeRestore", &key, status.phase.as_str());
+    }
     Ok(requeue(status.phase, applied.waiting_for_slot || waiting))
 }
 

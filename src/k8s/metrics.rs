@@ -138,7 +138,7 @@ impl Metrics {
                 "mover_last_success_timestamp_seconds{{namespace=\"{ns}\",source=\"{source}\"}} {t}"
             );
         }
-        out.push_str("# HELP mover_runs Runs by kind and phase.\n");
+        out.push_str("# HELP mover_runs Runs under way by kind and phase.\n");
         out.push_str("# TYPE mover_runs gauge\n");
         let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for ((kind, _), phase) in &s.phases {

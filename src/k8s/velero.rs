@@ -28,7 +28,7 @@ use super::velero_bsl::{self, BslCa, BslRepository};
 use super::velero_gc;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -481,7 +481,10 @@ pub async fn reconcile_upload(
             Ok(r) => r,
             Err(m) => return fail(&v, m).await,
         };
-        if v.get::<VolumeSnapshot>(&ns, &ours).await?.is_none() {
+        if v.get::<VolumeSnapshot>(&ns, &ours).await?.is_some() {
+            // Exposed on an earlier turn: the source pair goes even if deleting it failed then.
+            release_source(&v, du, &ours).await?;
+        } else {
             match expose_snapshot(&v, du, &ours).await? {
                 Exposed::Done => {}
                 Exposed::Waiting(what) => {
@@ -523,6 +526,9 @@ pub async fn reconcile_upload(
                     format!("pvc={}/{}", du.spec.source_namespace, du.spec.source_pvc),
                 ],
                 "deletionPolicy": "Retain",
+                // As Velero's own data mover (root in the node agent): every file is read,
+                // whoever owns it, and owners come back on restore.
+                "mover": {"privileged": true},
             },
         }))
         .map_err(|e| Error::Invalid(format!("building VolumeBackup {ns}/{ours}: {e}")))?;
@@ -669,22 +675,56 @@ async fn expose_snapshot(v: &Velero<'_>, du: &DataUpload, ours: &str) -> Result<
     }))
     .map_err(|e| Error::Invalid(format!("building VolumeSnapshot {ns}/{ours}: {e}")))?;
     v.create(&ns, &snapshot).await?;
-    v.delete::<VolumeSnapshot>(src_ns, &csi.volume_snapshot)
-        .await?;
-    match contents
-        .delete(&content_name, &DeleteParams::background())
-        .await
+    release_source(v, du, ours).await?;
+    Ok(Exposed::Done)
+}
+
+/// Deletes the source VolumeSnapshot and its (retained) content once ours holds the
+/// snapshot. Run on every turn until it succeeds, so a delete that failed once does not
+/// leak the pair: with the source VolumeSnapshot already gone, its content is found by the
+/// reference it keeps.
+async fn release_source(v: &Velero<'_>, du: &DataUpload, ours: &str) -> Result<()> {
+    let src_ns = &du.spec.source_namespace;
+    let csi = du.spec.csi_snapshot.clone().unwrap_or_default();
+    let contents: Api<VolumeSnapshotContent> = Api::all(v.client.clone());
+    let mut leftover: Vec<String> = Vec::new();
+    match v
+        .get::<VolumeSnapshot>(src_ns, &csi.volume_snapshot)
+        .await?
     {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => {
-            return Err(Error::kube(
-                format!("deleting VolumeSnapshotContent {content_name}"),
-                e,
-            ));
+        Some(vs) => {
+            if let Some(c) = vs.status.and_then(|s| s.bound_volume_snapshot_content_name) {
+                leftover.push(c);
+            }
+            v.delete::<VolumeSnapshot>(src_ns, &csi.volume_snapshot)
+                .await?;
+        }
+        None => {
+            let all = contents
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_err("listing VolumeSnapshotContents".to_string()))?;
+            leftover.extend(all.items.into_iter().filter_map(|c| {
+                let r = &c.spec.volume_snapshot_ref;
+                let names_source = r.namespace.as_deref() == Some(src_ns.as_str())
+                    && r.name.as_deref() == Some(csi.volume_snapshot.as_str());
+                (names_source && c.name_any() != ours).then(|| c.name_any())
+            }));
         }
     }
-    Ok(Exposed::Done)
+    for name in leftover.into_iter().filter(|n| n != ours) {
+        match contents.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("deleting VolumeSnapshotContent {name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One DataDownload.
@@ -811,6 +851,7 @@ pub async fn reconcile_download(
                     "accessModes": spec.access_modes.clone().unwrap_or_default(),
                     "capacity": capacity,
                     "volumeMode": spec.volume_mode}},
+                "mover": {"privileged": true},
             },
         }))
         .map_err(|e| Error::Invalid(format!("building VolumeRestore {ns}/{ours}: {e}")))?;

@@ -303,9 +303,11 @@ pub async fn sweep_periodically(
     stop: crate::Cancel,
 ) {
     let interval = opts.interval.max(Duration::from_secs(1));
-    let mut n: u64 = 0;
     loop {
-        let key = format!("periodic-{n}");
+        // The sweep of this interval of wall-clock time: a controller restarted within the
+        // interval finds the sweep already done, and one restarted after it sweeps again, so
+        // restarts never stop the sweeps (a counter from each start would repeat old keys).
+        let key = sweep_key(jiff::Timestamp::now().as_second(), interval);
         let sweep = Sweep {
             key: key.clone(),
             only: None,
@@ -328,14 +330,27 @@ pub async fn sweep_periodically(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
         }
-        n = n.wrapping_add(1);
     }
+}
+
+/// The key of the periodic sweep at `now` (Unix seconds) for `interval`.
+pub fn sweep_key(now: i64, interval: Duration) -> String {
+    let n = now.max(0) as u64 / interval.as_secs().max(1);
+    format!("periodic-{n}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::k8s::api::repository::{RepositoryPhase, RepositoryStatus};
+
+    #[test]
+    fn sweep_keys_follow_the_clock_not_the_process() {
+        let hour = Duration::from_secs(3600);
+        // Two starts within one interval share the key; the next interval has a new one.
+        assert_eq!(sweep_key(7200, hour), sweep_key(10_799, hour));
+        assert_ne!(sweep_key(10_799, hour), sweep_key(10_800, hour));
+    }
 
     fn repo(annotated: bool, ready: bool) -> Repository {
         let mut r: Repository = serde_json::from_value(json!({

@@ -93,6 +93,30 @@ fn wrong_password_exits_12() {
 }
 
 #[test]
+fn a_missing_repository_reads_as_restic_018_says_it() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("nothing-here");
+    for verb in ["snapshots", "unlock", "check"] {
+        let ours = fails_with(mover().arg("-r").arg(&repo).arg(verb), 10);
+        let theirs = fails_with(
+            restic_018()
+                .arg("-r")
+                .arg(&repo)
+                .env("RESTIC_PASSWORD", PASSWORD)
+                .arg(verb),
+            10,
+        );
+        let fatal = |s: &str| {
+            s.lines()
+                .skip_while(|l| !l.starts_with("Fatal:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fatal(&ours), fatal(&theirs), "{verb}");
+    }
+}
+
+#[test]
 fn missing_repository_exits_10() {
     let tmp = tempdir();
     let repo = tmp.path().join("nothing-here");

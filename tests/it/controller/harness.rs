@@ -24,6 +24,28 @@ pub fn contents() -> CompareOptions {
     }
 }
 
+/// What a restore by the hardened default (uid 65532, no capability) gives back: all but
+/// the owners, which a process that is not root cannot set; the files are the pod user's.
+/// `spec.mover.privileged` restores owners too (faults.rs checks them).
+pub fn contents_unprivileged() -> CompareOptions {
+    CompareOptions {
+        owner: false,
+        ..contents()
+    }
+}
+
+/// Asserts `path` is owned by the hardened mover's user.
+pub fn assert_owned_by_mover(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).unwrap();
+    assert_eq!(
+        md.uid(),
+        65532,
+        "{} is not the mover user's",
+        path.display()
+    );
+}
+
 static CONTROLLER: OnceLock<Mutex<Child>> = OnceLock::new();
 /// Scenarios hold it shared while they run; the restart scenario holds it alone, so that
 /// no other scenario's timing sees the controller away.

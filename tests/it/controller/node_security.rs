@@ -157,7 +157,7 @@ pub fn hand_over_repository(env: &BTreeMap<String, String>, uid: u32, gid: u32) 
         return;
     };
     let local = repo.strip_prefix("local:").unwrap_or(repo);
-    if !local.starts_with('/') || uid == 0 {
+    if !local.starts_with('/') {
         return;
     }
     let path = Path::new(local);

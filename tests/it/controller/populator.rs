@@ -2,7 +2,9 @@
 //! bound to a volume that already holds the snapshot. It fails closed: an error leaves the
 //! claim Pending, and only an explicit "no snapshot" yields an empty volume.
 
-use super::harness::{claim, contents, controller, create, repository, wait_for, write_tree};
+use super::harness::{
+    claim, contents_unprivileged, controller, create, repository, wait_for, write_tree,
+};
 use super::node::{STORAGE_CLASS, TestNode};
 use super::plane::{plane, scratch, setup};
 use crate::support::PASSWORD;
@@ -96,7 +98,7 @@ async fn a_pvc_with_a_volume_restore_data_source_is_bound_to_the_restored_data()
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
     bound(&claims, node, &ns, "filled").await;
     let filled = node.wait_volume(&ns, "filled").await;
-    compare_trees(&source, &filled, &contents()).unwrap();
+    compare_trees(&source, &filled, &contents_unprivileged()).unwrap();
     wait_for("the prime claim to go", 60, &ns, node, || async {
         claims
             .get_opt("mover-prime-seed")

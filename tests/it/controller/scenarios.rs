@@ -1,7 +1,10 @@
 //! End-to-end runs: a Repository, a VolumeBackup of a PVC (restic restores the recorded
 //! snapshot byte for byte), a VolumeRestore into a new PVC, and failures with their messages.
 
-use super::harness::{contents, controller, create, repository, wait_for, write_tree};
+use super::harness::{
+    assert_owned_by_mover, contents, contents_unprivileged, controller, create, repository,
+    wait_for, write_tree,
+};
 use super::node::STORAGE_CLASS;
 use super::plane::{plane, scratch, setup};
 use crate::support::compare::compare_trees;
@@ -145,9 +148,11 @@ async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
     assert_eq!(status.phase.as_str(), "Completed", "{:?}", status.message);
     assert_eq!(status.snapshot_id.as_deref(), Some(id.as_str()));
     let target = node.wait_volume(&ns, "restored").await;
-    compare_trees(&source, &target, &contents()).unwrap();
+    compare_trees(&source, &target, &contents_unprivileged()).unwrap();
+    assert_owned_by_mover(&target.join("app/db.bin"));
 
     // Restore into an existing PVC that holds other data, removing what the snapshot lacks.
+    // Its files are root's: changing their modes and owners takes a privileged mover.
     create::<PersistentVolumeClaim>(
         &client,
         &ns,
@@ -165,7 +170,7 @@ async fn a_pvc_is_backed_up_through_a_snapshot_and_restored_into_a_new_pvc() {
         &ns,
         json!({"metadata": {"name": "r2"}, "spec": {"repository": "repo",
             "source": {"snapshotID": &id[..8]}, "deleteExtraneous": true,
-            "target": {"pvc": "existing"}}}),
+            "target": {"pvc": "existing"}, "mover": {"privileged": true}}}),
     )
     .await;
     let done = wait_for("VolumeRestore r2 to finish", 120, &ns, node, || async {
