@@ -28,7 +28,7 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
                 "restoring snapshot {} of [{}] at {} by {}@{} to {}",
                 id.short(),
                 snap.paths.join(" "),
-                crate::format::gotime::go_string(&snap.time),
+                mover::format::gotime::go_string(&snap.time),
                 snap.username,
                 snap.hostname,
                 target.display()
