@@ -469,7 +469,7 @@ async fn a_mover_killed_mid_backup_retries_to_one_snapshot_and_blocks_nothing() 
     })
     .await;
     let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &format!("job backup .*volumebackup/k1")])
+        .args(["-KILL", "-f", "job backup .*volumebackup/k1"])
         .status()
         .unwrap();
     assert!(killed.success(), "no mover process of k1 to kill");
