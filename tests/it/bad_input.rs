@@ -148,7 +148,25 @@ fn exclusive_lock_exits_11_and_stale_lock_is_removed() {
             .arg(&target),
         11,
     );
-    assert!(one_line(&err).contains("exclusive lock"), "{err}");
+    // restic 0.18's words, which scripts match.
+    assert!(
+        one_line(&err).contains(&format!(
+            "unable to create lock in backend: repository is already locked exclusively by PID {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    let storage_id = format!("storage ID {}", id.short());
+    for line in [
+        "lock was created at ",
+        storage_id.as_str(),
+        "the `unlock` command can be used to remove stale locks",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(line)),
+            "{line:?} in {err}"
+        );
+    }
     std::fs::remove_file(repo.join("locks").join(id.to_hex())).unwrap();
     // A stale one (old, and its process is gone) does not block: it is removed, and said so.
     let stale = write_lock(u32::MAX - 7, 45);

@@ -89,7 +89,11 @@ fn a_restic_backups_shared_lock_stops_prune_and_forget_but_not_backup() {
         11,
     );
     assert!(started.elapsed() >= Duration::from_secs(2), "did not wait");
-    assert!(err.contains("shared lock") && err.contains("pid"), "{err}");
+    // restic's words for a shared lock: "already locked by PID" (no "exclusively").
+    assert!(
+        err.contains("repository is already locked by PID") && err.contains("storage ID"),
+        "{err}"
+    );
     fails_with(
         mover()
             .arg("-r")
@@ -126,8 +130,21 @@ fn a_restic_exclusive_lock_stops_backup_with_exit_11() {
         .unwrap();
     wait_for_locks(&repo, 1);
     let err = fails_with(mover().arg("-r").arg(&repo).arg("backup").arg(&src), 11);
-    assert!(err.contains("exclusive lock"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // restic 0.18's four lines: who holds it, since when, its storage ID, the way out.
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with(
+            "Fatal: unable to create lock in backend: repository is already locked exclusively by PID"
+        ),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("lock was created at "), "{err}");
+    assert!(lines[2].starts_with("storage ID "), "{err}");
+    assert_eq!(
+        lines[3],
+        "the `unlock` command can be used to remove stale locks"
+    );
     let target = tmp.path().join("t");
     fails_with(
         mover()

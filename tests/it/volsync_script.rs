@@ -46,6 +46,9 @@ fn shape(line: &str) -> String {
     for word in line.split_whitespace() {
         let w = if word.chars().all(|c| c.is_ascii_hexdigit()) && word.len() >= 8 {
             "<id>"
+        } else if word.contains('/') && word.len() > 1 {
+            // Each program's run has its own scratch directory.
+            "<path>"
         } else if word.chars().any(|c| c.is_ascii_digit()) {
             "<n>"
         } else {
