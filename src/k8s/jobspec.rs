@@ -110,46 +110,23 @@ fn env_field(name: &str, path: &str) -> EnvVar {
 /// file and restoring ownership needs, and only capabilities Pod Security `baseline` allows
 /// (`DAC_OVERRIDE` reads and searches any file, so `DAC_READ_SEARCH` is not asked for).
 fn hardened_container_context(privileged: bool, block: bool) -> SecurityContext {
-    if block && !privileged {
-        // A block device node keeps the host's owner (root, 0660) in the container, so only
-        // root opens it; root with every capability dropped can do nothing else a non-root
-        // process could not.
-        return SecurityContext {
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..Default::default()
-        };
-    }
-    if privileged {
-        return SecurityContext {
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: Some(
-                    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
-            }),
-            ..Default::default()
-        };
-    }
+    // A block device node keeps the host's owner (root, 0660) in the container, so only
+    // root opens it; root with every capability dropped can do nothing else a non-root
+    // process could not.
+    let root = privileged || block;
+    let add = privileged.then(|| {
+        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
+            .map(String::from)
+            .to_vec()
+    });
     SecurityContext {
-        run_as_non_root: Some(true),
+        run_as_user: root.then_some(0),
+        run_as_non_root: Some(!root),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
-            add: None,
+            add,
         }),
         ..Default::default()
     }

@@ -28,17 +28,7 @@ async fn final_backup(
     secs: u64,
 ) -> VolumeBackup {
     let api: Api<VolumeBackup> = Api::namespaced(client.clone(), ns);
-    wait_for(
-        &format!("VolumeBackup {name} to end"),
-        secs,
-        ns,
-        node,
-        || async {
-            let b = api.get(name).await.ok()?;
-            b.status.clone().filter(|s| s.phase.is_final()).map(|_| b)
-        },
-    )
-    .await
+    super::runs::finished(&api, node, ns, name, secs).await
 }
 
 fn init_repo(repo: &Path) {

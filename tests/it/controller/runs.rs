@@ -33,7 +33,7 @@ async fn phase(api: &Api<VolumeBackup>, name: &str) -> Option<RunPhase> {
     api.get(name).await.ok()?.status.map(|s| s.phase)
 }
 
-async fn finished(
+pub(super) async fn finished(
     api: &Api<VolumeBackup>,
     node: &TestNode,
     ns: &str,
