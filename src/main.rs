@@ -21,7 +21,13 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     tune_malloc();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // A long-running controller tells what it does (each Job, phase and Event) by default.
+    let service = matches!(cli.command, cli::Command::Controller(_));
+    init_logging(
+        cli.global.verbose + u8::from(service),
+        cli.global.quiet,
+        cli.global.log_format == "json",
+    );
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +133,7 @@ async fn cancel_on_signals(signals: Signals, cancel: Cancel) {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, json: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -139,11 +145,15 @@ fn init_logging(verbose: u8, quiet: bool) {
     let default = format!("{default},rustls=off");
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        logs.json().flatten_event(true).try_init()
+    } else {
+        logs.try_init()
+    };
 }
 
 /// Raise the soft open-file limit to the hard one, as the Go runtime does for restic: a

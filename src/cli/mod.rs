@@ -93,6 +93,15 @@ pub struct GlobalOptions {
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines as `text` (default) or `json` (one object per line, for log collectors)
+    #[arg(
+        long,
+        env = "MOVER_LOG_FORMAT",
+        global = true,
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
+    pub log_format: String,
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,

@@ -76,6 +76,7 @@ pub async fn job(cx: &Cx<'_>, args: &cli::JobArgs) -> Result<u8> {
             password: cx.password()?,
             cancel: cx.cancel.clone(),
             lock: cx.lock_options(),
+            pack_size_bytes: super::pack_size_bytes(cx.g)?,
         })
     };
     let connect = |t: Target| async move { Reporter::connect(t).await.map_err(engine_error) };

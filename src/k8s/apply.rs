@@ -200,6 +200,10 @@ impl Io {
                     }
                     ignore_conflict(api.create(&pp, &job).await)
                         .map_err(|e| Error::kube(format!("creating Job {}", job.name_any()), e))?;
+                    tracing::info!(
+                        kind = %kind, namespace = %ns, name = %name, job = %job.name_any(),
+                        "created Job"
+                    );
                 }
                 Action::DeleteJob(job) => {
                     let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
@@ -289,6 +293,14 @@ impl Io {
                         .map_err(|e| {
                             Error::kube(format!("writing the status of {kind} {name}"), e)
                         })?;
+                    if let Some(phase) = status.get("phase").and_then(|p| p.as_str()) {
+                        let message = status.get("message").and_then(|m| m.as_str());
+                        tracing::info!(
+                            kind = %kind, namespace = %ns, name = %name, phase,
+                            message = message.unwrap_or(""),
+                            "phase changed"
+                        );
+                    }
                 }
                 Action::PatchRepositoryStatus {
                     name: repository,
@@ -314,6 +326,11 @@ impl Io {
                     reason,
                     note,
                 } => {
+                    if warning {
+                        tracing::warn!(kind = %kind, namespace = %ns, name = %name, reason = %reason, "{note}");
+                    } else {
+                        tracing::info!(kind = %kind, namespace = %ns, name = %name, reason = %reason, "{note}");
+                    }
                     let event = Event {
                         type_: if warning {
                             EventType::Warning

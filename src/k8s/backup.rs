@@ -594,6 +594,16 @@ fn start_job(
             max_jobs: repo.max_jobs,
         },
     ];
+    if current.phase != RunPhase::InProgress {
+        out.push(Action::Event {
+            warning: false,
+            reason: "BackupStarted".into(),
+            note: format!(
+                "Job {} backs up into Repository {}",
+                names.job, vb.spec.repository
+            ),
+        });
+    }
     let next = run::with_phase(current, RunPhase::InProgress, None, now);
     patch(current, &next, &mut out);
     out
@@ -603,9 +613,15 @@ fn start_job(
 /// the mover counted after the run), when and what the last backup was.
 fn repository_update(vb: &VolumeBackup, r: &super::api::common::MoverResult, now: &Time) -> Action {
     let id = r.snapshot_id.clone().unwrap_or_default();
+    let last = format!(
+        "VolumeBackup {} saved snapshot {}",
+        vb.name_any(),
+        &id[..id.len().min(8)]
+    );
     let mut status = serde_json::json!({
         "lastBackupTime": now,
-        "lastBackup": format!("VolumeBackup {} saved snapshot {}", vb.name_any(), &id[..id.len().min(8)]),
+        "message": format!("ready; {last}"),
+        "lastBackup": last,
     });
     if let Some(n) = r.repository_snapshots {
         status["snapshotCount"] = n.into();
@@ -674,7 +690,7 @@ fn plan_finished(
     }
     let why = failed.unwrap_or_else(|| "the mover Job ended without reporting a snapshot".into());
     let message = run::failure_message(result, obs.termination.as_deref(), &why);
-    out.extend(fail(current, message, now));
+    out.extend(run::with_error_class(fail(current, message, now), result));
     out.extend(temporaries(names, obs, false));
     out
 }

@@ -751,8 +751,12 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         .run(reconcile_restore, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
 
-    let repositories = Controller::new(all_or_namespaced::<Repository>(&client, ns), wc.clone())
+    let repositories = Controller::new(all_or_namespaced::<Repository>(&client, ns), wc.clone());
+    let secret_changes = referenced_secret_changes(&client, ns, repositories.store());
+    let repositories = repositories
         .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
+        // A Secret that a Repository names, changed (a fixed password): look again now.
+        .reconcile_all_on(secret_changes)
         .graceful_shutdown_on(cancelled(stop.clone()))
         .run(reconcile_repository, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
@@ -808,12 +812,54 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(backups, restores, repositories, schedules, velero) } => Ok(()),
-        _ = lost => Err(Error::Invalid(format!(
+        _ = async { tokio::join!(backups, restores, repositories, schedules, velero) } => {}
+        _ = lost => return Err(Error::Invalid(format!(
             "lost Lease {}/{}: stopping so that only one replica acts",
             opts.lease_namespace, opts.lease_name
         ))),
     }
+    // Stopped (SIGTERM, a rolling update): hand the Lease over now, not after it expires.
+    if let Some(e) = &election {
+        match e.release().await {
+            Ok(true) => tracing::info!(
+                "released Lease {}/{}",
+                opts.lease_namespace,
+                opts.lease_name
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{}", e.chain_string()),
+        }
+    }
+    Ok(())
+}
+
+/// One `()` each time a Secret that some Repository names is created or changed, from a
+/// watch of Secret metadata only: no Secret's data ever reaches the controller.
+fn referenced_secret_changes(
+    client: &Client,
+    ns: &Option<String>,
+    repositories: kube::runtime::reflector::Store<Repository>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::WatchStreamExt;
+    // An Api of PartialObjectMeta asks for metadata only.
+    let secrets: Api<PartialObjectMeta<Secret>> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |secret| {
+            let referenced = secret.ok().is_some_and(|secret| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                repositories
+                    .state()
+                    .iter()
+                    .any(|r| r.namespace() == ns && r.spec.secret_ref.name == name)
+            });
+            async move { referenced.then_some(()) }
+        })
 }
 
 async fn cancelled(stop: crate::Cancel) {

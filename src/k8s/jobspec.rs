@@ -170,6 +170,7 @@ pub fn job(p: &JobParams) -> Job {
     let mut env = vec![
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
+        env_field("NODE_NAME", "spec.nodeName"),
         EnvVar {
             name: "HOME".into(),
             value: Some("/tmp".into()),

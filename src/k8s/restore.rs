@@ -560,6 +560,16 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                 volume,
                 obs.target_node.clone(),
             ));
+            if current.phase != RunPhase::InProgress {
+                out.push(Action::Event {
+                    warning: false,
+                    reason: "RestoreStarted".into(),
+                    note: format!(
+                        "Job {} restores from Repository {}",
+                        names.job, vr.spec.repository
+                    ),
+                });
+            }
             let next = run::with_phase(&current, RunPhase::InProgress, None, now);
             patch(&current, &next, &mut out);
         }
@@ -603,7 +613,10 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                 let why = failed.unwrap_or_else(|| "the mover Job ended without a result".into());
                 let message =
                     run::failure_message(result.as_ref(), obs.termination.as_deref(), &why);
-                out.extend(fail(&current, message, now));
+                out.extend(run::with_error_class(
+                    fail(&current, message, now),
+                    result.as_ref(),
+                ));
                 out.extend(cleanup(&names, obs, false));
             }
         }

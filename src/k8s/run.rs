@@ -71,6 +71,23 @@ pub fn failure_message(
     first_line(job_reason)
 }
 
+/// `actions` with the mover's error class added to their Events' notes, so a failure's
+/// Event says what kind of failure it was (`WrongPassword`, `Retryable`, ...).
+pub fn with_error_class(
+    mut actions: Vec<super::apply::Action>,
+    result: Option<&MoverResult>,
+) -> Vec<super::apply::Action> {
+    let Some(class) = result.and_then(|r| r.error_class.as_deref()) else {
+        return actions;
+    };
+    for a in &mut actions {
+        if let super::apply::Action::Event { note, .. } = a {
+            note.push_str(&format!(" (error class {class})"));
+        }
+    }
+    actions
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
@@ -319,6 +336,26 @@ mod tests {
             failure_message(None, None, "BackoffLimitExceeded"),
             "BackoffLimitExceeded"
         );
+    }
+
+    #[test]
+    fn a_failure_event_names_the_error_class() {
+        use crate::k8s::apply::Action;
+        let event = || Action::Event {
+            warning: true,
+            reason: "BackupFailed".into(),
+            note: "wrong password".into(),
+        };
+        let r = MoverResult {
+            outcome: MoverOutcome::Failed,
+            error_class: Some("WrongPassword".into()),
+            ..Default::default()
+        };
+        let a = with_error_class(vec![event()], Some(&r));
+        assert!(matches!(&a[0], Action::Event { note, .. }
+            if note == "wrong password (error class WrongPassword)"));
+        let a = with_error_class(vec![event()], None);
+        assert!(matches!(&a[0], Action::Event { note, .. } if note == "wrong password"));
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl Reporter {
     /// Writes the final result (and the termination message).
     pub async fn finish(&self, mut result: MoverResult) -> Result<()> {
         result.pod = self.pod.clone();
+        result.node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
         result.finish_time = Some(now());
         write_termination_message(&result);
         self.patch_status(json!({ "result": result })).await
@@ -222,13 +223,20 @@ fn progress_status(progress: &Progress, totals: &Totals, elapsed: Duration) -> R
     let total_bytes = known.then(|| totals.bytes.load(Ordering::Relaxed));
     let total_files = known.then(|| totals.files.load(Ordering::Relaxed));
     let secs = elapsed.as_secs_f64().max(0.001);
+    // What is stored, not what was read: under a slow upload the two differ by the packs
+    // in flight, and percent, rate and ETA describe the upload the user waits for.
+    let done = s.bytes_durable();
+    let rate = done as f64 / secs;
     RunProgress {
         total_bytes,
-        bytes_done: s.bytes_done,
+        bytes_done: done,
         total_files,
         files_done: s.files_done,
-        bytes_per_second: (s.bytes_done as f64 / secs) as u64,
-        percent: total_bytes.map(|t| percent(s.bytes_done, t)),
+        bytes_per_second: rate as u64,
+        eta_seconds: total_bytes
+            .filter(|_| done > 0)
+            .map(|t| (t.saturating_sub(done) as f64 / rate).ceil() as u64),
+        percent: total_bytes.map(|t| percent(done, t)),
         update_time: Some(now()),
     }
 }
@@ -288,6 +296,8 @@ pub struct RunContext {
     pub password: String,
     pub cancel: Cancel,
     pub lock: LockOptions,
+    /// Target pack size (`RESTIC_PACK_SIZE` from the Repository's Secret, else restic's).
+    pub pack_size_bytes: u64,
 }
 
 /// The volume a run reads or writes.
@@ -371,6 +381,7 @@ async fn run_backup(
     let started = Instant::now();
     let pipeline = ops::pipeline::PipelineOptions {
         upload_concurrency: if repo.storage().is_local() { 2 } else { 5 },
+        pack_size_bytes: cx.pack_size_bytes,
         ..Default::default()
     };
     let summary = match &volume {
@@ -613,15 +624,27 @@ pub async fn resolve(reporter: &Reporter, cx: RunContext) -> Result<ResolvedSnap
     outcome
 }
 
-/// Whether a snapshot is one file at the root: a block volume (mover's or restic's
-/// `--stdin`) rather than a tree.
+/// Whether a snapshot is a block volume (mover's or restic's `--stdin`) rather than a tree.
 async fn is_volume_snapshot(
     repo: &Repository,
     snap: &crate::format::snapshot::SnapshotFile,
 ) -> Result<bool> {
     let index = repo.load_index().await?;
     let tree = repo.load_tree(&index, &snap.tree).await?;
-    Ok(tree.nodes.len() == 1 && tree.nodes[0].node_type == crate::format::tree::NodeType::File)
+    Ok(holds_one_volume(&snap.paths, &tree))
+}
+
+/// A volume snapshot is one file at the root named as the snapshot's one path (`/data`
+/// holds `data`, restic's `/stdin` holds `stdin`). A file tree backed up from its mount
+/// point (`cd /data; backup .`) that holds a single file has that file at its root under
+/// its own name, and stays a tree.
+fn holds_one_volume(paths: &[String], tree: &crate::format::tree::Tree) -> bool {
+    let [path] = paths else { return false };
+    let [node] = tree.nodes.as_slice() else {
+        return false;
+    };
+    let name = path.rsplit('/').next().unwrap_or("");
+    node.node_type == crate::format::tree::NodeType::File && node.name == name.as_bytes()
 }
 
 async fn run_restore(
@@ -787,6 +810,23 @@ pub async fn probe(reporter: &Reporter, cx: RunContext) -> Result<RepositoryProb
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_with_one_file_is_not_a_block_volume() {
+        use crate::format::tree::{NodeType, Tree};
+        let mut tree = Tree::default();
+        let node = crate::format::tree::Node::new(b"table.bin".to_vec(), NodeType::File);
+        tree.nodes.push(node.clone());
+        let paths = |p: &str| vec![p.to_string()];
+        assert!(!holds_one_volume(&paths("/data"), &tree));
+        tree.nodes[0].name = b"data".to_vec();
+        assert!(holds_one_volume(&paths("/data"), &tree));
+        tree.nodes[0].name = b"stdin".to_vec();
+        assert!(holds_one_volume(&paths("/stdin"), &tree));
+        assert!(!holds_one_volume(&[], &tree));
+        tree.nodes.push(node);
+        assert!(!holds_one_volume(&paths("/stdin"), &tree));
+    }
 
     #[test]
     fn targets_parse_and_bad_ones_are_named() {

@@ -49,6 +49,25 @@ pub struct VeleroOptions {
 
 /// Annotation on a DataDownload naming the volume being handed to its target.
 const RESTORED_VOLUME: &str = "mover.dev/restored-volume";
+/// Annotation on a DataDownload: the node its mover pod ran on, kept for its final status.
+const RESTORED_ON_NODE: &str = "mover.dev/restored-on-node";
+
+/// The node this controller runs on (`NODE_NAME` from the downward API), reported as the
+/// node that accepted a DataUpload or DataDownload.
+fn controller_node() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "mover-controller".to_string())
+}
+
+/// The node the run's mover pod ran on, as Velero's own data mover reports it.
+fn mover_node(run: &RunStatus) -> String {
+    run.result
+        .as_ref()
+        .and_then(|r| r.node.clone())
+        .unwrap_or_else(controller_node)
+}
 /// Annotation on that volume keeping its reclaim policy while it is Retain.
 const RECLAIM_POLICY: &str = "mover.dev/reclaim-policy";
 /// How often an unfinished operation is looked at again (owned runs also wake it).
@@ -378,7 +397,7 @@ impl Velero<'_> {
         self.patch_status(
             op,
             json!({"phase": "Accepted", "acceptedTimestamp": t, "startTimestamp": t,
-                "acceptedByNode": "mover-controller"}),
+                "acceptedByNode": controller_node()}),
         )
         .await?;
         Ok(Some(Duration::from_millis(200)))
@@ -554,7 +573,7 @@ pub async fn reconcile_upload(
                 json!({"phase": "Completed", "snapshotID": snapshot,
                     "progress": {"totalBytes": total, "bytesDone": total},
                     "incrementalBytes": added, "path": super::jobspec::DATA_DIR,
-                    "completionTimestamp": now(), "node": "mover-controller",
+                    "completionTimestamp": now(), "node": mover_node(&run),
                     "dataMoverResult": {"repository": repo}}),
             )
             .await?;
@@ -875,7 +894,8 @@ pub async fn reconcile_download(
                 .patch(
                     &name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {RESTORED_VOLUME: pv}},
+                    &Patch::Merge(json!({"metadata": {"annotations": {RESTORED_VOLUME: pv,
+                            RESTORED_ON_NODE: mover_node(&run)}},
                         "status": {"progress": {"totalBytes": total, "bytesDone": total}}})),
                 )
                 .await
@@ -1046,7 +1066,8 @@ async fn hand_over(
     }
     v.patch_status(
         dd,
-        json!({"phase": "Completed", "completionTimestamp": now(), "node": "mover-controller"}),
+        json!({"phase": "Completed", "completionTimestamp": now(),
+            "node": dd.annotations().get(RESTORED_ON_NODE).cloned().unwrap_or_else(controller_node)}),
     )
     .await?;
     Ok(None)

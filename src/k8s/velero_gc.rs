@@ -319,6 +319,10 @@ pub async fn sweep_periodically(
         };
         match started.await {
             Ok(Some(failures)) => {
+                tracing::info!(
+                    "periodic Velero sweep {key} done ({} failed)",
+                    failures.len()
+                );
                 for f in failures {
                     tracing::warn!("periodic Velero sweep: {f}");
                 }

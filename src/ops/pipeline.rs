@@ -11,6 +11,7 @@ use crate::crypto::Key;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::{BlobId, BlobType, Id, PackId};
+use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::index::MasterIndex;
 use crate::repo::packer::{FinishedPack, PackBuilder, SealedBlob, seal_blob_with_id};
@@ -106,6 +107,17 @@ impl BlobSaver {
         index: Arc<MasterIndex>,
         opts: &PipelineOptions,
     ) -> (Arc<BlobSaver>, SaverHandle) {
+        BlobSaver::start_reporting(repo, index, opts, None)
+    }
+
+    /// [`BlobSaver::start`], counting the plaintext bytes of data blobs into
+    /// `progress.bytes_uploaded` as their packs are stored.
+    pub fn start_reporting(
+        repo: &Repository,
+        index: Arc<MasterIndex>,
+        opts: &PipelineOptions,
+        progress: Option<Arc<Progress>>,
+    ) -> (Arc<BlobSaver>, SaverHandle) {
         let abort = Arc::new(AbortSignal::default());
         let (tx, rx) = crossbeam_channel::bounded::<SealedBlob>(opts.channel_capacity.max(1));
         let (pack_tx, pack_rx) =
@@ -128,6 +140,7 @@ impl BlobSaver {
             pack_rx,
             opts.upload_concurrency.max(1),
             Arc::clone(&abort),
+            progress,
         ));
         let saver = Arc::new(BlobSaver {
             key,
@@ -293,13 +306,19 @@ async fn run_uploader(
     mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
     concurrency: usize,
     abort: Arc<AbortSignal>,
+    progress: Option<Arc<Progress>>,
 ) -> Vec<(PackId, Vec<IndexBlob>)> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut done = Vec::new();
     let collect =
         |r: std::result::Result<Result<(PackId, Vec<IndexBlob>)>, tokio::task::JoinError>,
          done: &mut Vec<(PackId, Vec<IndexBlob>)>| match r {
-            Ok(Ok(p)) => done.push(p),
+            Ok(Ok(p)) => {
+                if let Some(progress) = &progress {
+                    progress.add_uploaded(data_plaintext(&p.1));
+                }
+                done.push(p)
+            }
             Ok(Err(e)) => abort.abort(e),
             Err(e) => abort.abort(Error::Other(format!("pack upload task failed: {e}"))),
         };
@@ -321,6 +340,16 @@ async fn run_uploader(
         collect(r, &mut done);
     }
     done
+}
+
+/// Plaintext bytes of the data blobs of one pack (a sealed blob carries 32 bytes of IV and
+/// MAC; a compressed one names its plaintext length).
+fn data_plaintext(blobs: &[IndexBlob]) -> u64 {
+    blobs
+        .iter()
+        .filter(|b| b.blob_type == BlobType::Data)
+        .map(|b| u64::from(b.uncompressed_length.unwrap_or(b.length.saturating_sub(32))))
+        .sum()
 }
 
 /// Write index files for the uploaded packs, at most `max_blobs` blobs per file.

@@ -12,32 +12,44 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "VolumeBackup",
     namespaced,
+    doc = "One backup of a PVC or VolumeSnapshot into a restic snapshot in a Repository.",
     status = "RunStatus",
     shortname = "vbk",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.percent"}"#,
     printcolumn = r#"{"name":"Snapshot","type":"string","jsonPath":".status.snapshotID"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeBackupSpec {
+    /// The volume to back up: exactly one of `pvc` and `volumeSnapshot`.
     pub source: BackupSource,
     /// Name of the Repository in this namespace.
     pub repository: String,
+    /// How the mover reads a `pvc` source: `Snapshot` (default, a clone of a CSI snapshot),
+    /// `Clone` (a clone of the PVC) or `Direct` (the PVC itself, mounted read-only).
     #[serde(default)]
     pub copy_method: CopyMethod,
+    /// VolumeSnapshotClass of the snapshot taken for `copyMethod: Snapshot` (the cluster
+    /// default when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,
     /// StorageClass of the temporary clone (the source's when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// restic tags given to the snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// restic host of the snapshot; `<namespace>-<pvc>` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// restic keep policy applied to this host's snapshots after a successful backup; none
+    /// when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
+    /// What deleting this VolumeBackup does to its snapshot: `Retain` (default) keeps it,
+    /// `Delete` forgets it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Set to stop the run: the mover gets SIGTERM, releases its lock and writes no snapshot.
@@ -48,6 +60,7 @@ pub struct VolumeBackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')").message("waitTimeout must be a Go duration such as 90s, 10m or 1h"))]
     pub wait_timeout: Option<String>,
+    /// Settings of the mover pod: resources, node placement, security context, deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover: Option<MoverSpec>,
 }
@@ -57,8 +70,11 @@ pub struct VolumeBackupSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.pvc) != has(self.volumeSnapshot)").message("give exactly one of source.pvc and source.volumeSnapshot"))]
 pub struct BackupSource {
+    /// A PVC in this namespace to back up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<String>,
+    /// An existing VolumeSnapshot in this namespace to back up (cloned into a temporary
+    /// PVC; `copyMethod` does not apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot: Option<String>,
 }

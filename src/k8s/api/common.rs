@@ -53,14 +53,23 @@ pub struct RunProgress {
     /// Bytes the run will read (backup) or write (restore), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<u64>,
+    /// Bytes done so far: for a backup, bytes read whose data is stored in the repository
+    /// (packs uploaded); for a restore, bytes written to the volume.
     pub bytes_done: u64,
+    /// Files the run will read (backup) or write (restore), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_files: Option<u64>,
+    /// Files read (backup) or written (restore) so far.
     pub files_done: u64,
+    /// Average rate of `bytesDone` since the data started moving, in bytes per second.
     pub bytes_per_second: u64,
+    /// Seconds left at that rate, once `totalBytes` is known and data has moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
     /// Percentage of `totalBytes` done, as text for the printer column ("42%").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<String>,
+    /// When the mover last wrote this progress (about every 5 seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<Time>,
 }
@@ -69,10 +78,13 @@ pub struct RunProgress {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
+    /// Files a backup saved that its parent snapshot did not have.
     #[serde(default)]
     pub files_new: u64,
+    /// Files a backup saved that changed since its parent snapshot.
     #[serde(default)]
     pub files_changed: u64,
+    /// Files a backup found unchanged since its parent snapshot.
     #[serde(default)]
     pub files_unmodified: u64,
     /// Files written by a restore.
@@ -96,6 +108,7 @@ pub struct RunSummary {
     /// Entries that could not be read or written.
     #[serde(default)]
     pub errors: u64,
+    /// Seconds the mover spent moving data.
     pub duration_seconds: f64,
 }
 
@@ -105,12 +118,14 @@ pub struct RunSummary {
 pub struct MoverResult {
     /// `Succeeded` or `Failed`.
     pub outcome: MoverOutcome,
+    /// The restic snapshot saved (backup) or restored (restore).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "snapshotID"
     )]
     pub snapshot_id: Option<String>,
+    /// File counts, bytes and duration of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RunSummary>,
     /// The engine's error class (`WrongPassword`, `NotFound`, `Retryable`, ...) on failure.
@@ -129,10 +144,15 @@ pub struct MoverResult {
     /// Name of the pod that wrote this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// Name of the node that pod ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// When the mover process wrote this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<Time>,
 }
 
+/// How the mover process's run ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub enum MoverOutcome {
     #[default]
@@ -141,12 +161,16 @@ pub enum MoverOutcome {
     NoSnapshot,
 }
 
-/// The status both run kinds share.
+/// The observed state of a run, written by the controller and the mover Job (VolumeBackup and
+/// VolumeRestore share it).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {
+    /// Where the run is: `New`, `Preparing`, `InProgress` or `Canceling`, then one of the
+    /// final phases `Completed`, `Failed` or `Canceled`.
     #[serde(default)]
     pub phase: RunPhase,
+    /// Live byte and file counts while data moves, written by the mover process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<RunProgress>,
     /// The restic snapshot written (backup) or read (restore).
@@ -156,16 +180,23 @@ pub struct RunStatus {
         rename = "snapshotID"
     )]
     pub snapshot_id: Option<String>,
+    /// What a completed run did: file counts, bytes and duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RunSummary>,
+    /// When the run started preparing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the run reached a final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// One line about the current phase: what the run waits for, why it failed, or what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `Succeeded` (True once Completed, False once Failed or Canceled), `Waiting` while
+    /// the run waits for an object, and `Warning` after a success with warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` of the spec the run started with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Objects this run created, so a restarted controller finds and removes them.
@@ -194,6 +225,7 @@ pub struct ResolvedSnapshot {
     /// Bytes of file content in the snapshot.
     #[serde(default)]
     pub size_bytes: u64,
+    /// Files in the snapshot.
     #[serde(default)]
     pub files: u64,
     /// Whether the snapshot holds one block-volume image rather than a tree.
@@ -202,8 +234,10 @@ pub struct ResolvedSnapshot {
     /// No snapshot matched the selection (not an error: an explicit empty result).
     #[serde(default)]
     pub no_snapshot: bool,
+    /// The engine's error class when the selection failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
+    /// What went wrong when the selection failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -212,10 +246,13 @@ pub struct ResolvedSnapshot {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RunResources {
+    /// The temporary VolumeSnapshot of a backup with `copyMethod: Snapshot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot: Option<String>,
+    /// The temporary PVC a backup reads, or the claim a restore fills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<String>,
+    /// The mover Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
 }
@@ -224,6 +261,7 @@ pub struct RunResources {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MoverSpec {
+    /// CPU and memory requests and limits of the mover container (none when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Replaces the container's hardened security context.
@@ -232,8 +270,10 @@ pub struct MoverSpec {
     /// Replaces the pod's security context (runAsUser 65532, fsGroup 65532 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security_context: Option<PodSecurityContext>,
+    /// Node labels the mover pod must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the mover pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
     /// Run as root with CAP_CHOWN, CAP_FOWNER and friends, to read every file and restore
@@ -251,21 +291,28 @@ pub struct MoverSpec {
 #[x_kube(validation = Rule::new("has(self.keepLast) || has(self.keepHourly) || has(self.keepDaily) || has(self.keepWeekly) || has(self.keepMonthly) || has(self.keepYearly) || has(self.keepWithin) || (has(self.keepTags) && size(self.keepTags) > 0)").message("retention names no keep rule: give at least one keep field, or leave retention out"))]
 #[x_kube(validation = Rule::new("!has(self.keepWithin) || self.keepWithin.matches('^([0-9]{1,9}[ymdh])+$')").message("retention.keepWithin must be a restic duration such as 7d, 2y6m or 1d12h (numbers with y, m, d or h)"))]
 pub struct RetentionPolicy {
+    /// Keep the newest N snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
     /// A restic duration such as `7d` or `1y2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<String>,
+    /// Keep every snapshot that has all tags of one entry (a tag, or tags separated by commas).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_tags: Vec<String>,
 }
@@ -302,6 +349,7 @@ impl RetentionPolicy {
 /// A reference to an object by name in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub struct LocalObjectReference {
+    /// Name of the object in this namespace.
     pub name: String,
 }
 
@@ -309,16 +357,21 @@ pub struct LocalObjectReference {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyReference {
+    /// Secret in this namespace that holds the key (wins when both names are set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// ConfigMap in this namespace that holds the key, when `secretName` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_name: Option<String>,
+    /// The key within the Secret or ConfigMap.
     pub key: String,
 }
 
 /// A key of a Secret in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub struct SecretKeySelector {
+    /// Name of the Secret in this namespace.
     pub name: String,
+    /// The key within the Secret.
     pub key: String,
 }

@@ -87,6 +87,47 @@ mod tests {
         );
     }
 
+    /// What `kubectl explain` shows: every kind and every field says what it is.
+    #[test]
+    fn every_kind_and_field_has_a_description() {
+        fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+                for (name, field) in props {
+                    let here = format!("{path}.{name}");
+                    let described = field
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| !d.trim().is_empty());
+                    if !described {
+                        missing.push(here.clone());
+                    }
+                    walk(field, &here, missing);
+                }
+            }
+            if let Some(items) = node.get("items") {
+                walk(items, &format!("{path}[]"), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for crd in super::crds() {
+            let kind = crd.spec.names.kind.clone();
+            for v in &crd.spec.versions {
+                let schema = serde_json::to_value(&v.schema).unwrap();
+                let root = &schema["openAPIV3Schema"];
+                let top = root["description"].as_str().unwrap_or("");
+                assert!(
+                    !top.is_empty() && !top.starts_with("Auto-generated"),
+                    "{kind} has no description of its own: {top:?}"
+                );
+                walk(root, &kind, &mut missing);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+
     #[test]
     fn every_crd_has_a_status_subresource_and_a_v1alpha1_version() {
         for crd in super::crds() {

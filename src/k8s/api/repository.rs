@@ -15,19 +15,24 @@ use std::collections::BTreeMap;
     version = "v1alpha1",
     kind = "Repository",
     namespaced,
+    doc = "A restic repository that VolumeBackups write to and VolumeRestores read from.",
     status = "RepositoryStatus",
     shortname = "moverrepo",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
     printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastBackupTime"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RepositorySpec {
+    /// The Secret in this namespace whose keys every Job of this repository gets as its
+    /// environment (`RESTIC_REPOSITORY`, `RESTIC_PASSWORD`, credentials).
     pub secret_ref: super::common::LocalObjectReference,
     /// A CA bundle for the repository's endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_ca: Option<KeyReference>,
+    /// Limits on the mover Jobs that use this repository (none when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<RepositoryConcurrency>,
     /// Create the repository when it does not exist (default true).
@@ -47,6 +52,7 @@ fn default_true() -> bool {
     true
 }
 
+/// Limits on the Jobs that use one repository.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryConcurrency {
@@ -56,6 +62,7 @@ pub struct RepositoryConcurrency {
     pub max_jobs: Option<u32>,
 }
 
+/// Where a Repository is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 pub enum RepositoryPhase {
     #[default]
@@ -69,17 +76,25 @@ pub enum RepositoryPhase {
     Failed,
 }
 
+/// What the last probe found in the repository, and the last backup into it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryStatus {
+    /// `Pending` until checked, `Ready`, `Degraded` (a failure that may pass; checked again
+    /// with backoff) or `Failed` (a failure only a change to the spec or Secret fixes).
     #[serde(default)]
     pub phase: RepositoryPhase,
+    /// The `Ready` condition: reason `Opened`, else `SecretNotFound`, `ProbeFailed` or the
+    /// error class of the failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Snapshots in the repository, as the last probe or backup counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_count: Option<u64>,
+    /// When the last probe finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<Time>,
+    /// One line on the last probe: what it did, or why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The restic repository id.
@@ -89,6 +104,7 @@ pub struct RepositoryStatus {
         rename = "repositoryID"
     )]
     pub repository_id: Option<String>,
+    /// The `metadata.generation` of the spec the last finished probe checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The resourceVersion of the Secret last checked, so a changed Secret is checked again.
@@ -115,21 +131,28 @@ pub struct RepositoryStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryProbeResult {
+    /// Whether the repository opened (or was created).
     pub ok: bool,
+    /// Whether the probe created the repository.
     #[serde(default)]
     pub initialized: bool,
+    /// The restic repository id.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         rename = "repositoryID"
     )]
     pub repository_id: Option<String>,
+    /// Snapshots the probe counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_count: Option<u64>,
+    /// The engine's error class (`WrongPassword`, `NotFound`, `Retryable`, ...) on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
+    /// What failed, or on success the stale locks that were removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the probe Job wrote this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<Time>,
 }

@@ -33,6 +33,7 @@ fn is_false(b: &bool) -> bool {
     version = "v2alpha1",
     kind = "DataUpload",
     namespaced,
+    doc = "Velero's request to back up one CSI-snapshotted PVC (the CRD comes from Velero).",
     status = "DataUploadStatus"
 )]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +41,7 @@ pub struct DataUploadSpec {
     /// `CSI` for a CSI VolumeSnapshot.
     #[serde(default)]
     pub snapshot_type: String,
+    /// The CSI VolumeSnapshot to back up (for `snapshotType: CSI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csi_snapshot: Option<CsiSnapshotSpec>,
     /// The PVC that was snapshotted, in `sourceNamespace`.
@@ -57,6 +59,7 @@ pub struct DataUploadSpec {
     /// The mover's budget for its internal waits, a Go duration such as `10m0s`.
     #[serde(default)]
     pub operation_timeout: String,
+    /// Settings for the data mover, such as `ParallelFilesUpload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_mover_config: Option<BTreeMap<String, String>>,
     /// Set by Velero (merge patch) to ask for cancellation, in any phase.
@@ -86,6 +89,7 @@ pub struct CsiSnapshotSpec {
     /// The VolumeSnapshotClass; empty when the VolumeSnapshot names none.
     #[serde(default)]
     pub snapshot_class: String,
+    /// The CSI driver of the VolumeSnapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
 }
@@ -94,8 +98,10 @@ pub struct CsiSnapshotSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataMoveProgress {
+    /// Bytes to move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<i64>,
+    /// Bytes moved so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_done: Option<i64>,
 }
@@ -105,8 +111,11 @@ pub struct DataMoveProgress {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataUploadStatus {
+    /// `New` (or unset), `Accepted`, `Prepared`, `InProgress`, `Canceling`, `Canceled`,
+    /// `Completed` or `Failed`; read it with [`phase_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// One line on the phase, such as why the upload failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The restic snapshot ID, set in the same write as `Completed`.
@@ -116,21 +125,28 @@ pub struct DataUploadStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub snapshot_id: Option<String>,
+    /// The path of the backed-up data in the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// `totalBytes` becomes the restore's `snapshotSize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<DataMoveProgress>,
+    /// New data the backup added to the repository, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental_bytes: Option<i64>,
+    /// When the data mover started on the upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
+    /// When the upload reached a final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
+    /// When a data mover accepted the upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_timestamp: Option<Time>,
+    /// The node that accepted the upload (`mover-controller` for mover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_by_node: Option<String>,
+    /// The node that moved the data (`mover-controller` for mover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// `auto`, `linux` or `windows`; flows into the DataDownload's `nodeOS`.
@@ -152,15 +168,18 @@ pub struct DataUploadStatus {
     version = "v2alpha1",
     kind = "DataDownload",
     namespaced,
+    doc = "Velero's request to restore one snapshot into a PVC (the CRD comes from Velero).",
     status = "DataDownloadStatus"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DataDownloadSpec {
+    /// The PVC to restore into.
     #[serde(default)]
     pub target_volume: TargetVolumeSpec,
     /// The BackupStorageLocation name, in the DataDownload's (Velero's) namespace.
     #[serde(default)]
     pub backup_storage_location: String,
+    /// The mover that handles this DataDownload (`mover` for us); the JSON key is lowercase.
     #[serde(default, rename = "datamover", skip_serializing_if = "Option::is_none")]
     pub datamover: Option<String>,
     /// The DataUpload's `status.snapshotID`.
@@ -170,12 +189,16 @@ pub struct DataDownloadSpec {
     /// target namespace.
     #[serde(default)]
     pub source_namespace: String,
+    /// The mover's budget for its internal waits, a Go duration such as `10m0s`.
     #[serde(default)]
     pub operation_timeout: String,
+    /// Settings for the data mover, such as `WriteSparseFiles`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_mover_config: Option<BTreeMap<String, String>>,
+    /// Set by Velero (merge patch) to ask for cancellation, in any phase.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cancel: bool,
+    /// `auto`, `linux` or `windows`: the OS of the node that may restore the data.
     #[serde(default, rename = "nodeOS", skip_serializing_if = "Option::is_none")]
     pub node_os: Option<String>,
     /// The DataUpload's `progress.totalBytes`.
@@ -186,11 +209,13 @@ pub struct DataDownloadSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetVolumeSpec {
+    /// Name of the target PVC.
     #[serde(default)]
     pub pvc: String,
     /// Always `""` from Velero; required by the CRD, so it is serialized even when empty.
     #[serde(default)]
     pub pv: String,
+    /// Namespace of the target PVC.
     #[serde(default)]
     pub namespace: String,
 }
@@ -198,20 +223,29 @@ pub struct TargetVolumeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataDownloadStatus {
+    /// `New` (or unset), `Accepted`, `Prepared`, `InProgress`, `Canceling`, `Canceled`,
+    /// `Completed` or `Failed`; read it with [`phase_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// One line on the phase, such as why the download failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Bytes to move, and bytes moved so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<DataMoveProgress>,
+    /// When the data mover started on the download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
+    /// When the download reached a final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timestamp: Option<Time>,
+    /// When a data mover accepted the download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_timestamp: Option<Time>,
+    /// The node that accepted the download (`mover-controller` for mover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_by_node: Option<String>,
+    /// The node that moved the data (`mover-controller` for mover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }
@@ -224,10 +258,12 @@ pub struct DataDownloadStatus {
     version = "v1",
     kind = "Backup",
     namespaced,
+    doc = "A Velero backup, which mover only reads (the CRD comes from Velero).",
     status = "BackupStatus"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
+    /// The BackupStorageLocation the backup is stored in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_location: Option<String>,
 }
@@ -260,10 +296,12 @@ impl Backup {
     group = "velero.io",
     version = "v1",
     kind = "DeleteBackupRequest",
-    namespaced
+    namespaced,
+    doc = "Velero's request to delete a backup (the CRD comes from Velero)."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteBackupRequestSpec {
+    /// Name of the Backup to delete.
     #[serde(default)]
     pub backup_name: String,
 }
@@ -276,6 +314,7 @@ pub struct DeleteBackupRequestSpec {
     version = "v1",
     kind = "BackupStorageLocation",
     namespaced,
+    doc = "Where Velero keeps backups, which mover only reads (the CRD comes from Velero).",
     status = "BackupStorageLocationStatus"
 )]
 #[serde(rename_all = "camelCase")]
@@ -283,6 +322,7 @@ pub struct BackupStorageLocationSpec {
     /// The object-store plugin: `aws` (or `velero.io/aws`), `azure`, `gcp`, ...
     #[serde(default)]
     pub provider: String,
+    /// The bucket, and the prefix in it, that hold the backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_storage: Option<ObjectStorageLocation>,
     /// Provider settings; for AWS: `region`, `s3Url`, `s3ForcePathStyle`, `profile`,
@@ -293,6 +333,7 @@ pub struct BackupStorageLocationSpec {
     /// a shared credentials INI file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SecretKeyRef>,
+    /// Whether this is the default location of new backups.
     #[serde(default, skip_serializing_if = "is_false")]
     pub default: bool,
     /// `ReadWrite` (the default) or `ReadOnly`.
@@ -309,14 +350,17 @@ pub struct BackupStorageLocationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStorageLocation {
+    /// Name of the bucket.
     #[serde(default)]
     pub bucket: String,
+    /// The prefix in the bucket under which the backups are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// A PEM bundle, base64-encoded as Go encodes `[]byte` (deprecated in favour of
     /// `caCertRef`).
     #[serde(default, rename = "caCert", skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// A key of a Secret that holds the endpoint's CA bundle.
     #[serde(default, rename = "caCertRef", skip_serializing_if = "Option::is_none")]
     pub ca_cert_ref: Option<SecretKeyRef>,
 }
@@ -326,10 +370,13 @@ pub struct ObjectStorageLocation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret.
     #[serde(default)]
     pub name: String,
+    /// The key within the Secret.
     #[serde(default)]
     pub key: String,
+    /// Whether the Secret or its key may be missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
 }
@@ -340,10 +387,13 @@ pub struct BackupStorageLocationStatus {
     /// `Available` or `Unavailable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// One line on the phase, such as why the location is unavailable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When Velero last checked that the location is available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation_time: Option<Time>,
+    /// When Velero last read the backups in the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_time: Option<Time>,
     /// Deprecated and unused by Velero; `spec.accessMode` is the one that counts.

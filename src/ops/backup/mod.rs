@@ -336,7 +336,12 @@ async fn run(
         },
         None => None,
     };
-    let (saver, handle) = BlobSaver::start(repo, Arc::clone(&index), &opts.pipeline);
+    let (saver, handle) = BlobSaver::start_reporting(
+        repo,
+        Arc::clone(&index),
+        &opts.pipeline,
+        Some(Arc::clone(&progress)),
+    );
     let ctx = Arc::new(Ctx {
         repo: repo.clone(),
         index,

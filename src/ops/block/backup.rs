@@ -173,7 +173,12 @@ async fn run(
         },
         None => None,
     };
-    let (saver, handle) = BlobSaver::start(repo, Arc::clone(&index), &opts.pipeline);
+    let (saver, handle) = BlobSaver::start_reporting(
+        repo,
+        Arc::clone(&index),
+        &opts.pipeline,
+        Some(Arc::clone(&progress)),
+    );
 
     let require_data = !matches!(source, VolumeSource::Path(_));
     let (tx, rx) = bounded::<Result<Piece>>(PIECE_QUEUE);

@@ -12,6 +12,7 @@ use mover::k8s::api::Repository;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -47,11 +48,14 @@ pub fn assert_owned_by_mover(path: &Path) {
 }
 
 static CONTROLLER: OnceLock<Mutex<Child>> = OnceLock::new();
+/// False between [`kill_controller`] and [`start_controller`].
+static WANTED: AtomicBool = AtomicBool::new(true);
 /// Scenarios hold it shared while they run; the restart scenario holds it alone, so that
 /// no other scenario's timing sees the controller away.
 static RUNNING: RwLock<()> = RwLock::const_new(());
 
 extern "C" fn stop_controller() {
+    WANTED.store(false, Ordering::SeqCst);
     if let Some(c) = CONTROLLER.get() {
         if let Ok(mut c) = c.lock() {
             let _ = c.kill();
@@ -100,6 +104,21 @@ fn start_once(plane: &Plane) -> &'static Mutex<Child> {
         unsafe {
             libc::atexit(stop_controller);
         }
+        // As a Deployment restarts its pod: a controller that exits on its own (it stops
+        // when it cannot renew its Lease, e.g. while the API server is away) is started
+        // again, unless a scenario took it down on purpose.
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(slot) = CONTROLLER.get() else {
+                    continue;
+                };
+                let mut child = slot.lock().unwrap();
+                if WANTED.load(Ordering::SeqCst) && matches!(child.try_wait(), Ok(Some(_))) {
+                    *child = spawn_controller(super::plane::plane());
+                }
+            }
+        });
         Mutex::new(child)
     })
 }
@@ -130,14 +149,41 @@ pub fn restart_controller(plane: &Plane, alone: &RwLockWriteGuard<'static, ()>) 
 pub fn kill_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
     let slot = start_once(plane);
     let mut child = slot.lock().unwrap();
+    WANTED.store(false, Ordering::SeqCst);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Stops the controller as a rolling update does (SIGTERM) and leaves it down until
+/// [`start_controller`]; returns whether it exited cleanly within 30 s.
+pub fn terminate_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) -> bool {
+    let slot = start_once(plane);
+    let mut child = slot.lock().unwrap();
+    WANTED.store(false, Ordering::SeqCst);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts a controller process after [`kill_controller`].
 pub fn start_controller(plane: &Plane, _alone: &RwLockWriteGuard<'static, ()>) {
     let slot = start_once(plane);
-    *slot.lock().unwrap() = spawn_controller(plane);
+    let mut child = slot.lock().unwrap();
+    *child = spawn_controller(plane);
+    WANTED.store(true, Ordering::SeqCst);
 }
 
 pub fn controller_log() -> String {

@@ -3,10 +3,12 @@
 //! scenario asserts the data that lands, not only phases.
 
 mod faults;
+mod first_hour;
 mod harness;
 mod node;
 mod node_logs;
 mod node_security;
+mod outages;
 mod plane;
 mod populator;
 mod runs;

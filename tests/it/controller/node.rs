@@ -994,7 +994,22 @@ impl Kubelet {
                 let tail: Vec<&str> = text.lines().rev().take(20).collect();
                 message = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
             }
-            let _ = patch_terminated(&api, &name, &container, code, &message, &started).await;
+            // As kubelet, the status is written until the API server takes it (it may be
+            // away for a while) or the pod is gone.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            loop {
+                match patch_terminated(&api, &name, &container, code, &message, &started).await {
+                    Ok(()) => break,
+                    Err(kube::Error::Api(s)) if s.code == 404 => break,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        eprintln!("test-node: pod {name} status not written: {e}");
+                        break;
+                    }
+                }
+            }
             // A pod being deleted goes once its process has ended.
             if let Ok(Some(p)) = api.get_opt(&name).await {
                 if p.metadata.deletion_timestamp.is_some() {

@@ -4,6 +4,7 @@
 use super::node::TestNode;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -106,6 +107,75 @@ impl Plane {
         let mut c = Command::new(&self.kubectl);
         c.arg("--kubeconfig").arg(&self.kubeconfig);
         c
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a control-plane node that restarts), keeps it down
+    /// for `down`, starts it again with the same command line and returns once `/readyz`
+    /// answers. etcd keeps every object meanwhile; callers hold the controller alone.
+    pub async fn apiserver_outage(&self, down: std::time::Duration) {
+        let pids_file = self.dir.join("pids");
+        let pids = std::fs::read_to_string(&pids_file).expect("the control plane's pids");
+        let mut pids: Vec<String> = pids.lines().map(str::to_string).collect();
+        let (slot, pid) = pids
+            .iter()
+            .enumerate()
+            .find(|(_, p)| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "kube-apiserver")
+            })
+            .map(|(i, p)| (i, p.clone()))
+            .expect("a running kube-apiserver");
+        let argv: Vec<std::ffi::OsString> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .expect("kube-apiserver's command line")
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
+            .collect();
+        let pid: i32 = pid.parse().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let gone = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Gone, or a zombie nobody reaps yet: either way its port is free.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        };
+        while alive() && std::time::Instant::now() < gone {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(down).await;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("kube-apiserver.log"))
+            .unwrap();
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restarting kube-apiserver");
+        pids[slot] = child.id().to_string();
+        // Reaped when it ends (the plane's stop kills it by the pid written here).
+        std::thread::spawn(move || child.wait());
+        std::fs::write(&pids_file, pids.join("\n") + "\n").unwrap();
+        let ready = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let out = self.kubectl().args(["get", "--raw", "/readyz"]).output();
+            if out.is_ok_and(|o| o.status.success()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < ready,
+                "kube-apiserver did not come back within 120 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
 
     pub async fn client(&self) -> Client {

@@ -257,6 +257,8 @@ async fn a_dataupload_backs_up_and_a_datadownload_fills_the_target_claim() {
         "phases move forward: {seen:?}"
     );
     let id = st.snapshot_id.clone().expect("snapshotID with Completed");
+    // As Velero's own mover: the node the data moved on.
+    assert_eq!(st.node.as_deref(), Some(super::node::NODE));
     let progress = st.progress.clone().unwrap();
     assert!(progress.total_bytes.unwrap() > 3_000_000, "{progress:?}");
     assert_eq!(progress.total_bytes, progress.bytes_done);
@@ -376,6 +378,7 @@ async fn a_dataupload_backs_up_and_a_datadownload_fills_the_target_claim() {
     .await;
     let st = done.status.clone().unwrap();
     assert_eq!(st.phase.as_deref(), Some("Completed"), "{:?}", st.message);
+    assert_eq!(st.node.as_deref(), Some(super::node::NODE));
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &app2);
     let target = claims.get("data").await.unwrap();
     assert_eq!(

@@ -53,6 +53,19 @@ impl S3Server {
         S3Server::start_with(None)
     }
 
+    /// A fresh server on `port`, for a test that points clients at it before it runs.
+    pub fn start_on(port: u16) -> S3Server {
+        S3Server::start_at(None, port)
+    }
+
+    /// A port that is free now, to start [`S3Server::start_on`] on later.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("no free port on 127.0.0.1")
+            .port()
+    }
+
     /// [`S3Server::start`] speaking HTTPS with the certificate of `tls`. Create buckets with
     /// a client that trusts it (`restic init` creates its bucket); [`S3Server::create_bucket`]
     /// speaks plain HTTP.
@@ -61,6 +74,10 @@ impl S3Server {
     }
 
     fn start_with(tls: Option<&TlsFiles>) -> S3Server {
+        S3Server::start_at(tls, S3Server::free_port())
+    }
+
+    fn start_at(tls: Option<&TlsFiles>, port: u16) -> S3Server {
         let found = Command::new("sh")
             .args(["-c", "command -v moto_server"])
             .stdout(Stdio::null())
@@ -71,10 +88,6 @@ impl S3Server {
             found,
             "moto_server not found on PATH; install it with `pip install 'moto[server]'`"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free port on 127.0.0.1")
-            .port();
         let tls_args = match tls {
             Some(t) => format!("-c '{}' -k '{}'", t.cert.display(), t.key.display()),
             None => String::new(),
