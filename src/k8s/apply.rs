@@ -297,7 +297,7 @@ impl Io {
                         let message = status.get("message").and_then(|m| m.as_str());
                         tracing::info!(
                             kind = %kind, namespace = %ns, name = %name, phase,
-                            message = message.unwrap_or(""),
+                            detail = message.unwrap_or(""),
                             "phase changed"
                         );
                     }

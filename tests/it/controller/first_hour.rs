@@ -237,6 +237,34 @@ async fn kubectl_renders_every_printer_column_and_describe_tells_the_story() {
             "no {reason} Event:\n{described}"
         );
     }
+    // The controller's log at its default level, one JSON object per line: each Job it
+    // created and each phase change, with the object's kind, namespace and name as fields.
+    let lines: Vec<serde_json::Value> = super::harness::controller_log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let logged = |message: &str, extra: (&str, &str)| {
+        lines.iter().any(|l| {
+            l["message"] == message
+                && l["namespace"] == ns.as_str()
+                && l["name"] == "b1"
+                && l["kind"] == "VolumeBackup"
+                && l[extra.0] == extra.1
+                && l["level"] == "INFO"
+        })
+    };
+    assert!(
+        logged("created Job", ("job", "mover-backup-b1")),
+        "no Job line"
+    );
+    assert!(
+        logged("phase changed", ("phase", "InProgress")),
+        "no InProgress line"
+    );
+    assert!(
+        logged("phase changed", ("phase", "Completed")),
+        "no Completed line"
+    );
     // `kubectl explain` reads the descriptions.
     let explained = ok(plane()
         .kubectl()

@@ -88,8 +88,10 @@ fn spawn_controller(plane: &Plane) -> Child {
             "10s",
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+        // As a log collector reads it; the level is the controller's default (info).
+        .arg("--log-format=json")
         .env("KUBECONFIG", &plane.kubeconfig)
-        .env("MOVER_LOG", "info")
+        .env_remove("MOVER_LOG")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
