@@ -1,21 +1,10 @@
 //! mover: a native, restic-compatible data mover for Kubernetes volumes.
 //!
-//! Layers, top depends on bottom (see docs/design.md):
-//! `ops` → `fs` / `repo` → `storage` → pure `format`, `crypto`, `chunker`, `compress`.
+//! The workspace's crates, top depends on bottom (see docs/design.md):
+//! - `mover` (this package): the command line (clap types and rendering) and this facade;
+//! - `mover-k8s`: CRD types, plans, apply, the controller and the in-Job runner;
+//! - `mover-core`: the restic-format engine (`ops` → `fs` / `repo` → `storage` → pure
+//!   `format`, `crypto`, `chunker`, `compress`), usable without Kubernetes or a CLI.
 
-pub mod cancel;
-pub mod chunker;
-pub mod compress;
-pub mod crypto;
-pub mod error;
-pub mod format;
-pub mod fs;
-pub mod host;
-pub mod k8s;
-pub mod ops;
-pub mod progress;
-pub mod repo;
-pub mod storage;
-
-pub use cancel::Cancel;
-pub use error::{Error, ErrorClass, Result};
+pub use mover_core::*;
+pub use mover_k8s as k8s;

@@ -77,12 +77,7 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
     opts.direct_io = !args.no_direct_io;
     opts.pipeline.compression = compression(cx.g)?;
     opts.pipeline.pack_size_bytes = pack_size_bytes(cx.g)?;
-    // A local disk gains nothing from many packs in flight; each one holds a pack in memory.
-    opts.pipeline.upload_concurrency = if repo.storage().is_local() {
-        cx.g.connections.clamp(1, 2)
-    } else {
-        cx.g.connections.max(1)
-    };
+    opts.pipeline.upload_concurrency = repo.storage().upload_concurrency();
 
     let progress = Arc::new(Progress::default());
     let reporter = spawn_reporter(Arc::clone(&progress), cx.g.json, cx.g.quiet);

@@ -5,7 +5,7 @@ use super::Cx;
 use crate::cli;
 use mover::error::{Error, Result};
 use mover::ops;
-use mover::ops::forget::policy::{CalendarDuration, KeepPolicy};
+use mover::ops::forget::policy::{KeepPolicy, KeepRequest};
 use mover::repo::SnapshotFilter;
 
 pub async fn forget(cx: &Cx<'_>, args: &cli::ForgetArgs) -> Result<u8> {
@@ -88,35 +88,23 @@ pub async fn forget(cx: &Cx<'_>, args: &cli::ForgetArgs) -> Result<u8> {
 }
 
 fn options(cx: &Cx<'_>, args: &cli::ForgetArgs) -> Result<ops::forget::ForgetOptions> {
-    let duration = |flag: &str, v: &Option<String>| -> Result<CalendarDuration> {
-        match v {
-            None => Ok(CalendarDuration::default()),
-            Some(s) => CalendarDuration::parse(s)
-                .map_err(|e| Error::InvalidInput(format!("--{flag}: {e}"))),
-        }
-    };
-    let count = |c: Option<cli::KeepCount>| c.map_or(0, |c| c.0);
-    let policy = KeepPolicy {
+    let count = |c: Option<cli::KeepCount>| c.map(|c| c.0);
+    let request = KeepRequest {
         last: count(args.keep_last),
         hourly: count(args.keep_hourly),
         daily: count(args.keep_daily),
         weekly: count(args.keep_weekly),
         monthly: count(args.keep_monthly),
         yearly: count(args.keep_yearly),
-        within: duration("keep-within", &args.keep_within)?,
-        within_hourly: duration("keep-within-hourly", &args.keep_within_hourly)?,
-        within_daily: duration("keep-within-daily", &args.keep_within_daily)?,
-        within_weekly: duration("keep-within-weekly", &args.keep_within_weekly)?,
-        within_monthly: duration("keep-within-monthly", &args.keep_within_monthly)?,
-        within_yearly: duration("keep-within-yearly", &args.keep_within_yearly)?,
-        // restic's tag lists: split at commas, spaces trimmed, empty tags kept.
-        tags: args
-            .keep_tag
-            .iter()
-            .map(|l| l.split(',').map(|t| t.trim().to_string()).collect())
-            .collect(),
+        within: args.keep_within.clone(),
+        within_hourly: args.keep_within_hourly.clone(),
+        within_daily: args.keep_within_daily.clone(),
+        within_weekly: args.keep_within_weekly.clone(),
+        within_monthly: args.keep_within_monthly.clone(),
+        within_yearly: args.keep_within_yearly.clone(),
+        tags: args.keep_tag.clone(),
     };
-    policy.validate().map_err(Error::InvalidInput)?;
+    let policy = KeepPolicy::try_from(&request).map_err(Error::InvalidInput)?;
     let group_by = args
         .group_by
         .parse()

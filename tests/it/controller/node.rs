@@ -249,9 +249,17 @@ struct Storage {
 
 impl Storage {
     async fn tick(&self) -> Result<(), String> {
-        self.provision().await?;
-        self.snapshot().await?;
-        self.reclaim().await
+        let done = [
+            self.provision().await,
+            self.snapshot().await,
+            self.reclaim().await,
+        ];
+        let errors: Vec<String> = done.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     async fn provision(&self) -> Result<(), String> {
@@ -262,111 +270,120 @@ impl Storage {
             .await
             .map_err(|e| e.to_string())?
         {
-            let spec = pvc.spec.clone().unwrap_or_default();
-            // A claim filled by a volume populator (dataSourceRef to a kind other than a
-            // PVC or VolumeSnapshot) is left to that populator, as CSI's provisioner does.
-            let populated = spec.data_source_ref.as_ref().is_some_and(|r| {
-                !matches!(r.kind.as_str(), "PersistentVolumeClaim" | "VolumeSnapshot")
-            });
-            // A claim with a selector binds only to a PV made for it (Velero's restores), as
-            // CSI's provisioner refuses to provision one.
-            if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
-                || spec.volume_name.is_some()
-                || spec.selector.is_some()
-                || pvc.metadata.deletion_timestamp.is_some()
-                || populated
-            {
-                continue;
-            }
-            let ns = pvc.namespace().unwrap_or_default();
-            let uid = pvc.uid().unwrap_or_default();
-            let pv_name = format!("pv-{uid}");
-            if pvs
-                .get_opt(&pv_name)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                continue;
-            }
-            let block = spec.volume_mode.as_deref() == Some("Block");
-            let dir = self.root.join("volumes").join(&pv_name);
-            // The source of a clone: a ready snapshot's copy, or another claim's volume.
-            let source = match spec.data_source.as_ref() {
-                Some(ds) if ds.kind == "VolumeSnapshot" => {
-                    let snaps: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
-                    let Some(s) = snaps.get_opt(&ds.name).await.map_err(|e| e.to_string())? else {
-                        continue;
-                    };
-                    if s.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
-                        continue;
+            let one: Result<(), String> = async {
+                let spec = pvc.spec.clone().unwrap_or_default();
+                // A claim filled by a volume populator (dataSourceRef to a kind other than a
+                // PVC or VolumeSnapshot) is left to that populator, as CSI's provisioner does.
+                let populated = spec.data_source_ref.as_ref().is_some_and(|r| {
+                    !matches!(r.kind.as_str(), "PersistentVolumeClaim" | "VolumeSnapshot")
+                });
+                // A claim with a selector binds only to a PV made for it (Velero's restores), as
+                // CSI's provisioner refuses to provision one.
+                if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+                    || spec.volume_name.is_some()
+                    || spec.selector.is_some()
+                    || pvc.metadata.deletion_timestamp.is_some()
+                    || populated
+                {
+                    return Ok(());
+                }
+                let ns = pvc.namespace().unwrap_or_default();
+                let uid = pvc.uid().unwrap_or_default();
+                let pv_name = format!("pv-{uid}");
+                if pvs
+                    .get_opt(&pv_name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                let block = spec.volume_mode.as_deref() == Some("Block");
+                let dir = self.root.join("volumes").join(&pv_name);
+                // The source of a clone: a ready snapshot's copy, or another claim's volume.
+                let source = match spec.data_source.as_ref() {
+                    Some(ds) if ds.kind == "VolumeSnapshot" => {
+                        let snaps: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+                        let Some(s) = snaps.get_opt(&ds.name).await.map_err(|e| e.to_string())? else {
+                            return Ok(());
+                        };
+                        if s.status.as_ref().and_then(|s| s.ready_to_use) != Some(true) {
+                            return Ok(());
+                        }
+                        match self.snapshot_data(&s).await? {
+                            Some(p) => Some(p),
+                            None => return Ok(()),
+                        }
                     }
-                    match self.snapshot_data(&s).await? {
-                        Some(p) => Some(p),
-                        None => continue,
+                    Some(ds) if ds.kind == "PersistentVolumeClaim" => {
+                        match self.claim_path(&ns, &ds.name).await? {
+                            Some(p) => Some(p),
+                            None => return Ok(()),
+                        }
                     }
-                }
-                Some(ds) if ds.kind == "PersistentVolumeClaim" => {
-                    match self.claim_path(&ns, &ds.name).await? {
-                        Some(p) => Some(p),
-                        None => continue,
+                    _ => None,
+                };
+                let host_path = if block {
+                    dir.join("disk.img")
+                } else {
+                    dir.clone()
+                };
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                match (&source, block) {
+                    (Some(src), false) => copy_tree(src, &dir)?,
+                    (Some(src), true) => {
+                        let img = if src.is_dir() {
+                            src.join("disk.img")
+                        } else {
+                            src.clone()
+                        };
+                        std::process::Command::new("cp")
+                            .arg("--sparse=always")
+                            .arg(&img)
+                            .arg(&host_path)
+                            .status()
+                            .map_err(|e| e.to_string())?;
                     }
+                    (None, true) => {
+                        let f = std::fs::File::create(&host_path).map_err(|e| e.to_string())?;
+                        f.set_len(request_bytes(&pvc)).map_err(|e| e.to_string())?;
+                    }
+                    (None, false) => {}
                 }
-                _ => None,
-            };
-            let host_path = if block {
-                dir.join("disk.img")
-            } else {
-                dir.clone()
-            };
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            match (&source, block) {
-                (Some(src), false) => copy_tree(src, &dir)?,
-                (Some(src), true) => {
-                    let img = if src.is_dir() {
-                        src.join("disk.img")
-                    } else {
-                        src.clone()
-                    };
-                    std::process::Command::new("cp")
-                        .arg("--sparse=always")
-                        .arg(&img)
-                        .arg(&host_path)
-                        .status()
-                        .map_err(|e| e.to_string())?;
-                }
-                (None, true) => {
-                    let f = std::fs::File::create(&host_path).map_err(|e| e.to_string())?;
-                    f.set_len(request_bytes(&pvc)).map_err(|e| e.to_string())?;
-                }
-                (None, false) => {}
-            }
-            let size = spec
-                .resources
-                .as_ref()
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|r| r.get("storage").cloned())
-                .map(|q| q.0)
-                .unwrap_or_else(|| "1Gi".into());
-            let pv: PersistentVolume = serde_json::from_value(json!({
-                "metadata": {"name": pv_name,
-                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                "spec": {
-                    "capacity": {"storage": size},
-                    "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-                    "volumeMode": if block { "Block" } else { "Filesystem" },
-                    "storageClassName": STORAGE_CLASS,
-                    "persistentVolumeReclaimPolicy": "Delete",
-                    // A CSI volume, as a CSI driver provisions it (Velero's PVC action
-                    // snapshots only those); the handle is the directory or image file.
-                    "csi": {"driver": PROVISIONER, "volumeHandle": host_path},
-                    "claimRef": {"namespace": ns, "name": pvc.name_any(), "uid": uid},
-                }
-            }))
-            .map_err(|e| e.to_string())?;
-            pvs.create(&PostParams::default(), &pv)
-                .await
+                let size = spec
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage").cloned())
+                    .map(|q| q.0)
+                    .unwrap_or_else(|| "1Gi".into());
+                let pv: PersistentVolume = serde_json::from_value(json!({
+                    "metadata": {"name": pv_name,
+                        "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                    "spec": {
+                        "capacity": {"storage": size},
+                        "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                        "volumeMode": if block { "Block" } else { "Filesystem" },
+                        "storageClassName": STORAGE_CLASS,
+                        "persistentVolumeReclaimPolicy": "Delete",
+                        // A CSI volume, as a CSI driver provisions it (Velero's PVC action
+                        // snapshots only those); the handle is the directory or image file.
+                        "csi": {"driver": PROVISIONER, "volumeHandle": host_path},
+                        "claimRef": {"namespace": ns, "name": pvc.name_any(), "uid": uid},
+                    }
+                }))
                 .map_err(|e| e.to_string())?;
+                pvs.create(&PostParams::default(), &pv)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            .await;
+            // One object that cannot be handled is reported and the others go on, as
+            // CSI's controllers work per object.
+            if let Err(e) = one {
+                eprintln!("test-node: provisioning: {e}");
+            }
         }
         Ok(())
     }
@@ -399,100 +416,109 @@ impl Storage {
             .await
             .map_err(|e| e.to_string())?;
         for s in &all {
-            if s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true) {
-                continue;
-            }
-            let ns = s.namespace().unwrap_or_default();
-            let uid = s.uid().unwrap_or_default();
-            let (content_name, size) = if let Some(claim) =
-                s.spec.source.persistent_volume_claim_name.clone()
-            {
-                let Some(src) = self.claim_path(&ns, &claim).await? else {
-                    continue;
-                };
-                let dst = self.root.join("snapshots").join(&uid);
-                if src.is_dir() {
-                    copy_tree(&src, &dst)?;
-                } else {
-                    std::fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
-                    std::process::Command::new("cp")
-                        .arg("--sparse=always")
-                        .arg(&src)
-                        .arg(dst.join("disk.img"))
-                        .status()
-                        .map_err(|e| e.to_string())?;
+            let one: Result<(), String> = async {
+                if s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true) {
+                    return Ok(());
                 }
-                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-                let size = claims
-                    .get_opt(&claim)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|c| c.status?.capacity?.get("storage").cloned())
-                    .map(|q| q.0)
-                    .unwrap_or_else(|| "1Gi".into());
-                let name = format!("snapcontent-{uid}");
-                let content: VolumeSnapshotContent = serde_json::from_value(json!({
-                    "metadata": {"name": name},
-                    "spec": {"deletionPolicy": "Delete", "driver": PROVISIONER,
-                        "source": {"volumeHandle": src},
-                        "volumeSnapshotClassName": s.spec.volume_snapshot_class_name,
-                        "volumeSnapshotRef": {"namespace": ns, "name": s.name_any(), "uid": uid}},
-                }))
-                .map_err(|e| e.to_string())?;
-                if contents
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
+                let ns = s.namespace().unwrap_or_default();
+                let uid = s.uid().unwrap_or_default();
+                let (content_name, size) = if let Some(claim) =
+                    s.spec.source.persistent_volume_claim_name.clone()
                 {
+                    let Some(src) = self.claim_path(&ns, &claim).await? else {
+                        return Ok(());
+                    };
+                    let dst = self.root.join("snapshots").join(&uid);
+                    if src.is_dir() {
+                        copy_tree(&src, &dst)?;
+                    } else {
+                        std::fs::create_dir_all(&dst).map_err(|e| e.to_string())?;
+                        std::process::Command::new("cp")
+                            .arg("--sparse=always")
+                            .arg(&src)
+                            .arg(dst.join("disk.img"))
+                            .status()
+                            .map_err(|e| e.to_string())?;
+                    }
+                    let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                    let size = claims
+                        .get_opt(&claim)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|c| c.status?.capacity?.get("storage").cloned())
+                        .map(|q| q.0)
+                        .unwrap_or_else(|| "1Gi".into());
+                    let name = format!("snapcontent-{uid}");
+                    let content: VolumeSnapshotContent = serde_json::from_value(json!({
+                        "metadata": {"name": name},
+                        "spec": {"deletionPolicy": "Delete", "driver": PROVISIONER,
+                            "source": {"volumeHandle": src},
+                            "volumeSnapshotClassName": s.spec.volume_snapshot_class_name,
+                            "volumeSnapshotRef": {"namespace": ns, "name": s.name_any(), "uid": uid}},
+                    }))
+                    .map_err(|e| e.to_string())?;
+                    if contents
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_none()
+                    {
+                        contents
+                            .create(&PostParams::default(), &content)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    let status = json!({"status": {"readyToUse": true,
+                        "snapshotHandle": dst, "restoreSize": parse_quantity(&size)}});
                     contents
-                        .create(&PostParams::default(), &content)
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
                         .await
                         .map_err(|e| e.to_string())?;
-                }
-                let status = json!({"status": {"readyToUse": true,
-                    "snapshotHandle": dst, "restoreSize": parse_quantity(&size)}});
-                contents
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (name, size)
-            } else if let Some(name) = s.spec.source.volume_snapshot_content_name.clone() {
-                let Some(c) = contents.get_opt(&name).await.map_err(|e| e.to_string())? else {
-                    continue;
+                    (name, size)
+                } else if let Some(name) = s.spec.source.volume_snapshot_content_name.clone() {
+                    let Some(c) = contents.get_opt(&name).await.map_err(|e| e.to_string())? else {
+                        return Ok(());
+                    };
+                    let Some(handle) = c.spec.source.snapshot_handle.clone() else {
+                        return Ok(());
+                    };
+                    let bytes = c
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.restore_size)
+                        .unwrap_or(1 << 30);
+                    let status = json!({"status": {"readyToUse": true,
+                        "snapshotHandle": handle, "restoreSize": bytes}});
+                    contents
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (name, bytes.to_string())
+                } else {
+                    return Ok(());
                 };
-                let Some(handle) = c.spec.source.snapshot_handle.clone() else {
-                    continue;
-                };
-                let bytes = c
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.restore_size)
-                    .unwrap_or(1 << 30);
-                let status = json!({"status": {"readyToUse": true,
-                    "snapshotHandle": handle, "restoreSize": bytes}});
-                contents
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (name, bytes.to_string())
-            } else {
-                continue;
-            };
-            let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
-            let status = json!({"status": {
-                "readyToUse": true,
-                "restoreSize": size,
-                "creationTime": jiff::Timestamp::now().to_string(),
-                "boundVolumeSnapshotContentName": content_name,
-            }});
-            api.patch_status(
-                &s.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(status),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+                let api: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), &ns);
+                let status = json!({"status": {
+                    "readyToUse": true,
+                    "restoreSize": size,
+                    "creationTime": jiff::Timestamp::now().to_string(),
+                    "boundVolumeSnapshotContentName": content_name,
+                }});
+                api.patch_status(
+                    &s.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(status),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            .await;
+            // One object that cannot be handled is reported and the others go on, as
+            // CSI's controllers work per object.
+            if let Err(e) = one {
+                eprintln!("test-node: snapshot: {e}");
+            }
         }
         for c in contents
             .list(&ListParams::default())

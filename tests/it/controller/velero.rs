@@ -94,8 +94,16 @@ pub(super) async fn velero_namespace(client: &Client) -> &'static Bsl {
 
 /// restic with the BSL's repository of `namespace` and the S3 server's credentials.
 pub(super) fn restic_at(bucket: &str, namespace: &str) -> Command {
+    at(crate::support::restic(), bucket, namespace)
+}
+
+/// [`restic_at`] with restic 0.18 (`--retry-lock` and the rest of today's flags).
+pub(super) fn restic_018_at(bucket: &str, namespace: &str) -> Command {
+    at(crate::support::restic_018(), bucket, namespace)
+}
+
+fn at(mut c: Command, bucket: &str, namespace: &str) -> Command {
     let s3 = S3Server::shared();
-    let mut c = crate::support::restic();
     c.arg("-r")
         .arg(format!(
             "{}/plugins/mover/{namespace}",

@@ -9,7 +9,8 @@
 use super::harness::{controller, create, random_bytes, wait_for};
 use super::plane::{plane, setup};
 use super::velero::{
-    VELERO_NS, data_upload_of, restic_at, take_snapshot, velero_namespace, wait_phase,
+    VELERO_NS, data_upload_of, restic_018_at, restic_at, take_snapshot, velero_namespace,
+    wait_phase,
 };
 use crate::support::s3::S3Server;
 use kube::ResourceExt;
@@ -107,9 +108,17 @@ async fn deleting_a_velero_backup_forgets_its_snapshots_and_only_those() {
         ("orphan-old", Some("2020-01-01 00:00:00")),
         ("orphan-new", None),
     ] {
-        let mut c = restic_at(&bsl.bucket, &app);
-        c.args(["backup", "--host", "elsewhere", "--tag"])
-            .arg(format!("velero-backup={backup}"));
+        let mut c = restic_018_at(&bsl.bucket, &app);
+        // The periodic sweep (every 10 s here) may hold the exclusive lock a moment.
+        c.args([
+            "backup",
+            "--retry-lock",
+            "2m",
+            "--host",
+            "elsewhere",
+            "--tag",
+        ])
+        .arg(format!("velero-backup={backup}"));
         if let Some(t) = time {
             c.args(["--time", t]);
         }
@@ -186,7 +195,10 @@ async fn deleting_a_velero_backup_forgets_its_snapshots_and_only_those() {
         ["keep-me", "orphan-new"]
     );
     // restic still checks the repository after the forgets.
-    let out = restic_at(&bsl.bucket, &app).arg("check").output().unwrap();
+    let out = restic_018_at(&bsl.bucket, &app)
+        .args(["check", "--retry-lock", "2m"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -313,6 +313,13 @@ pub fn plan(vb: &VolumeBackup, obs: &Observed, settings: &Settings, now: &Time) 
     if vb.spec.cancel || current.phase == RunPhase::Canceling {
         return plan_cancel(&current, &names, obs, now);
     }
+    // Admission checks retention's shape; the plan checks it as the engine reads it, before
+    // any snapshot is taken, so a policy the engine refuses never fails a saved backup.
+    if job == JobState::Absent {
+        if let Some(Err(e)) = vb.spec.retention.as_ref().map(|r| r.keep_policy()) {
+            return fail(&current, e, now);
+        }
+    }
     if current.phase == RunPhase::New || current.start_time.is_none() {
         let mut next = run::with_phase(&current, RunPhase::Preparing, None, now);
         next.start_time = Some(now.clone());
@@ -796,9 +803,9 @@ fn plan_deletion(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::common::MoverResult;
-    use crate::k8s::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
-    use crate::k8s::api::{BackupSource, VolumeBackupSpec};
+    use crate::api::common::MoverResult;
+    use crate::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
+    use crate::api::{BackupSource, VolumeBackupSpec};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
 
@@ -836,7 +843,7 @@ mod tests {
         let mut r = Repository::new(
             "repo",
             RepositorySpec {
-                secret_ref: crate::k8s::api::common::LocalObjectReference {
+                secret_ref: crate::api::common::LocalObjectReference {
                     name: "repo-secret".into(),
                 },
                 custom_ca: None,
@@ -925,7 +932,7 @@ mod tests {
             a.iter().all(|x| !matches!(x, Action::CreatePvc(_))),
             "waits for readiness"
         );
-        snap.status = Some(crate::k8s::api::snapshot::VolumeSnapshotStatus {
+        snap.status = Some(crate::api::snapshot::VolumeSnapshotStatus {
             ready_to_use: Some(true),
             restore_size: Some(Quantity("1Gi".into())),
             ..Default::default()
@@ -1101,6 +1108,28 @@ mod tests {
                 "{expected} is removed: {a:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_retention_the_engine_refuses_fails_the_run_before_any_job() {
+        let mut vb = backup(CopyMethod::Snapshot);
+        vb.spec.retention = Some(crate::api::common::RetentionPolicy {
+            keep_within: Some("7x".into()),
+            ..Default::default()
+        });
+        let obs = Observed {
+            repository: Some(ready_repo()),
+            source_pvc: Some(bound_pvc("data")),
+            ..Default::default()
+        };
+        let a = plan(&vb, &obs, &settings(), &now());
+        assert!(a.iter().all(|x| !matches!(x, Action::CreateSnapshot(_))));
+        assert_eq!(phase_of(&a).as_deref(), Some("Failed"));
+        let message = a.iter().find_map(|x| match x {
+            Action::PatchStatus(p) => p.get("message").and_then(|m| m.as_str()).map(String::from),
+            _ => None,
+        });
+        assert!(message.unwrap().contains("--keep-within"));
     }
 
     #[test]

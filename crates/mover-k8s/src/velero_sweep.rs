@@ -11,12 +11,12 @@
 //! than `grace` are never forgotten; snapshots without the tag are never looked at.
 
 use super::error::Result;
-use crate::format::SnapshotId;
-use crate::format::snapshot::SnapshotFile;
-use crate::ops;
-use crate::repo::Repository;
-use crate::repo::lock::LockOptions;
-use crate::storage::Storage;
+use mover_core::format::SnapshotId;
+use mover_core::format::snapshot::SnapshotFile;
+use mover_core::ops;
+use mover_core::repo::Repository;
+use mover_core::repo::lock::LockOptions;
+use mover_core::storage::Storage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ pub async fn sweep(repo: &Repository, bsl: &Storage, opts: &SweepOptions) -> Res
         if bsl
             .exists(&metadata_key(&backup))
             .await
-            .map_err(crate::Error::from)?
+            .map_err(mover_core::Error::from)?
         {
             summary.present += 1;
             continue;
@@ -125,7 +125,7 @@ mod tests {
             time: chrono::DateTime::from_timestamp(t.as_second(), 0)
                 .unwrap()
                 .fixed_offset(),
-            tree: crate::format::TreeId(crate::format::Id([0; 32])),
+            tree: mover_core::format::TreeId(mover_core::format::Id([0; 32])),
             paths: vec!["/data".into()],
             hostname: "ns.pvc".into(),
             ..SnapshotFile::default()
@@ -135,7 +135,7 @@ mod tests {
     }
 
     fn id(n: u8) -> SnapshotId {
-        SnapshotId(crate::format::Id([n; 32]))
+        SnapshotId(mover_core::format::Id([n; 32]))
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! controller can tell requeue (transient) from Failed (terminal) and the in-Job runner can
 //! pick its exit code.
 
-use crate::error::ErrorClass;
+use mover_core::error::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,7 +14,7 @@ pub enum Error {
         source: kube::Error,
     },
     #[error(transparent)]
-    Engine(#[from] crate::error::Error),
+    Engine(#[from] mover_core::error::Error),
     /// The spec asks for something that cannot be done; retrying will not help.
     #[error("{0}")]
     Invalid(String),

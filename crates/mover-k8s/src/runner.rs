@@ -12,16 +12,16 @@ use super::api::common::{MoverOutcome, MoverResult, ResolvedSnapshot, RunProgres
 use super::api::repository::RepositoryProbeResult;
 use super::api::{Repository as RepositoryCr, VolumeBackup, VolumeRestore};
 use super::error::{Error, Result, class_name};
-use crate::Cancel;
-use crate::format::SnapshotId;
-use crate::ops;
-use crate::progress::Progress;
-use crate::repo::lock::{self, LockMode, LockOptions};
-use crate::repo::{InitOptions, Repository, SnapshotFilter};
-use crate::storage::Storage;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
+use mover_core::Cancel;
+use mover_core::format::SnapshotId;
+use mover_core::ops;
+use mover_core::progress::Progress;
+use mover_core::repo::lock::{self, LockMode, LockOptions};
+use mover_core::repo::{InitOptions, Repository, SnapshotFilter};
+use mover_core::storage::Storage;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -340,7 +340,7 @@ async fn report(reporter: &Reporter, outcome: Result<MoverResult>) -> Result<Mov
 async fn open_or_init(cx: &RunContext, init: bool) -> Result<(Repository, bool)> {
     match Repository::open(cx.storage.clone(), &cx.password).await {
         Ok(r) => Ok((r, false)),
-        Err(crate::Error::RepositoryNotFound { .. }) if init => {
+        Err(mover_core::Error::RepositoryNotFound { .. }) if init => {
             let repo =
                 Repository::init(cx.storage.clone(), &cx.password, &InitOptions::default()).await?;
             Ok((repo, true))
@@ -380,7 +380,7 @@ async fn run_backup(
     let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
     let started = Instant::now();
     let pipeline = ops::pipeline::PipelineOptions {
-        upload_concurrency: if repo.storage().is_local() { 2 } else { 5 },
+        upload_concurrency: repo.storage().upload_concurrency(),
         pack_size_bytes: cx.pack_size_bytes,
         ..Default::default()
     };
@@ -393,7 +393,7 @@ async fn run_backup(
             // As VolSync does: `cd /data; backup .`, so the snapshot's path is the mount
             // point and its root holds the volume's top level.
             std::env::set_current_dir(dir)
-                .map_err(|e| crate::Error::io(format!("entering {}", dir.display()), e))?;
+                .map_err(|e| mover_core::Error::io(format!("entering {}", dir.display()), e))?;
             let opts = ops::backup::BackupOptions {
                 paths: vec![PathBuf::from(".")],
                 host: host.clone(),
@@ -407,7 +407,7 @@ async fn run_backup(
         }
         Volume::Device(dev) => {
             if let Ok(mut f) = std::fs::File::open(dev) {
-                if let Ok(size) = crate::fs::block::volume_size(&mut f) {
+                if let Ok(size) = mover_core::fs::block::volume_size(&mut f) {
                     totals.bytes.store(size, Ordering::Relaxed);
                     totals.files.store(1, Ordering::Relaxed);
                     totals.known.store(true, Ordering::Relaxed);
@@ -463,7 +463,7 @@ async fn run_backup(
     eprintln!("snapshot {} saved", summary.snapshot_id.short());
     let repository_snapshots = repo
         .storage()
-        .list(crate::storage::FileType::Snapshot)
+        .list(mover_core::storage::FileType::Snapshot)
         .await
         .ok()
         .map(|s| s.len() as u64);
@@ -495,28 +495,7 @@ async fn forget_by_policy(
     retention: &super::api::RetentionPolicy,
     host: &str,
 ) -> Result<usize> {
-    use ops::forget::policy::{CalendarDuration, KeepPolicy};
-    let count = |v: Option<u32>| v.map(i64::from).unwrap_or(0);
-    let within = match &retention.keep_within {
-        Some(w) => CalendarDuration::parse(w)
-            .map_err(|e| Error::Invalid(format!("retention.keepWithin {w:?}: {e}")))?,
-        None => CalendarDuration::default(),
-    };
-    let policy = KeepPolicy {
-        last: count(retention.keep_last),
-        hourly: count(retention.keep_hourly),
-        daily: count(retention.keep_daily),
-        weekly: count(retention.keep_weekly),
-        monthly: count(retention.keep_monthly),
-        yearly: count(retention.keep_yearly),
-        within,
-        tags: retention
-            .keep_tags
-            .iter()
-            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
-            .collect(),
-        ..Default::default()
-    };
+    let policy = retention.keep_policy().map_err(Error::Invalid)?;
     let opts = ops::forget::ForgetOptions {
         policy,
         filter: SnapshotFilter {
@@ -546,7 +525,7 @@ pub async fn restore(reporter: &Reporter, cx: RunContext, volume: Volume) -> Res
 async fn select(
     repo: &Repository,
     source: &super::api::restore::RestoreSource,
-) -> Result<Option<(SnapshotId, crate::format::snapshot::SnapshotFile)>> {
+) -> Result<Option<(SnapshotId, mover_core::format::snapshot::SnapshotFile)>> {
     let filter = SnapshotFilter {
         hosts: source.host.iter().cloned().collect(),
         paths: source.paths.clone(),
@@ -559,7 +538,7 @@ async fn select(
                 .as_of
                 .as_deref()
                 .map(|t| {
-                    crate::format::gotime::parse(t).map_err(|e| {
+                    mover_core::format::gotime::parse(t).map_err(|e| {
                         Error::Invalid(format!("source.asOf {t:?} is not an RFC 3339 time: {e}"))
                     })
                 })
@@ -572,7 +551,7 @@ async fn select(
         Ok(found) => Ok(Some(found)),
         // Only "nothing matches" is an empty result; every other failure fails the run, so
         // a populator never hands out an empty volume by mistake.
-        Err(crate::Error::SnapshotNotFound { .. }) => Ok(None),
+        Err(mover_core::Error::SnapshotNotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -627,7 +606,7 @@ pub async fn resolve(reporter: &Reporter, cx: RunContext) -> Result<ResolvedSnap
 /// Whether a snapshot is a block volume (mover's or restic's `--stdin`) rather than a tree.
 async fn is_volume_snapshot(
     repo: &Repository,
-    snap: &crate::format::snapshot::SnapshotFile,
+    snap: &mover_core::format::snapshot::SnapshotFile,
 ) -> Result<bool> {
     let index = repo.load_index().await?;
     let tree = repo.load_tree(&index, &snap.tree).await?;
@@ -638,13 +617,13 @@ async fn is_volume_snapshot(
 /// holds `data`, restic's `/stdin` holds `stdin`). A file tree backed up from its mount
 /// point (`cd /data; backup .`) that holds a single file has that file at its root under
 /// its own name, and stays a tree.
-fn holds_one_volume(paths: &[String], tree: &crate::format::tree::Tree) -> bool {
+fn holds_one_volume(paths: &[String], tree: &mover_core::format::tree::Tree) -> bool {
     let [path] = paths else { return false };
     let [node] = tree.nodes.as_slice() else {
         return false;
     };
     let name = path.rsplit('/').next().unwrap_or("");
-    node.node_type == crate::format::tree::NodeType::File && node.name == name.as_bytes()
+    node.node_type == mover_core::format::tree::NodeType::File && node.name == name.as_bytes()
 }
 
 async fn run_restore(
@@ -697,7 +676,7 @@ async fn run_restore(
                 eprintln!("error: {e}");
             }
             if !s.errors.is_empty() {
-                return Err(Error::Engine(crate::Error::Other(format!(
+                return Err(Error::Engine(mover_core::Error::Other(format!(
                     "restore of snapshot {} finished with {} errors, the first: {}",
                     id.short(),
                     s.errors.len(),
@@ -755,7 +734,7 @@ pub async fn forget_recorded(reporter: &Reporter, cx: RunContext) -> Result<Opti
     let repo = match Repository::open(cx.storage.clone(), &cx.password).await {
         Ok(r) => r,
         // Nothing to forget in a repository that is gone.
-        Err(crate::Error::RepositoryNotFound { .. }) => return Ok(None),
+        Err(mover_core::Error::RepositoryNotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let opts = ops::forget::ForgetOptions {
@@ -766,7 +745,7 @@ pub async fn forget_recorded(reporter: &Reporter, cx: RunContext) -> Result<Opti
     match ops::forget::forget(&repo, &opts).await {
         Ok(s) => Ok(s.removed.first().copied()),
         // Already forgotten (by hand or by retention): the goal is reached.
-        Err(e) if e.class() == crate::error::ErrorClass::InvalidInput => {
+        Err(e) if e.class() == mover_core::error::ErrorClass::InvalidInput => {
             eprintln!("snapshot {id} is no longer in the repository");
             Ok(None)
         }
@@ -813,9 +792,9 @@ mod tests {
 
     #[test]
     fn a_tree_with_one_file_is_not_a_block_volume() {
-        use crate::format::tree::{NodeType, Tree};
+        use mover_core::format::tree::{NodeType, Tree};
         let mut tree = Tree::default();
-        let node = crate::format::tree::Node::new(b"table.bin".to_vec(), NodeType::File);
+        let node = mover_core::format::tree::Node::new(b"table.bin".to_vec(), NodeType::File);
         tree.nodes.push(node.clone());
         let paths = |p: &str| vec![p.to_string()];
         assert!(!holds_one_volume(&paths("/data"), &tree));

@@ -169,6 +169,61 @@ impl KeepPolicy {
     }
 }
 
+/// Retention as any front end states it (restic's `--keep-*` flags, a CRD's `retention`):
+/// counts, `keep-within*` durations as text, and tag lists as comma-separated text. The one
+/// way to a [`KeepPolicy`]: `KeepPolicy::try_from(&request)` parses and validates it, and
+/// its errors name restic's flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepRequest {
+    pub last: Option<i64>,
+    pub hourly: Option<i64>,
+    pub daily: Option<i64>,
+    pub weekly: Option<i64>,
+    pub monthly: Option<i64>,
+    pub yearly: Option<i64>,
+    pub within: Option<String>,
+    pub within_hourly: Option<String>,
+    pub within_daily: Option<String>,
+    pub within_weekly: Option<String>,
+    pub within_monthly: Option<String>,
+    pub within_yearly: Option<String>,
+    /// Each a comma-separated list: a snapshot with every tag of one list is kept.
+    pub tags: Vec<String>,
+}
+
+impl TryFrom<&KeepRequest> for KeepPolicy {
+    type Error = String;
+
+    fn try_from(r: &KeepRequest) -> Result<KeepPolicy, String> {
+        let duration = |flag: &str, v: &Option<String>| match v {
+            None => Ok(CalendarDuration::default()),
+            Some(s) => CalendarDuration::parse(s).map_err(|e| format!("--{flag} {s:?}: {e}")),
+        };
+        let policy = KeepPolicy {
+            last: r.last.unwrap_or(0),
+            hourly: r.hourly.unwrap_or(0),
+            daily: r.daily.unwrap_or(0),
+            weekly: r.weekly.unwrap_or(0),
+            monthly: r.monthly.unwrap_or(0),
+            yearly: r.yearly.unwrap_or(0),
+            within: duration("keep-within", &r.within)?,
+            within_hourly: duration("keep-within-hourly", &r.within_hourly)?,
+            within_daily: duration("keep-within-daily", &r.within_daily)?,
+            within_weekly: duration("keep-within-weekly", &r.within_weekly)?,
+            within_monthly: duration("keep-within-monthly", &r.within_monthly)?,
+            within_yearly: duration("keep-within-yearly", &r.within_yearly)?,
+            // restic's tag lists: split at commas, spaces trimmed, empty tags kept.
+            tags: r
+                .tags
+                .iter()
+                .map(|l| l.split(',').map(|t| t.trim().to_string()).collect())
+                .collect(),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}
+
 impl std::fmt::Display for KeepPolicy {
     /// restic's `ExpirePolicy.String` ("keep 3 latest, 7 daily snapshots, ...").
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -140,7 +140,7 @@ mod tests {
     fn fixture_repo() -> tempfile::TempDir {
         let tarball = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/testdata/restic-0.14-v2-tiny-repo.tar.gz"
+            "/../../testdata/restic-0.14-v2-tiny-repo.tar.gz"
         );
         assert!(
             std::path::Path::new(tarball).exists(),

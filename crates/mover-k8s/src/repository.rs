@@ -344,9 +344,9 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::common::LocalObjectReference;
-    use crate::k8s::api::repository::{RepositoryProbeResult, RepositorySpec};
-    use crate::k8s::apply::Action;
+    use crate::api::common::LocalObjectReference;
+    use crate::api::repository::{RepositoryProbeResult, RepositorySpec};
+    use crate::apply::Action;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 
     fn repo() -> Repository {
@@ -530,7 +530,7 @@ mod tests {
     fn a_ready_repository_lets_runs_through_with_its_limits() {
         let mut r = repo();
         r.spec.concurrency =
-            Some(crate::k8s::api::repository::RepositoryConcurrency { max_jobs: Some(1) });
+            Some(crate::api::repository::RepositoryConcurrency { max_jobs: Some(1) });
         assert!(matches!(
             repo_view(Some(&r), "repo"),
             Err(NotReady::Waiting(_))

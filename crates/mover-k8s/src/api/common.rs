@@ -318,6 +318,33 @@ pub struct RetentionPolicy {
 }
 
 impl RetentionPolicy {
+    /// This policy as the engine's retention request.
+    pub fn keep_request(&self) -> mover_core::ops::forget::policy::KeepRequest {
+        let count = |v: Option<u32>| v.map(i64::from);
+        mover_core::ops::forget::policy::KeepRequest {
+            last: count(self.keep_last),
+            hourly: count(self.keep_hourly),
+            daily: count(self.keep_daily),
+            weekly: count(self.keep_weekly),
+            monthly: count(self.keep_monthly),
+            yearly: count(self.keep_yearly),
+            within: self.keep_within.clone(),
+            tags: self.keep_tags.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The engine's keep policy, validated as restic validates its flags; an empty policy
+    /// is refused (it would forget nothing and only take a lock).
+    pub fn keep_policy(&self) -> Result<mover_core::ops::forget::policy::KeepPolicy, String> {
+        let policy = mover_core::ops::forget::policy::KeepPolicy::try_from(&self.keep_request())
+            .map_err(|e| format!("retention: {e}"))?;
+        if policy.is_empty() {
+            return Err("retention names no keep rule".into());
+        }
+        Ok(policy)
+    }
+
     /// The `forget` flags this policy stands for.
     pub fn forget_args(&self) -> Vec<String> {
         let mut args = Vec::new();

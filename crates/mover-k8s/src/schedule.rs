@@ -61,7 +61,7 @@ fn time_zone(bs: &BackupSchedule) -> Result<jiff::tz::TimeZone, String> {
 fn go_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, String> {
     match text.filter(|t| !t.is_empty()) {
         None => Ok(None),
-        Some(t) => crate::format::gotime::parse_duration(t)
+        Some(t) => mover_core::format::gotime::parse_duration(t)
             .map(Some)
             .map_err(|e| format!("{field} {t:?}: {e}")),
     }
@@ -437,9 +437,9 @@ pub fn selector(bs: &BackupSchedule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::common::{LocalObjectReference, RetentionPolicy, RunStatus};
-    use crate::k8s::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
-    use crate::k8s::api::{
+    use crate::api::common::{LocalObjectReference, RetentionPolicy, RunStatus};
+    use crate::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
+    use crate::api::{
         BackupScheduleSpec, BackupSource, CopyMethod, DeletionPolicy, VolumeBackupSpec,
     };
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};

@@ -566,8 +566,8 @@ async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) 
 /// API server or network failure may pass in seconds; a refusal (403, 422: RBAC, admission,
 /// a webhook, a quota) needs someone to change something, so it is retried slowly and shown
 /// on the object as a Warning Event.
-pub fn error_backoff(class: crate::error::ErrorClass) -> (Duration, bool) {
-    use crate::error::ErrorClass;
+pub fn error_backoff(class: mover_core::error::ErrorClass) -> (Duration, bool) {
+    use mover_core::error::ErrorClass;
     match class {
         ErrorClass::Retryable | ErrorClass::Locked => (Duration::from_secs(10), false),
         ErrorClass::InvalidInput | ErrorClass::WrongPassword | ErrorClass::NotFound => {
@@ -621,12 +621,12 @@ where
 }
 
 /// Runs the controller until `stop` resolves (SIGTERM) or leadership is lost.
-pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
+pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()> {
     let client = super::client().await?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
         .await
-        .map_err(|e| crate::Error::io(format!("listening on {}", opts.metrics_addr), e))?;
+        .map_err(|e| mover_core::Error::io(format!("listening on {}", opts.metrics_addr), e))?;
     tokio::spawn(super::metrics::serve(listener, Arc::clone(&metrics)));
     client
         .apiserver_version()
@@ -637,7 +637,7 @@ pub async fn run(opts: ControllerOptions, stop: crate::Cancel) -> Result<()> {
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| format!("{}-{}", crate::host::hostname(), std::process::id()));
+        .unwrap_or_else(|| format!("{}-{}", mover_core::host::hostname(), std::process::id()));
     let election = opts.leader_election.then(|| {
         leader::LeaderElection::new(
             client.clone(),
@@ -862,6 +862,6 @@ fn referenced_secret_changes(
         })
 }
 
-async fn cancelled(stop: crate::Cancel) {
+async fn cancelled(stop: mover_core::Cancel) {
     stop.cancelled().await
 }

@@ -562,3 +562,22 @@ async fn exists_tells_a_missing_object_from_a_present_one() {
             .unwrap()
     );
 }
+
+#[test]
+fn uploads_in_flight_follow_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |connections| StorageOptions {
+        connections,
+        ..StorageOptions::default()
+    };
+    let local = |n| Storage::open_with_env(dir.path().to_str().unwrap(), &opts(n), no_env).unwrap();
+    // A local disk: at most two packs in flight, at least one.
+    assert_eq!(local(5).upload_concurrency(), 2);
+    assert_eq!(local(1).upload_concurrency(), 1);
+    assert_eq!(local(0).upload_concurrency(), 1);
+    // A remote store: its connections.
+    let remote =
+        |n| Storage::open_with_env("s3:http://127.0.0.1:9/bucket", &opts(n), test_env).unwrap();
+    assert_eq!(remote(5).upload_concurrency(), 5);
+    assert_eq!(remote(12).upload_concurrency(), 12);
+}

@@ -79,7 +79,7 @@ mod tests {
     /// `cargo run --release -- crds > deploy/crds.yaml` after changing a type.
     #[test]
     fn the_checked_in_crds_match_the_types() {
-        let checked_in = include_str!("../../../deploy/crds.yaml");
+        let checked_in = include_str!("../../../../deploy/crds.yaml");
         let generated = super::crds_yaml().unwrap();
         assert!(
             checked_in == generated,

@@ -669,10 +669,10 @@ fn hand_over(obs: &Observed, current: &RunStatus, prime: &str, now: &Time) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::VolumeRestoreSpec;
-    use crate::k8s::api::common::{MoverResult, ResolvedSnapshot};
-    use crate::k8s::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
-    use crate::k8s::api::restore::{RestoreSource, RestoreTarget};
+    use crate::api::VolumeRestoreSpec;
+    use crate::api::common::{MoverResult, ResolvedSnapshot};
+    use crate::api::repository::{RepositoryPhase, RepositorySpec, RepositoryStatus};
+    use crate::api::restore::{RestoreSource, RestoreTarget};
 
     fn now() -> Time {
         Time("2026-12-01T10:00:00Z".parse().unwrap())
@@ -705,7 +705,7 @@ mod tests {
         let mut r = Repository::new(
             "repo",
             RepositorySpec {
-                secret_ref: crate::k8s::api::common::LocalObjectReference { name: "s".into() },
+                secret_ref: crate::api::common::LocalObjectReference { name: "s".into() },
                 custom_ca: None,
                 concurrency: None,
                 initialize: true,
@@ -828,7 +828,7 @@ mod tests {
         assert!(!a.iter().any(|x| matches!(x, Action::RebindVolume { .. })));
 
         // Success: the volume is pre-bound to the asking claim, then the run completes.
-        vr.status.as_mut().unwrap().result = Some(crate::k8s::api::MoverResult {
+        vr.status.as_mut().unwrap().result = Some(crate::api::MoverResult {
             outcome: MoverOutcome::Succeeded,
             snapshot_id: Some("abc".into()),
             ..Default::default()

@@ -233,7 +233,7 @@ pub const WAITING_CONDITION: &str = "Waiting";
 /// [`PREPARE_TIMEOUT`].
 pub fn wait_limit(wait_timeout: Option<&str>) -> Duration {
     wait_timeout
-        .and_then(|t| crate::format::gotime::parse_duration(t).ok())
+        .and_then(|t| mover_core::format::gotime::parse_duration(t).ok())
         .unwrap_or(PREPARE_TIMEOUT)
 }
 
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_failure_event_names_the_error_class() {
-        use crate::k8s::apply::Action;
+        use crate::apply::Action;
         let event = || Action::Event {
             warning: true,
             reason: "BackupFailed".into(),

@@ -300,7 +300,7 @@ pub async fn sweep_periodically(
     ns: &str,
     image: &str,
     opts: &GcOptions,
-    stop: crate::Cancel,
+    stop: mover_core::Cancel,
 ) {
     let interval = opts.interval.max(Duration::from_secs(1));
     loop {
@@ -346,7 +346,7 @@ pub fn sweep_key(now: i64, interval: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::repository::{RepositoryPhase, RepositoryStatus};
+    use crate::api::repository::{RepositoryPhase, RepositoryStatus};
 
     #[test]
     fn sweep_keys_follow_the_clock_not_the_process() {

@@ -7,8 +7,8 @@
 //! DataDownload's `snapshotID` plus (BSL, `sourceNamespace`) finds the data.
 
 use super::api::velero::{BackupStorageLocation, SecretKeyRef};
-use crate::storage::Location;
 use base64::Engine;
+use mover_core::storage::Location;
 
 /// Where a mover Job mounts the credential Secret (the whole Secret, one file per key), as
 /// `jobspec` mounts a Repository's credentials file.
@@ -406,7 +406,7 @@ pub fn check_usable(bsl: &BackupStorageLocation) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::api::velero::{
+    use crate::api::velero::{
         BackupStorageLocationSpec, BackupStorageLocationStatus, ObjectStorageLocation,
     };
 

@@ -174,6 +174,8 @@ pub struct Storage {
     download: Option<Arc<throttle::Pacer>>,
     /// S3: the bucket `init` creates when it is missing.
     bucket: Option<bucket::S3Bucket>,
+    /// Most concurrent requests (`StorageOptions::connections`).
+    connections: usize,
 }
 
 impl fmt::Debug for Storage {
@@ -220,6 +222,7 @@ impl Storage {
                     upload: None,
                     download: None,
                     bucket: None,
+                    connections: options.connections,
                 }
                 .limited(options))
             }
@@ -253,6 +256,7 @@ impl Storage {
                     upload: None,
                     download: None,
                     bucket,
+                    connections: options.connections,
                 }
                 .limited(options))
             }
@@ -272,6 +276,7 @@ impl Storage {
             upload: None,
             download: None,
             bucket: None,
+            connections: StorageOptions::default().connections,
         }
     }
 
@@ -308,6 +313,18 @@ impl Storage {
                 root.join("config").display()
             ),
             None => "Stat: The specified key does not exist.".to_string(),
+        }
+    }
+
+    /// Pack uploads to keep in flight for a backup: the connections a remote store allows
+    /// (restic's `-o s3.connections`, default 5); at most two for a local disk, which gains
+    /// nothing from more while each in flight holds a pack in memory. Every front end
+    /// (the CLI, the Kubernetes Job, VolSync's entry point) takes it from here.
+    pub fn upload_concurrency(&self) -> usize {
+        if self.is_local() {
+            self.connections.clamp(1, 2)
+        } else {
+            self.connections.max(1)
         }
     }
 
