@@ -532,6 +532,25 @@ impl Storage {
             if alive || c.spec.deletion_policy != "Delete" {
                 continue;
             }
+            // A content made just now may name a VolumeSnapshot created after the list above
+            // (a pre-provisioned pair is created content first): as CSI's snapshot
+            // controller, only a content whose VolumeSnapshot is gone on a fresh read, and
+            // that is not new, goes.
+            let young = c
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|t| jiff::Timestamp::now().duration_since(t.0).as_secs() < 30);
+            if young {
+                continue;
+            }
+            if let (Some(ns), Some(name)) = (&r.namespace, &r.name) {
+                let fresh: Api<VolumeSnapshot> = Api::namespaced(self.client.clone(), ns);
+                match fresh.get_opt(name).await {
+                    Ok(None) => {}
+                    _ => continue,
+                }
+            }
             if let Some(handle) = c.status.as_ref().and_then(|st| st.snapshot_handle.clone()) {
                 if Path::new(&handle).starts_with(self.root.join("snapshots")) {
                     let _ = std::fs::remove_dir_all(&handle);
