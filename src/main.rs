@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     // A long-running controller tells what it does (each Job, phase and Event) by default.
     let service = matches!(cli.command, cli::Command::Controller(_));
     init_logging(
-        cli.global.verbose + u8::from(service),
+        cli.global.verbose.saturating_add(u8::from(service)),
         cli.global.quiet,
         cli.global.log_format == "json",
     );
