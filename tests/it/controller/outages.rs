@@ -51,17 +51,6 @@ async fn nothing_left(client: &Client, node: &TestNode, ns: &str, repo: Option<&
     }
 }
 
-async fn finished(
-    client: &Client,
-    node: &TestNode,
-    ns: &str,
-    name: &str,
-    secs: u64,
-) -> VolumeBackup {
-    let api: Api<VolumeBackup> = Api::namespaced(client.clone(), ns);
-    super::runs::finished(&api, node, ns, name, secs).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_away_for_30_s_mid_backup_ends_with_one_snapshot_restic_restores() {
     let (client, node, ns) = setup("apiserver").await;
@@ -97,7 +86,7 @@ async fn an_api_server_away_for_30_s_mid_backup_ends_with_one_snapshot_restic_re
 
     plane().apiserver_outage(Duration::from_secs(30)).await;
 
-    let done = finished(&client, node, &ns, "b1", 300).await;
+    let done = super::runs::finished(&backups, node, &ns, "b1", 300).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
     let snaps = snapshots(&repo);
@@ -121,14 +110,10 @@ async fn an_s3_endpoint_down_at_the_first_probe_turns_ready_without_an_edit() {
     // Nothing listens on the endpoint yet.
     let port = S3Server::free_port();
     let url = format!("s3:http://127.0.0.1:{port}/outage");
-    let aws: serde_json::Map<String, serde_json::Value> = [
-        ("AWS_ACCESS_KEY_ID", "mover-test-key"),
-        ("AWS_SECRET_ACCESS_KEY", "mover-test-secret"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), json!(v)))
-    .collect();
+    let aws: serde_json::Map<String, serde_json::Value> = S3Server::client_env()
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
     let created = Instant::now();
     repository_with(
         &client,
@@ -182,7 +167,7 @@ async fn an_s3_endpoint_down_at_the_first_probe_turns_ready_without_an_edit() {
         },
     )
     .await;
-    let done = finished(&client, node, &ns, "b1", 240).await;
+    let done = super::runs::finished(&backups, node, &ns, "b1", 240).await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, RunPhase::Completed, "{:?}", status.message);
     let restic_s3 = || {

@@ -182,6 +182,11 @@ impl S3Server {
 
     /// Environment for a `mover` or `restic` child process talking to this server.
     pub fn env(&self) -> Vec<(String, String)> {
+        S3Server::client_env()
+    }
+
+    /// [`S3Server::env`] before any server runs (the credentials every server accepts).
+    pub fn client_env() -> Vec<(String, String)> {
         [
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
