@@ -13,12 +13,13 @@ use super::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeResto
 use super::apply::{Action, Io, WAIT};
 use super::error::{Error, Result};
 use super::metrics::Metrics;
-use super::{backup, leader, repository, restore, schedule};
+use super::{backup, leader, repository, restore, schedule, triggers};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -383,6 +384,19 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
                 .collect();
             asking.sort_by_key(|c| c.name_any());
             obs.populating = asking.into_iter().next();
+            let class = obs
+                .populating
+                .as_ref()
+                .and_then(|c| c.spec.as_ref()?.storage_class_name.clone());
+            if let Some(class) = class {
+                let found = Api::<StorageClass>::all(client.clone())
+                    .get_opt(&class)
+                    .await
+                    .map_err(|e| Error::kube(format!("reading StorageClass {class}"), e))?;
+                obs.populating_waits_for_consumer = found
+                    .and_then(|c| c.volume_binding_mode)
+                    .is_some_and(|m| m == "WaitForFirstConsumer");
+            }
         }
         if let Some(claim) = restore::target_claim(&vr) {
             obs.target = get::<PersistentVolumeClaim>(client, &ns, &claim).await?;
@@ -681,9 +695,10 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
     let wc = watcher::Config::default();
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=mover");
 
-    let backups = Controller::new(all_or_namespaced::<VolumeBackup>(&client, ns), wc.clone());
-    let backup_store = backups.store();
-    let backups = backups
+    // Runs wake on what the plan decides from, not on each progress write of their Job.
+    let (backup_store, backup_changes) =
+        triggers::decisive_changes(all_or_namespaced::<VolumeBackup>(&client, ns), wc.clone());
+    let backups = Controller::for_stream(backup_changes, backup_store.clone())
         .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
         .owns(
             all_or_namespaced::<PersistentVolumeClaim>(&client, ns),
@@ -712,9 +727,9 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
         .run(reconcile_backup, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
 
-    let restores = Controller::new(all_or_namespaced::<VolumeRestore>(&client, ns), wc.clone());
-    let restore_store = restores.store();
-    let restores = restores
+    let (restore_store, restore_changes) =
+        triggers::decisive_changes(all_or_namespaced::<VolumeRestore>(&client, ns), wc.clone());
+    let restores = Controller::for_stream(restore_changes, restore_store.clone())
         .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
         .owns(
             all_or_namespaced::<PersistentVolumeClaim>(&client, ns),

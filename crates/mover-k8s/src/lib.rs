@@ -20,6 +20,7 @@ pub mod restore;
 pub mod run;
 pub mod runner;
 pub mod schedule;
+pub mod triggers;
 pub mod velero;
 pub mod velero_bsl;
 pub mod velero_gc;

@@ -41,6 +41,17 @@ pub struct Observed {
     /// VolumeRestore, and the volume bound to the prime claim the data goes to first.
     pub populating: Option<PersistentVolumeClaim>,
     pub prime_volume: Option<PersistentVolume>,
+    /// The populating claim's StorageClass binds a volume only once a pod uses the claim
+    /// (`volumeBindingMode: WaitForFirstConsumer`).
+    pub populating_waits_for_consumer: bool,
+}
+
+/// The annotation the scheduler sets on a claim of a `WaitForFirstConsumer` class: the node
+/// its first pod goes to, where the volume must be provisioned.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+fn selected_node(pvc: &PersistentVolumeClaim) -> Option<&String> {
+    pvc.metadata.annotations.as_ref()?.get(SELECTED_NODE)
 }
 
 pub struct RunNames {
@@ -86,16 +97,22 @@ pub fn populates(pvc: &PersistentVolumeClaim, name: &str) -> bool {
         })
 }
 
-/// The prime claim: the populating claim's class, modes and size, owned by the run.
+/// The prime claim: the populating claim's class, modes and size, owned by the run. On a
+/// `WaitForFirstConsumer` class it carries the node the scheduler chose for the populating
+/// claim, so the volume is made where the claim's pod runs (and binds with no pod of its own,
+/// as an empty "no snapshot" volume needs).
 fn prime(vr: &VolumeRestore, populating: &PersistentVolumeClaim) -> PersistentVolumeClaim {
     let from = populating.spec.clone().unwrap_or_default();
     let mut labels = labels(vr, "prime");
     labels.retain(|k, _| k != names::REPOSITORY);
+    let annotations = selected_node(populating)
+        .map(|node| BTreeMap::from([(SELECTED_NODE.to_string(), node.clone())]));
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(prime_claim(vr)),
             namespace: vr.namespace(),
             labels: Some(labels),
+            annotations,
             owner_references: Some(vec![owner(vr)]),
             ..Default::default()
         },
@@ -436,6 +453,22 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
                     run::wait_limit(vr.spec.wait_timeout.as_deref()),
                 );
             };
+            if obs.populating_waits_for_consumer && selected_node(populating).is_none() {
+                // As the volume populator library does: the node is not chosen before a pod
+                // uses the claim, and a volume made elsewhere could not follow that pod.
+                let next = run::with_phase(
+                    &current,
+                    RunPhase::Preparing,
+                    Some(format!(
+                        "waiting for a pod to use PVC {}: its StorageClass binds volumes on \
+                         first use (WaitForFirstConsumer)",
+                        populating.name_any()
+                    )),
+                    now,
+                );
+                patch(&current, &next, &mut out);
+                return out;
+            }
             out.push(Action::CreatePvc(Box::new(prime(vr, populating))));
             let next = run::with_phase(
                 &current,
@@ -848,6 +881,57 @@ mod tests {
         assert!(
             a.iter()
                 .any(|x| matches!(x, Action::DeletePvc(n) if n == "mover-prime-r1"))
+        );
+    }
+
+    #[test]
+    fn on_a_wait_for_first_consumer_class_the_prime_claim_follows_the_chosen_node() {
+        let mut vr = restore(RestoreTarget::default());
+        vr.spec.target = None;
+        vr.status.as_mut().unwrap().resolved = Some(ResolvedSnapshot {
+            no_snapshot: true,
+            ..Default::default()
+        });
+        let mut asking = claim("filled", "u-filled", None);
+        let mut obs = Observed {
+            repository: Some(repo()),
+            populating: Some(asking.clone()),
+            populating_waits_for_consumer: true,
+            ..Default::default()
+        };
+        // No pod uses the claim yet: nothing is made, and the run says what it waits for.
+        let a = plan(&vr, &obs, "img", &now());
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::CreatePvc(_))),
+            "{a:?}"
+        );
+        let Action::PatchStatus(p) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert!(
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("WaitForFirstConsumer"),
+            "{p}"
+        );
+        // The scheduler chose a node for the claim's pod: the prime claim goes there too.
+        asking.metadata.annotations = Some(BTreeMap::from([(
+            SELECTED_NODE.to_string(),
+            "node-7".to_string(),
+        )]));
+        obs.populating = Some(asking);
+        let a = plan(&vr, &obs, "img", &now());
+        let prime = a
+            .iter()
+            .find_map(|x| match x {
+                Action::CreatePvc(p) => Some(p.clone()),
+                _ => None,
+            })
+            .expect("a prime claim");
+        assert_eq!(
+            prime.annotations().get(SELECTED_NODE).map(String::as_str),
+            Some("node-7")
         );
     }
 

@@ -42,6 +42,11 @@ pub const NODE: &str = "mover-test-node";
 /// Where mover's image keeps the script VolSync's restic mover Job runs.
 pub const VOLSYNC_ENTRY: &str = "/mover-restic/entry.sh";
 pub const STORAGE_CLASS: &str = "mover-test";
+/// The same volumes, bound only once a pod uses the claim (`WaitForFirstConsumer`): the
+/// scheduler part of the node writes `volume.kubernetes.io/selected-node` on such a claim when
+/// it binds the pod, and only then is the volume provisioned.
+pub const WFFC_STORAGE_CLASS: &str = "mover-test-wffc";
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const PROVISIONER: &str = "test-node.mover.dev";
 
 pub struct TestNode {
@@ -114,6 +119,14 @@ impl TestNode {
         }))
         .unwrap();
         let _ = classes.create(&PostParams::default(), &class).await;
+        let wffc = serde_json::from_value(json!({
+            "metadata": {"name": WFFC_STORAGE_CLASS},
+            "provisioner": PROVISIONER,
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete",
+        }))
+        .unwrap();
+        let _ = classes.create(&PostParams::default(), &wffc).await;
         let node = TestNode {
             root: root.clone(),
             client: client.clone(),
@@ -279,7 +292,11 @@ impl Storage {
                 });
                 // A claim with a selector binds only to a PV made for it (Velero's restores), as
                 // CSI's provisioner refuses to provision one.
-                if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+                let class = spec.storage_class_name.as_deref();
+                let waits_for_node = class == Some(WFFC_STORAGE_CLASS)
+                    && !pvc.annotations().contains_key(SELECTED_NODE);
+                if !matches!(class, Some(STORAGE_CLASS | WFFC_STORAGE_CLASS))
+                    || waits_for_node
                     || spec.volume_name.is_some()
                     || spec.selector.is_some()
                     || pvc.metadata.deletion_timestamp.is_some()
@@ -364,7 +381,7 @@ impl Storage {
                         "capacity": {"storage": size},
                         "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
                         "volumeMode": if block { "Block" } else { "Filesystem" },
-                        "storageClassName": STORAGE_CLASS,
+                        "storageClassName": class,
                         "persistentVolumeReclaimPolicy": "Delete",
                         // A CSI volume, as a CSI driver provisions it (Velero's PVC action
                         // snapshots only those); the handle is the directory or image file.
@@ -648,6 +665,9 @@ impl Kubelet {
                 continue;
             }
             if spec.node_name.is_none() {
+                // The scheduler's volume binding: a claim of a WaitForFirstConsumer class
+                // learns the node of its first pod.
+                self.select_node_for_claims(&ns, &spec).await;
                 let binding = json!({
                     "apiVersion": "v1", "kind": "Binding",
                     "metadata": {"name": name, "namespace": ns},
@@ -682,6 +702,34 @@ impl Kubelet {
             }
         }
         Ok(())
+    }
+
+    async fn select_node_for_claims(&self, ns: &str, spec: &k8s_openapi::api::core::v1::PodSpec) {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        for v in spec.volumes.iter().flatten() {
+            let Some(c) = &v.persistent_volume_claim else {
+                continue;
+            };
+            let Ok(Some(pvc)) = claims.get_opt(&c.claim_name).await else {
+                continue;
+            };
+            let unbound = pvc.spec.as_ref().is_some_and(|s| {
+                s.volume_name.is_none()
+                    && s.storage_class_name.as_deref() == Some(WFFC_STORAGE_CLASS)
+            });
+            if unbound && !pvc.annotations().contains_key(SELECTED_NODE) {
+                let patch = json!({"metadata": {"annotations": {SELECTED_NODE: NODE}}});
+                if let Err(e) = claims
+                    .patch(&c.claim_name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    eprintln!(
+                        "test-node: selecting the node of {ns}/{}: {e}",
+                        c.claim_name
+                    );
+                }
+            }
+        }
     }
 
     /// Resolves env and volumes; `Ok(None)` while a claim is not bound yet.
