@@ -95,6 +95,22 @@ pub struct Io {
     pub job_slots: tokio::sync::Mutex<()>,
 }
 
+/// Patch parameters of the controller's writes, under its own field manager.
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(names::CONTROLLER_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Create and replace parameters of the controller's writes, under its own field manager.
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(names::CONTROLLER_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 fn ignore_conflict<T>(
     r: std::result::Result<T, kube::Error>,
 ) -> std::result::Result<(), kube::Error> {
@@ -142,7 +158,7 @@ impl Io {
         let name = obj.name_any();
         let kind = K::kind(&()).to_string();
         let mut applied = Applied::default();
-        let pp = PostParams::default();
+        let pp = post_params();
         for action in actions {
             match action {
                 Action::CreateSnapshot(s) => {
@@ -223,7 +239,7 @@ impl Io {
                 Action::CancelBackup(b) => {
                     let api: Api<VolumeBackup> = Api::namespaced(self.client.clone(), &ns);
                     let patch = Patch::Merge(serde_json::json!({"spec": {"cancel": true}}));
-                    ignore_missing(api.patch(&b, &PatchParams::default(), &patch).await)
+                    ignore_missing(api.patch(&b, &patch_params(), &patch).await)
                         .map_err(|e| Error::kube(format!("canceling VolumeBackup {b}"), e))?;
                 }
                 Action::DeleteBackup(b) => {
@@ -279,7 +295,7 @@ impl Io {
                         "uid": claim_uid,
                         "resourceVersion": null,
                     }}});
-                    api.patch(&volume, &PatchParams::default(), &Patch::Merge(patch))
+                    api.patch(&volume, &patch_params(), &Patch::Merge(patch))
                         .await
                         .map_err(|e| {
                             Error::kube(format!("binding PersistentVolume {volume} to {claim}"), e)
@@ -288,7 +304,7 @@ impl Io {
                 Action::PatchStatus(status) => {
                     let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
                     let patch = Patch::Merge(serde_json::json!({ "status": status }));
-                    api.patch_status(&name, &PatchParams::default(), &patch)
+                    api.patch_status(&name, &patch_params(), &patch)
                         .await
                         .map_err(|e| {
                             Error::kube(format!("writing the status of {kind} {name}"), e)
@@ -309,13 +325,10 @@ impl Io {
                     let api: Api<super::api::Repository> =
                         Api::namespaced(self.client.clone(), &ns);
                     let patch = Patch::Merge(serde_json::json!({ "status": status }));
-                    ignore_missing(
-                        api.patch_status(&repository, &PatchParams::default(), &patch)
-                            .await,
-                    )
-                    .map_err(|e| {
-                        Error::kube(format!("writing the status of Repository {repository}"), e)
-                    })?;
+                    ignore_missing(api.patch_status(&repository, &patch_params(), &patch).await)
+                        .map_err(|e| {
+                            Error::kube(format!("writing the status of Repository {repository}"), e)
+                        })?;
                 }
                 Action::AddFinalizer | Action::RemoveFinalizer => {
                     let add = matches!(action, Action::AddFinalizer);
@@ -378,10 +391,7 @@ impl Io {
                     },
                     spec: Some(spec),
                 };
-                leases
-                    .create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
+                leases.create(&post_params(), &lease).await.map(|_| ())
             }
             Some(mut lease) => {
                 let current = lease.spec.clone().unwrap_or_default();
@@ -404,7 +414,7 @@ impl Io {
                 lease.spec = Some(spec);
                 // The resourceVersion read above makes the replace a compare-and-swap.
                 leases
-                    .replace(name, &PostParams::default(), &lease)
+                    .replace(name, &post_params(), &lease)
                     .await
                     .map(|_| ())
             }
@@ -445,12 +455,8 @@ impl Io {
             }
         });
         ignore_missing(
-            api.patch(
-                &obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await,
+            api.patch(&obj.name_any(), &patch_params(), &Patch::Merge(patch))
+                .await,
         )
         .map_err(|e| Error::kube(format!("updating the finalizers of {}", obj.name_any()), e))
     }

@@ -7,7 +7,7 @@ use super::error::{Error, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use std::time::Duration;
 
 pub const LEASE_SECONDS: i32 = 15;
@@ -65,7 +65,7 @@ impl LeaderElection {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&super::apply::post_params(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(Error::kube(&what, e)),
@@ -87,7 +87,7 @@ impl LeaderElection {
         // the Lease since we read it.
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &super::apply::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -118,7 +118,7 @@ impl LeaderElection {
         lease.spec = Some(spec);
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &super::apply::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),

@@ -23,6 +23,12 @@ pub const SCHEDULE: &str = "mover.dev/schedule";
 /// Kubernetes' limit for label values and many names.
 const MAX_NAME: usize = 63;
 
+/// The field manager of every write the controller makes: `managedFields` tells its fields
+/// from the Job's.
+pub const CONTROLLER_MANAGER: &str = "mover-controller";
+/// The field manager of the status a mover Job writes (`progress`, `result`, `resolved`).
+pub const JOB_MANAGER: &str = "mover-job";
+
 /// `prefix-name`, shortened with a hash suffix when longer than `max` so that distinct
 /// inputs keep distinct names.
 pub fn child_name(prefix: &str, name: &str, max: usize) -> String {

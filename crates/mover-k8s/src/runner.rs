@@ -150,7 +150,10 @@ impl Reporter {
         self.api
             .patch_status(
                 &self.target.name,
-                &PatchParams::default(),
+                &PatchParams {
+                    field_manager: Some(super::names::JOB_MANAGER.into()),
+                    ..Default::default()
+                },
                 &Patch::Merge(json!({ "status": status })),
             )
             .await

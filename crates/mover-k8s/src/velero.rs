@@ -28,7 +28,7 @@ use super::velero_bsl::{self, BslCa, BslRepository};
 use super::velero_gc;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -219,7 +219,11 @@ impl Velero<'_> {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        match self.api::<K>(ns).create(&PostParams::default(), obj).await {
+        match self
+            .api::<K>(ns)
+            .create(&super::apply::post_params(), obj)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(Error::kube(
@@ -241,7 +245,7 @@ impl Velero<'_> {
         self.api::<K>(&ns)
             .patch(
                 &obj.name_any(),
-                &PatchParams::default(),
+                &super::apply::patch_params(),
                 &Patch::Merge(json!({ "status": status })),
             )
             .await
@@ -314,7 +318,7 @@ impl Velero<'_> {
             Some(_) => api
                 .patch(
                     &name,
-                    &PatchParams::default(),
+                    &super::apply::patch_params(),
                     &Patch::Merge(json!({"data": data})),
                 )
                 .await
@@ -325,7 +329,9 @@ impl Velero<'_> {
                     "data": data,
                 }))
                 .map_err(|e| Error::Invalid(format!("building ConfigMap {ns}/{name}: {e}")))?;
-                api.create(&PostParams::default(), &map).await.map(drop)
+                api.create(&super::apply::post_params(), &map)
+                    .await
+                    .map(drop)
             }
         };
         written.map_err(kube_err(format!("writing ConfigMap {ns}/{name}")))?;
@@ -356,7 +362,7 @@ impl Velero<'_> {
             self.api::<R>(&ns)
                 .patch(
                     name,
-                    &PatchParams::default(),
+                    &super::apply::patch_params(),
                     &Patch::Merge(json!({"spec": {"cancel": true}})),
                 )
                 .await
@@ -656,7 +662,7 @@ async fn expose_snapshot(v: &Velero<'_>, du: &DataUpload, ours: &str) -> Result<
     contents
         .patch(
             &content_name,
-            &PatchParams::default(),
+            &super::apply::patch_params(),
             &Patch::Merge(json!({"spec": {"deletionPolicy": "Retain"}})),
         )
         .await
@@ -673,7 +679,7 @@ async fn expose_snapshot(v: &Velero<'_>, du: &DataUpload, ours: &str) -> Result<
     }))
     .map_err(|e| Error::Invalid(format!("building VolumeSnapshotContent {ours}: {e}")))?;
     match contents
-        .create(&PostParams::default(), &static_content)
+        .create(&super::apply::post_params(), &static_content)
         .await
     {
         Ok(_) => {}
@@ -893,7 +899,7 @@ pub async fn reconcile_download(
             v.api::<DataDownload>(&ns)
                 .patch(
                     &name,
-                    &PatchParams::default(),
+                    &super::apply::patch_params(),
                     &Patch::Merge(json!({"metadata": {"annotations": {RESTORED_VOLUME: pv,
                             RESTORED_ON_NODE: mover_node(&run)}},
                         "status": {"progress": {"totalBytes": total, "bytesDone": total}}})),
@@ -962,7 +968,7 @@ async fn retain_volume(v: &Velero<'_>, pv: &str) -> Result<()> {
     }
     pvs.patch(
         pv,
-        &PatchParams::default(),
+        &super::apply::patch_params(),
         &Patch::Merge(
             json!({"metadata": {"annotations": {RECLAIM_POLICY: policy}},
             "spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
@@ -1012,7 +1018,7 @@ async fn hand_over(
         claims
             .patch(
                 target_name,
-                &PatchParams::default(),
+                &super::apply::patch_params(),
                 &Patch::Merge(json!({"metadata": {"annotations": {
                     "pv.kubernetes.io/bind-completed": null,
                     "pv.kubernetes.io/bound-by-controller": null}},
@@ -1035,7 +1041,7 @@ async fn hand_over(
             .unwrap_or_default();
         pvs.patch(
             pv,
-            &PatchParams::default(),
+            &super::apply::patch_params(),
             &Patch::Merge(json!({"metadata": {"labels": labels, "annotations": {
                 "pv.kubernetes.io/bound-by-controller": null}},
                 "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -1055,7 +1061,7 @@ async fn hand_over(
     if let Some(policy) = vol.annotations().get(RECLAIM_POLICY).cloned() {
         pvs.patch(
             pv,
-            &PatchParams::default(),
+            &super::apply::patch_params(),
             &Patch::Merge(json!({"metadata": {"annotations": {RECLAIM_POLICY: null}},
                 "spec": {"persistentVolumeReclaimPolicy": policy}})),
         )

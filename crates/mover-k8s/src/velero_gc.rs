@@ -23,7 +23,7 @@ use super::names;
 use super::repository::repo_view;
 use super::run::{JobState, job_state};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -225,7 +225,7 @@ async fn set_finalizers(
     Api::<DeleteBackupRequest>::namespaced(client.clone(), &ns)
         .patch(
             &dbr.name_any(),
-            &PatchParams::default(),
+            &super::apply::patch_params(),
             &Patch::Merge(json!({"metadata": {
                 "finalizers": finalizers,
                 "resourceVersion": dbr.resource_version(),

@@ -129,6 +129,20 @@ async fn kubectl_renders_every_printer_column_and_describe_tells_the_story() {
     .await;
     let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
     let done = super::runs::finished(&backups, node, &ns, "b1", 180).await;
+    // managedFields tells who wrote what: the controller the phase, the Job its result.
+    let owners = |manager: &str| -> String {
+        let fields = done.metadata.managed_fields.clone().unwrap_or_default();
+        fields
+            .iter()
+            .filter(|f| f.manager.as_deref() == Some(manager))
+            .filter(|f| f.subresource.as_deref() == Some("status"))
+            .map(|f| serde_json::to_string(&f.fields_v1).unwrap())
+            .collect()
+    };
+    let (controller_fields, job_fields) = (owners("mover-controller"), owners("mover-job"));
+    assert!(controller_fields.contains("f:phase"), "{controller_fields}");
+    assert!(job_fields.contains("f:result"), "{job_fields}");
+    assert!(!job_fields.contains("f:phase"), "{job_fields}");
     let id = done.status.unwrap().snapshot_id.unwrap();
     create::<VolumeRestore>(
         &client,

@@ -322,16 +322,19 @@ async fn a_dataupload_backs_up_and_a_datadownload_fills_the_target_claim() {
     );
 
     // The snapshots, Velero's and the moved one, are gone; the DataUpload stays.
+    // (Only this DataUpload's: other tests share Velero's namespace.)
     let contents: Api<VolumeSnapshotContent> = Api::all(client.clone());
+    let moved = mover::k8s::names::object_name("velero", &du.name_any());
     wait_for("the temporary snapshots to go", 30, &app, node, || {
         let contents = contents.clone();
         let snaps: Api<VolumeSnapshot> = Api::namespaced(client.clone(), &app);
         let ours: Api<VolumeSnapshot> = Api::namespaced(client.clone(), VELERO_NS);
         let vs = vs.clone();
         let source_content = source_content.clone();
+        let moved = moved.clone();
         async move {
             let gone = snaps.get_opt(&vs).await.ok()?.is_none()
-                && ours.list(&Default::default()).await.ok()?.items.is_empty()
+                && ours.get_opt(&moved).await.ok()?.is_none()
                 && contents.get_opt(&source_content).await.ok()?.is_none()
                 && !contents
                     .list(&Default::default())
@@ -339,7 +342,10 @@ async fn a_dataupload_backs_up_and_a_datadownload_fills_the_target_claim() {
                     .ok()?
                     .items
                     .iter()
-                    .any(|c| c.spec.volume_snapshot_ref.namespace.as_deref() == Some(VELERO_NS));
+                    .any(|c| {
+                        c.spec.volume_snapshot_ref.namespace.as_deref() == Some(VELERO_NS)
+                            && c.spec.volume_snapshot_ref.name.as_deref() == Some(moved.as_str())
+                    });
             gone.then_some(())
         }
     })
