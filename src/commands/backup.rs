@@ -7,7 +7,7 @@ use crate::cli;
 use mover::error::{Error, Result};
 use mover::ops;
 use mover::progress::Progress;
-use mover::repo::{InitOptions, Repository};
+use mover::repo::{Opened, Repository};
 use std::sync::Arc;
 
 /// Exit code of a backup that saved a snapshot but could not read some files (restic: 3).
@@ -26,22 +26,17 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
     let pw = cx.password()?;
     let location = storage.display().to_string();
     // A mover Job's first run finds an empty bucket: create the repository then.
-    let repo = match Repository::open(storage.clone(), &pw).await {
-        Ok(r) => r,
-        Err(Error::RepositoryNotFound { .. }) => {
-            let repo = Repository::init(storage, &pw, &InitOptions::default()).await?;
-            if cx.g.json {
-                super::output::print_initialized_json(&repo.config().id, &location);
-            } else if !cx.g.quiet {
-                println!(
-                    "repository {location} did not exist: created restic repository {}",
-                    short(&repo.config().id)
-                );
-            }
-            repo
+    let (repo, opened) = Repository::open_or_init(storage, &pw, true).await?;
+    if opened == Opened::Created {
+        if cx.g.json {
+            super::output::print_initialized_json(&repo.config().id, &location);
+        } else if !cx.g.quiet {
+            println!(
+                "repository {location} did not exist: created restic repository {}",
+                short(&repo.config().id)
+            );
         }
-        Err(e) => return Err(e),
-    };
+    }
     let mut excludes = args.exclude.clone();
     excludes.extend(
         mover::fs::exclude::ExcludeMatcher::from_files(&args.exclude_file)

@@ -12,8 +12,9 @@ use chrono::{DateTime, FixedOffset};
 use mover::error::{Error, ErrorClass, Result};
 use mover::format::SnapshotId;
 use mover::format::snapshot::SnapshotFile;
+use mover::ops::select;
 use mover::repo::lock;
-use mover::repo::{InitOptions, Repository};
+use mover::repo::{Opened, Repository};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -244,7 +245,11 @@ async fn restore(cx: &Cx<'_>, data_dir: &Path, selection: &Selection) -> Result<
 /// anything else.
 async fn ensure_initialized(cx: &Cx<'_>) -> Result<Step<Repository>> {
     println!("=== Check for dir initialized ===");
-    let opened = match tokio::time::timeout(PROBE_TIMEOUT, cx.open()).await {
+    let storage = cx.storage(true)?;
+    let location = storage.display().to_string();
+    let password = cx.password()?;
+    let probe = Repository::open_or_init(storage, &password, true);
+    let opened = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
         Ok(r) => r,
         Err(_) => {
             return Ok(fail(
@@ -257,18 +262,15 @@ async fn ensure_initialized(cx: &Cx<'_>) -> Result<Step<Repository>> {
         }
     };
     let repo = match opened {
-        Ok(repo) => {
+        Ok((repo, Opened::Existing)) => {
             if let Some(holder) = live_exclusive_lock(&repo).await {
                 return Ok(fail(3, format!("failure locking repository: {holder}")));
             }
             println!("dir is initialized");
             repo
         }
-        Err(Error::RepositoryNotFound { .. }) => {
+        Ok((repo, Opened::Created)) => {
             println!("=== Initialize Dir ===");
-            let storage = cx.storage(true)?;
-            let location = storage.display().to_string();
-            let repo = Repository::init(storage, &cx.password()?, &InitOptions::default()).await?;
             println!(
                 "created restic repository {} at {location}",
                 short(&repo.config().id)
@@ -455,12 +457,10 @@ fn split_words(s: &str) -> std::result::Result<Vec<String>, &'static str> {
     Ok(words)
 }
 
-/// Which snapshot `restore` takes: RESTORE_AS_OF and SELECT_PREVIOUS.
+/// Which snapshot `restore` takes: RESTORE_AS_OF and SELECT_PREVIOUS, chosen by the
+/// library's one selection rule among snapshots of a path holding `/data`.
 #[derive(Debug, Default)]
-struct Selection {
-    as_of: Option<DateTime<FixedOffset>>,
-    previous: usize,
-}
+struct Selection(select::Selection);
 
 impl Selection {
     fn from_env() -> Result<Selection> {
@@ -479,28 +479,12 @@ impl Selection {
             })
             .transpose()?
             .unwrap_or(0);
-        Ok(Selection { as_of, previous })
+        Ok(Selection(select::Selection { as_of, previous }))
     }
 
-    /// The script's choice: among snapshots of a path holding `/data`, newest first, the
-    /// first taken at or before RESTORE_AS_OF (compared in whole seconds, as the script's
-    /// epochs are), then SELECT_PREVIOUS more back.
     fn pick(&self, snapshots: &[(SnapshotId, SnapshotFile)]) -> Option<SnapshotId> {
-        let mut candidates: Vec<&(SnapshotId, SnapshotFile)> = snapshots
-            .iter()
-            .filter(|(_, s)| s.paths.iter().any(|p| p.contains(DATA_PATH_MARK)))
-            .collect();
-        candidates.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
-        let skip = match self.as_of {
-            None => 0,
-            Some(t) => candidates
-                .iter()
-                .position(|(_, s)| s.time.timestamp() <= t.timestamp())
-                .unwrap_or(candidates.len()),
-        };
-        candidates
-            .get(skip.checked_add(self.previous)?)
-            .map(|(id, _)| *id)
+        let data = |s: &SnapshotFile| s.paths.iter().any(|p| p.contains(DATA_PATH_MARK));
+        select::select_snapshot(snapshots, data, &self.0).map(|(id, _)| *id)
     }
 }
 
@@ -558,10 +542,10 @@ mod tests {
             (id(3), snap("/data", "2026-01-03T10:00:00Z")),
         ];
         let pick = |as_of: Option<&str>, previous| {
-            Selection {
+            Selection(select::Selection {
                 as_of: as_of.map(|t| parse_time(t).unwrap()),
                 previous,
-            }
+            })
             .pick(&snaps)
         };
         assert_eq!(pick(None, 0), Some(id(3)));

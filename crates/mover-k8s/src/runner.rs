@@ -20,7 +20,7 @@ use mover_core::format::SnapshotId;
 use mover_core::ops;
 use mover_core::progress::Progress;
 use mover_core::repo::lock::{self, LockMode, LockOptions};
-use mover_core::repo::{InitOptions, Repository, SnapshotFilter};
+use mover_core::repo::{Opened, Repository, SnapshotFilter};
 use mover_core::storage::Storage;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -341,15 +341,8 @@ async fn report(reporter: &Reporter, outcome: Result<MoverResult>) -> Result<Mov
 }
 
 async fn open_or_init(cx: &RunContext, init: bool) -> Result<(Repository, bool)> {
-    match Repository::open(cx.storage.clone(), &cx.password).await {
-        Ok(r) => Ok((r, false)),
-        Err(mover_core::Error::RepositoryNotFound { .. }) if init => {
-            let repo =
-                Repository::init(cx.storage.clone(), &cx.password, &InitOptions::default()).await?;
-            Ok((repo, true))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let (repo, opened) = Repository::open_or_init(cx.storage.clone(), &cx.password, init).await?;
+    Ok((repo, opened == Opened::Created))
 }
 
 async fn remove_stale(repo: &Repository) -> Vec<String> {

@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod prune;
 pub mod reachable;
 pub mod restore;
+pub mod select;
 pub mod snapshots;

@@ -77,6 +77,14 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// What [`Repository::open_or_init`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Existing,
+    /// There was none: it was created.
+    Created,
+}
+
 impl Repository {
     /// Create a new repository: master key, key file for `password`, config.
     pub async fn init(storage: Storage, password: &str, opts: &InitOptions) -> Result<Repository> {
@@ -106,6 +114,25 @@ impl Repository {
             config: Arc::new(config),
             index_prefetch: Arc::default(),
         })
+    }
+
+    /// The one rule every front end follows for a repository that may not exist yet (a mover
+    /// Job's first run finds an empty bucket): open it, or, when it is absent and `init` is
+    /// set, create it with the default options. Any other failure (a wrong password, an
+    /// unreachable backend) is returned as it is: a repository is never created over one.
+    pub async fn open_or_init(
+        storage: Storage,
+        password: &str,
+        init: bool,
+    ) -> Result<(Repository, Opened)> {
+        match Repository::open(storage.clone(), password).await {
+            Ok(r) => Ok((r, Opened::Existing)),
+            Err(Error::RepositoryNotFound { .. }) if init => {
+                let repo = Repository::init(storage, password, &InitOptions::default()).await?;
+                Ok((repo, Opened::Created))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Open an existing repository with `password`.
@@ -250,11 +277,9 @@ impl Repository {
         previous: usize,
     ) -> Result<(SnapshotId, SnapshotFile)> {
         let snaps = self.list_snapshots().await?;
-        snaps
-            .into_iter()
-            .rev()
-            .filter(|(_, s)| filter.matches(s) && as_of.is_none_or(|t| s.time <= t))
-            .nth(previous)
+        let selection = crate::ops::select::Selection { as_of, previous };
+        crate::ops::select::select_snapshot(&snaps, |s| filter.matches(s), &selection)
+            .cloned()
             .ok_or_else(|| Error::SnapshotNotFound {
                 restic: "no snapshot found".into(),
                 detail: match as_of {
@@ -277,10 +302,9 @@ impl Repository {
     ) -> Result<(SnapshotId, SnapshotFile)> {
         let snaps = self.list_snapshots().await?;
         if spec == "latest" {
-            return snaps
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.matches(&filter.hosts, &filter.paths, &filter.tags))
+            let latest = crate::ops::select::Selection::default();
+            return crate::ops::select::select_snapshot(&snaps, |s| filter.matches(s), &latest)
+                .cloned()
                 .ok_or_else(|| Error::SnapshotNotFound {
                     restic: "no snapshot found".into(),
                     detail: if filter.hosts.is_empty()
