@@ -237,6 +237,12 @@ pub struct BackupArgs {
     /// Snapshot to compare against (default: the latest with the same host and paths)
     #[arg(long)]
     pub parent: Option<String>,
+    /// Changed block tracking for a block device or --image: the byte ranges that changed
+    /// since the --parent snapshot, one "OFFSET LENGTH" pair per line (from LVM's
+    /// thin_delta, a CSI SnapshotMetadata stream, ...; "-" reads stdin). Only those ranges,
+    /// and what chunking needs around them, are read
+    #[arg(long = "changed-ranges", value_name = "FILE")]
+    pub changed_ranges: Option<PathBuf>,
     /// Read every file again, ignoring the parent snapshot
     #[arg(short, long)]
     pub force: bool,

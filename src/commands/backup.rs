@@ -22,6 +22,8 @@ fn split_tags(tags: &[String]) -> Vec<String> {
 }
 
 pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
+    // Checked before the repository is opened (or created).
+    let changed_ranges = changed_ranges(args)?;
     let storage = cx.storage(!args.no_direct_io)?;
     let pw = cx.password()?;
     let location = storage.display().to_string();
@@ -86,6 +88,7 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
                 pipeline: opts.pipeline.clone(),
                 chunker: opts.chunker,
                 lock: opts.lock.clone(),
+                changed_ranges,
             };
             ops::block::backup_volume(&repo, &vopts, source, Arc::clone(&progress)).await
         }
@@ -135,6 +138,37 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
         eprintln!("Warning: at least one source file could not be read");
         Ok(EXIT_PARTIAL_BACKUP)
     }
+}
+
+/// `--changed-ranges`, read and checked: it needs `--parent` (the snapshot the ranges were
+/// taken against) and a block device or `--image` to read by offset.
+fn changed_ranges(args: &cli::BackupArgs) -> Result<Option<Vec<std::ops::Range<u64>>>> {
+    let Some(file) = &args.changed_ranges else {
+        return Ok(None);
+    };
+    if args.parent.is_none() || args.force {
+        return Err(Error::InvalidInput(
+            "--changed-ranges needs --parent SNAPSHOT: the ranges say what changed since that \
+             snapshot"
+                .into(),
+        ));
+    }
+    if args.stdin || volume_source(args)?.is_none() {
+        return Err(Error::InvalidInput(
+            "--changed-ranges needs a block device or --image IMAGE to read by offset".into(),
+        ));
+    }
+    let (text, what) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .map_err(|e| Error::io("reading changed ranges from stdin", e))?;
+        (text, "changed ranges on stdin".to_string())
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::io(format!("reading changed ranges {}", file.display()), e))?;
+        (text, format!("changed ranges {}", file.display()))
+    };
+    ops::block::changed::parse_changed_ranges(&text, &what).map(Some)
 }
 
 /// A volume to back up as one file (stdin, a block device, or an image with `--image`), or

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod block;
+mod block_cbt;
 mod controller;
 mod dedup_restic;
 mod faults;

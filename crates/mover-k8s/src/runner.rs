@@ -417,6 +417,7 @@ async fn run_backup(
                 pipeline,
                 chunker: None,
                 lock: cx.lock.clone(),
+                changed_ranges: None,
             };
             let source = ops::block::VolumeSource::Path(dev.clone());
             ops::block::backup_volume(&repo, &opts, source, Arc::clone(&progress)).await?

@@ -31,6 +31,17 @@ pub struct BlobLocation {
     pub uncompressed_length: Option<u32>,
 }
 
+impl BlobLocation {
+    /// The blob's plaintext length: its uncompressed length, or its stored length less the
+    /// IV and MAC of an uncompressed blob.
+    pub fn plaintext_len(&self) -> u32 {
+        self.uncompressed_length.unwrap_or_else(|| {
+            self.length
+                .saturating_sub(crate::crypto::aead::OVERHEAD as u32)
+        })
+    }
+}
+
 /// High bit of `Packed::pack`: set for tree blobs.
 const TREE_BIT: u32 = 1 << 31;
 /// Pending blobs are merged once there are this many, or 1/8 of the sorted ones.

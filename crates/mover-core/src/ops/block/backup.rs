@@ -67,6 +67,10 @@ pub struct VolumeBackupOptions {
     pub chunker: Option<ChunkerKind>,
     /// Retrying a held lock, and cancelling the run.
     pub lock: LockOptions,
+    /// Changed block tracking: the byte ranges of a device or image that differ from the
+    /// parent snapshot's volume. Only those (and what chunking needs around them) are read;
+    /// every other chunk is the parent's. Needs a parent and a `VolumeSource::Path`.
+    pub changed_ranges: Option<Vec<std::ops::Range<u64>>>,
 }
 
 impl Default for VolumeBackupOptions {
@@ -79,6 +83,7 @@ impl Default for VolumeBackupOptions {
             pipeline: PipelineOptions::default(),
             chunker: None,
             lock: LockOptions::default(),
+            changed_ranges: None,
         }
     }
 }
@@ -166,12 +171,35 @@ async fn run(
     let chunker = repository_chunker(repo, opts.chunker)?;
     let index = Arc::new(repo.load_index().await?);
     let parent = find_parent(repo, opts, &vpath).await?;
+    // With changed ranges the parent is the volume they were taken against, whatever its
+    // name: a block snapshot is one file, named as its single path.
+    let parent_path = match &parent {
+        Some((_, snap)) if opts.changed_ranges.is_some() && snap.paths.len() == 1 => {
+            snap.paths[0].clone()
+        }
+        _ => vpath.clone(),
+    };
     let parent_content = match &parent {
-        Some((_, snap)) => match lookup(repo, &index, snap.tree, &vpath).await {
+        Some((_, snap)) => match lookup(repo, &index, snap.tree, &parent_path).await {
             Ok(Found::Node(_, node)) => node.content,
             _ => None,
         },
         None => None,
+    };
+    // Changed block tracking: checked before anything is stored.
+    let changed = match &opts.changed_ranges {
+        None => None,
+        Some(ranges) => {
+            let VolumeSource::Path(path) = &source else {
+                return Err(Error::InvalidInput(
+                    "changed ranges need a block device or image file to read by offset, not \
+                     a stream"
+                        .into(),
+                ));
+            };
+            let chunks = changed_range_parent(&index, parent.as_ref(), parent_content.as_deref())?;
+            Some((path.clone(), chunks, ranges.clone()))
+        }
     };
     let (saver, handle) = BlobSaver::start_reporting(
         repo,
@@ -180,50 +208,49 @@ async fn run(
         Some(Arc::clone(&progress)),
     );
 
-    let require_data = !matches!(source, VolumeSource::Path(_));
-    let (tx, rx) = bounded::<Result<Piece>>(PIECE_QUEUE);
-    let reader = std::thread::Builder::new()
-        .name("mover-volume-read".into())
-        .spawn(move || read_source(source, &tx))
-        .map_err(|e| Error::Other(format!("cannot start reader thread: {e}")))?;
-
-    let stage_saver = Arc::clone(&saver);
-    let stage_vpath = vpath.clone();
-    let stage_progress = Arc::clone(&progress);
-    let streamed = tokio::task::spawn_blocking(move || {
-        let zero = ZeroIds::new(chunker.max_size());
-        let out = chunk_stream(
-            &chunker,
-            &zero,
-            &stage_saver,
-            &rx,
-            &stage_progress,
-            require_data,
-        );
-        drop(rx);
-        let (content, size, bytes_read) = out?;
-        let root = save_trees(
-            &stage_saver,
-            &stage_vpath,
-            start_time,
-            content.clone(),
-            size,
-        )?;
-        Ok::<Streamed, Error>(Streamed {
-            content,
-            size,
-            bytes_read,
-            root,
-        })
-    })
-    .await
-    .map_err(|e| Error::Other(format!("volume chunking task failed: {e}")))
-    .and_then(|r| r);
-    let read_failed = reader.join().is_err();
-    let streamed = match (streamed, read_failed) {
-        (Ok(s), false) => Ok(s),
-        (Ok(_), true) => Err(Error::Other("volume reader thread panicked".into())),
-        (Err(e), _) => Err(e),
+    let streamed = match changed {
+        None => {
+            stream_all(
+                source,
+                chunker,
+                &saver,
+                vpath.clone(),
+                start_time,
+                &progress,
+            )
+            .await
+        }
+        Some((path, parent_chunks, ranges)) => {
+            let stage_saver = Arc::clone(&saver);
+            let stage_vpath = vpath.clone();
+            let stage_progress = Arc::clone(&progress);
+            tokio::task::spawn_blocking(move || {
+                let (content, size, bytes_read) = chunk_changed(
+                    &chunker,
+                    &stage_saver,
+                    &path,
+                    &parent_chunks,
+                    &ranges,
+                    &stage_progress,
+                )?;
+                let root = save_trees(
+                    &stage_saver,
+                    &stage_vpath,
+                    start_time,
+                    content.clone(),
+                    size,
+                )?;
+                Ok::<Streamed, Error>(Streamed {
+                    content,
+                    size,
+                    bytes_read,
+                    root,
+                })
+            })
+            .await
+            .map_err(|e| Error::Other(format!("changed-range chunking task failed: {e}")))
+            .and_then(|r| r)
+        }
     };
     if let Err(e) = &streamed {
         saver.abort.abort(Error::Other(e.to_string()));
@@ -277,6 +304,134 @@ async fn run(
         },
     )
     .await
+}
+
+/// Reads the whole source (holes of a sparse image skipped) and chunks it.
+async fn stream_all(
+    source: VolumeSource,
+    chunker: crate::chunker::Chunker,
+    saver: &Arc<BlobSaver>,
+    vpath: String,
+    start_time: DateTime<FixedOffset>,
+    progress: &Arc<Progress>,
+) -> Result<Streamed> {
+    let require_data = !matches!(source, VolumeSource::Path(_));
+    let (tx, rx) = bounded::<Result<Piece>>(PIECE_QUEUE);
+    let reader = std::thread::Builder::new()
+        .name("mover-volume-read".into())
+        .spawn(move || read_source(source, &tx))
+        .map_err(|e| Error::Other(format!("cannot start reader thread: {e}")))?;
+
+    let stage_saver = Arc::clone(saver);
+    let stage_vpath = vpath;
+    let stage_progress = Arc::clone(progress);
+    let streamed = tokio::task::spawn_blocking(move || {
+        let zero = ZeroIds::new(chunker.max_size());
+        let out = chunk_stream(
+            &chunker,
+            &zero,
+            &stage_saver,
+            &rx,
+            &stage_progress,
+            require_data,
+        );
+        drop(rx);
+        let (content, size, bytes_read) = out?;
+        let root = save_trees(
+            &stage_saver,
+            &stage_vpath,
+            start_time,
+            content.clone(),
+            size,
+        )?;
+        Ok::<Streamed, Error>(Streamed {
+            content,
+            size,
+            bytes_read,
+            root,
+        })
+    })
+    .await
+    .map_err(|e| Error::Other(format!("volume chunking task failed: {e}")))
+    .and_then(|r| r);
+    let read_failed = reader.join().is_err();
+    match (streamed, read_failed) {
+        (Ok(s), false) => Ok(s),
+        (Ok(_), true) => Err(Error::Other("volume reader thread panicked".into())),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The parent's chunks (id and plaintext length) that changed ranges are applied to.
+fn changed_range_parent(
+    index: &crate::repo::index::MasterIndex,
+    parent: Option<&(SnapshotId, SnapshotFile)>,
+    content: Option<&[BlobId]>,
+) -> Result<Vec<(BlobId, u64)>> {
+    let Some((id, _)) = parent else {
+        return Err(Error::InvalidInput(
+            "changed ranges need a parent snapshot (the one the ranges were taken against); \
+             none was found"
+                .into(),
+        ));
+    };
+    let Some(content) = content else {
+        return Err(Error::InvalidInput(format!(
+            "parent snapshot {} holds no volume file at this path: changed ranges cannot be \
+             applied to it",
+            id.short()
+        )));
+    };
+    content
+        .iter()
+        .map(|blob| match index.get(blob) {
+            Some(loc) => Ok((*blob, u64::from(loc.plaintext_len()))),
+            None => Err(Error::corrupt(
+                format!("parent snapshot {}", id.short()),
+                format!("data blob {} is not in the index", blob.0.short()),
+            )),
+        })
+        .collect()
+}
+
+/// Chunks a device or image from its parent's chunks and the changed ranges; returns the
+/// content list, the stream length and the bytes read.
+fn chunk_changed(
+    chunker: &crate::chunker::Chunker,
+    saver: &BlobSaver,
+    path: &std::path::Path,
+    parent: &[(BlobId, u64)],
+    ranges: &[std::ops::Range<u64>],
+    progress: &Progress,
+) -> Result<(Vec<BlobId>, u64, u64)> {
+    let what = || path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(what(), e))?;
+    let size = volume_size(&mut file).map_err(|e| Error::io(what(), e))?;
+    let mut saved_bytes = 0u64;
+    let read = |offset: u64, buf: &mut [u8]| {
+        file.read_exact_at(buf, offset)
+            .map_err(|e| Error::io(format!("{} at offset {offset}", path.display()), e))
+    };
+    let save = |chunks: Vec<Vec<u8>>| -> Result<Vec<BlobId>> {
+        let saved: Vec<Result<(BlobId, bool)>> = chunks
+            .par_iter()
+            .map(|b| saver.save(BlobType::Data, b))
+            .collect();
+        let mut ids = Vec::with_capacity(chunks.len());
+        for (b, r) in chunks.iter().zip(saved) {
+            let (id, new) = r?;
+            if new {
+                progress.add_added(b.len() as u64);
+            }
+            progress.add_bytes(b.len() as u64);
+            saved_bytes += b.len() as u64;
+            ids.push(id);
+        }
+        Ok(ids)
+    };
+    let out = super::changed::rechunk(chunker, parent, size, ranges, read, save)?;
+    progress.add_bytes(size.saturating_sub(saved_bytes));
+    Ok((out.content, size, out.bytes_read))
 }
 
 /// Reads the source into pieces; stops early when the consumer hangs up.

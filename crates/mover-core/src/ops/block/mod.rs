@@ -5,6 +5,7 @@
 //! [`stream`]. Never walks directory trees (that is `ops::backup`).
 
 mod backup;
+pub mod changed;
 mod restore;
 pub mod stream;
 

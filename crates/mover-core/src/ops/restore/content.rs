@@ -32,8 +32,6 @@ const MAX_OPEN_FILES_PER_RANGE: usize = 32;
 /// Largest staging buffer taken for copying a blob's whole pages out to direct writes (a
 /// larger blob is copied and written in parts of this size).
 const COPY_STAGING_BYTES: usize = 1 << 20;
-/// Sealed-blob overhead (IV and MAC) of an uncompressed blob.
-const SEAL_OVERHEAD_BYTES: u32 = 32;
 
 /// One blob needed from a pack and every place it is written.
 #[derive(Debug, Clone)]
@@ -49,8 +47,7 @@ fn blob_end(loc: &BlobLocation) -> u64 {
 }
 
 pub(crate) fn plain_length(loc: &BlobLocation) -> u32 {
-    loc.uncompressed_length
-        .unwrap_or_else(|| loc.length.saturating_sub(SEAL_OVERHEAD_BYTES))
+    loc.plaintext_len()
 }
 
 /// Looks up every content blob, fills in file sizes and returns the needs grouped by pack
