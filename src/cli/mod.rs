@@ -1,10 +1,12 @@
 //! Command-line flags (clap derive). restic's verbs, flags and environment names, so an
 //! existing restic Secret and habits keep working. Only parsing lives here.
 
+mod everyday;
 mod k8s;
 mod maintenance;
 mod volsync;
 
+pub use everyday::*;
 pub use k8s::*;
 pub use maintenance::*;
 pub use volsync::*;
@@ -161,6 +163,12 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Manage the repository's keys (passwords)
     Key(KeyArgs),
+    /// Add, remove or replace the tags of snapshots
+    Tag(TagArgs),
+    /// List the ids of blobs, packs, index files, snapshots, keys or locks
+    List(ListArgs),
+    /// Write shell completion scripts and man pages
+    Generate(GenerateArgs),
     /// Print version information
     Version,
     /// Print mover's CustomResourceDefinitions (YAML)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Exit code of a backup that saved a snapshot but could not read some files (restic: 3).
 const EXIT_PARTIAL_BACKUP: u8 = 3;
 
-fn split_tags(tags: &[String]) -> Vec<String> {
+pub(super) fn split_tags(tags: &[String]) -> Vec<String> {
     tags.iter()
         .flat_map(|t| t.split(','))
         .map(|t| t.trim().to_string())

@@ -6,6 +6,7 @@
 mod backup;
 mod browse;
 mod check;
+mod everyday;
 mod forget;
 mod init;
 mod k8s;
@@ -59,6 +60,9 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
         Command::Check(args) => check::check(&cx, args).await,
         Command::Unlock(args) => unlock::unlock(&cx, args).await,
         Command::Key(args) => key::key(&cx, args).await,
+        Command::Tag(args) => everyday::tag(&cx, args).await,
+        Command::List(args) => everyday::list(&cx, args).await,
+        Command::Generate(args) => everyday::generate(args),
         Command::Crds => k8s::crds(),
         Command::Controller(args) => k8s::controller(&cx, args).await,
         Command::Job(args) => k8s::job(&cx, args).await,

@@ -8,6 +8,7 @@ mod block;
 mod block_cbt;
 mod controller;
 mod dedup_restic;
+mod everyday;
 mod faults;
 mod fixtures;
 mod forget_policy;

@@ -15,3 +15,4 @@ pub mod reachable;
 pub mod restore;
 pub mod select;
 pub mod snapshots;
+pub mod tag;

@@ -1,0 +1,146 @@
+//! The everyday commands beyond backup and restore, against the real restic: `tag` changes
+//! tags as restic does (a new snapshot with `original`, the old one gone), `list` lists what
+//! restic lists, and `generate` writes completions and man pages.
+
+use crate::support::*;
+use std::path::Path;
+
+fn lines_sorted(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn snapshots(repo: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(restic_018()
+        .arg("-r")
+        .arg(repo)
+        .args(["snapshots", "--json"])))
+    .unwrap()
+}
+
+#[test]
+fn tag_changes_tags_as_restic_and_list_lists_what_restic_lists() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "alpha").unwrap();
+    ok(mover().arg("-r").arg(&repo).arg("init"));
+    ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["backup", "--host", "h", "--tag", "keep"])
+        .arg(&data));
+    std::fs::write(data.join("b.txt"), "beta").unwrap();
+    ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["backup", "--host", "h"])
+        .arg(&data));
+    let before = snapshots(&repo);
+    let latest = before[1]["id"].as_str().unwrap().to_string();
+
+    let out = ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["tag", "--add", "x,y", "latest"]));
+    assert_eq!(out.trim(), "modified 1 snapshots");
+    let after = snapshots(&repo);
+    assert_eq!(after.as_array().unwrap().len(), 2);
+    let changed = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["original"].as_str() == Some(latest.as_str()))
+        .expect("a snapshot whose original is the retagged one");
+    assert_eq!(changed["tags"], serde_json::json!(["x", "y"]));
+    assert!(
+        !after
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == latest.as_str())
+    );
+
+    // --json: restic's messages; --remove with a filter; nothing changed says so.
+    let out = ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["--json", "tag", "--remove", "x", "--tag", "x"]));
+    let msgs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(msgs[0]["message_type"], "changed");
+    assert_eq!(msgs[0]["old_snapshot_id"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        msgs[1],
+        serde_json::json!({"message_type": "summary", "changed_snapshots": 1})
+    );
+    let out = ok(mover()
+        .arg("-r")
+        .arg(&repo)
+        .args(["tag", "--add", "keep", "--tag", "keep"]));
+    assert_eq!(out.trim(), "no snapshots were modified");
+    // --set "" clears every tag of every snapshot.
+    let out = ok(mover().arg("-r").arg(&repo).args(["tag", "--set", ""]));
+    assert_eq!(out.trim(), "modified 2 snapshots");
+    assert!(
+        snapshots(&repo)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["tags"].is_null())
+    );
+    for (args, says) in [
+        (&["tag", "latest"][..], "nothing to do!"),
+        (
+            &["tag", "--set", "a", "--add", "b"][..],
+            "cannot be given at the same time",
+        ),
+    ] {
+        let out = run(mover().arg("-r").arg(&repo).args(args));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}"
+        );
+    }
+    ok(restic_018().arg("-r").arg(&repo).arg("check"));
+
+    for kind in ["blobs", "packs", "index", "snapshots", "keys"] {
+        let ours = ok(mover().arg("-r").arg(&repo).args(["list", kind]));
+        let theirs = ok(restic_018().arg("-r").arg(&repo).args(["list", kind]));
+        assert_eq!(lines_sorted(&ours), lines_sorted(&theirs), "list {kind}");
+        assert!(!ours.is_empty(), "list {kind}");
+    }
+    assert_eq!(ok(mover().arg("-r").arg(&repo).args(["list", "locks"])), "");
+}
+
+#[test]
+fn generate_writes_completions_and_man_pages() {
+    let tmp = tempdir();
+    let bash = ok(mover().args(["generate", "--bash-completion", "-"]));
+    assert!(
+        bash.contains("_mover()") && bash.contains("--changed-ranges"),
+        "{bash}"
+    );
+    let zsh = tmp.path().join("_mover");
+    ok(mover().args(["generate", "--zsh-completion"]).arg(&zsh));
+    assert!(
+        std::fs::read_to_string(&zsh)
+            .unwrap()
+            .starts_with("#compdef mover")
+    );
+    let man = tmp.path().join("man");
+    ok(mover().args(["generate", "--man"]).arg(&man));
+    let page = std::fs::read_to_string(man.join("mover-backup.1")).unwrap();
+    assert!(
+        page.contains(".TH mover-backup") && page.contains("changed\\-ranges"),
+        "{page}"
+    );
+    assert!(man.join("mover.1").exists() && man.join("mover-tag.1").exists());
+    let out = run(mover().arg("generate"));
+    assert!(!out.status.success());
+}
