@@ -2,11 +2,11 @@
 //! missing, as a mover Job's first run needs).
 
 use super::output::{human_bytes, human_duration, short};
-use super::{Cx, compression, pack_size_bytes};
+use super::{Cx, compression, pack_size_bytes, status};
 use crate::cli;
 use mover::error::{Error, Result};
 use mover::ops;
-use mover::progress::Progress;
+use mover::progress::{Progress, Totals, scan_totals};
 use mover::repo::{Opened, Repository};
 use std::sync::Arc;
 
@@ -77,8 +77,12 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
     opts.pipeline.upload_concurrency = repo.storage().upload_concurrency();
 
     let progress = Arc::new(Progress::default());
-    let reporter = spawn_reporter(Arc::clone(&progress), cx.g.json, cx.g.quiet);
-    let result = match volume_source(args)? {
+    let source = volume_source(args)?;
+    // The scan beside the backup stops with it.
+    let scan_stop = mover::Cancel::new();
+    let totals = source_totals(args, source.as_ref().map(|(s, _)| s), &scan_stop);
+    let reporter = status::Reporter::start(Arc::clone(&progress), totals, cx.g.json, cx.g.quiet);
+    let result = match source {
         Some((source, name)) => {
             let vopts = ops::block::VolumeBackupOptions {
                 name,
@@ -94,7 +98,8 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
         }
         None => ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await,
     };
-    reporter.abort();
+    reporter.stop();
+    scan_stop.cancel("the backup ended");
     let summary = result?;
     for e in &summary.errors {
         eprintln!("error: {e}");
@@ -171,6 +176,30 @@ fn changed_ranges(args: &cli::BackupArgs) -> Result<Option<Vec<std::ops::Range<u
     ops::block::changed::parse_changed_ranges(&text, &what).map(Some)
 }
 
+/// The source's totals for the status: a volume's size, or a scan of the paths beside the
+/// backup (as restic's); unknown for stdin.
+fn source_totals(
+    args: &cli::BackupArgs,
+    volume: Option<&ops::block::VolumeSource>,
+    cancel: &mover::Cancel,
+) -> Arc<Totals> {
+    match volume {
+        Some(ops::block::VolumeSource::Path(p)) => {
+            let size = std::fs::File::open(p)
+                .and_then(|mut f| mover::fs::block::volume_size(&mut f))
+                .ok();
+            Arc::new(size.map_or_else(Totals::default, |s| Totals::known(1, s)))
+        }
+        Some(_) => Arc::new(Totals::default()),
+        None => {
+            let totals = Arc::new(Totals::default());
+            let (found, roots, cancel) = (Arc::clone(&totals), args.paths.clone(), cancel.clone());
+            tokio::task::spawn_blocking(move || scan_totals(&roots, &found, &cancel));
+            totals
+        }
+    }
+}
+
 /// A volume to back up as one file (stdin, a block device, or an image with `--image`), or
 /// `None` for a tree backup.
 fn volume_source(
@@ -200,42 +229,4 @@ fn volume_source(
         )),
         _ => Ok(None),
     }
-}
-
-/// Print a progress line every few seconds: on stderr for people, as JSON status on stdout.
-fn spawn_reporter(progress: Arc<Progress>, json: bool, quiet: bool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if quiet {
-            return;
-        }
-        let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let every = if interactive { 1 } else { 10 };
-        let started = std::time::Instant::now();
-        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(every));
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let s = progress.snapshot();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "message_type": "status",
-                        "seconds_elapsed": started.elapsed().as_secs(),
-                        "files_done": s.files_done,
-                        "bytes_done": s.bytes_done,
-                        "error_count": s.errors,
-                    })
-                );
-            } else {
-                eprintln!(
-                    "[{}] {} files, {} processed, {} errors",
-                    human_duration(started.elapsed().as_secs_f64()),
-                    s.files_done,
-                    human_bytes(s.bytes_done),
-                    s.errors
-                );
-            }
-        }
-    })
 }

@@ -14,6 +14,7 @@ mod key;
 mod output;
 mod prune;
 mod restore;
+mod status;
 mod unlock;
 mod volsync;
 

@@ -144,3 +144,80 @@ fn generate_writes_completions_and_man_pages() {
     let out = run(mover().arg("generate"));
     assert!(!out.status.success());
 }
+
+/// restic's documented `status` message of `backup --json`: every field with its type.
+fn check_status_schema(m: &serde_json::Value) {
+    let o = m.as_object().unwrap();
+    for key in ["seconds_elapsed", "files_done", "bytes_done", "error_count"] {
+        assert!(o[key].is_u64(), "{key} in {m}");
+    }
+    let p = o["percent_done"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&p), "{m}");
+    for key in ["seconds_remaining", "total_files", "total_bytes"] {
+        assert!(
+            o.get(key).is_none_or(serde_json::Value::is_u64),
+            "{key} in {m}"
+        );
+    }
+    let known: Vec<&String> = o.keys().collect();
+    for k in known {
+        assert!(
+            [
+                "message_type",
+                "seconds_elapsed",
+                "seconds_remaining",
+                "percent_done",
+                "total_files",
+                "files_done",
+                "total_bytes",
+                "bytes_done",
+                "error_count",
+                "current_files"
+            ]
+            .contains(&k.as_str()),
+            "field {k} is not restic's"
+        );
+    }
+}
+
+#[test]
+fn backup_json_streams_restic_status_messages_with_totals_while_it_runs() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut rng = crate::support::tree_gen::SplitMix64(3);
+    for i in 0..6 {
+        let mut buf = vec![0u8; 512 * 1024];
+        rng.fill(&mut buf);
+        std::fs::write(data.join(format!("f{i}")), buf).unwrap();
+    }
+    ok(mover().arg("-r").arg(&repo).arg("init"));
+    // 3 MiB at 1 MiB/s: a few seconds of status messages, ten a second.
+    let out = ok(mover()
+        .env("RESTIC_PROGRESS_FPS", "10")
+        .arg("-r")
+        .arg(&repo)
+        .args(["--json", "--limit-upload", "1024", "backup"])
+        .arg(&data));
+    let msgs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let status: Vec<&serde_json::Value> = msgs
+        .iter()
+        .filter(|m| m["message_type"] == "status")
+        .collect();
+    assert!(status.len() >= 5, "{} status messages", status.len());
+    status.iter().for_each(|m| check_status_schema(m));
+    let with_totals = status
+        .iter()
+        .filter(|m| m["total_bytes"] == 3 * 1024 * 1024 && m["total_files"] == 6)
+        .count();
+    assert!(with_totals >= 3, "{status:?}");
+    let mid = status
+        .iter()
+        .any(|m| m["percent_done"].as_f64().unwrap() > 0.0 && m.get("seconds_remaining").is_some());
+    assert!(mid, "no status with progress and an ETA: {status:?}");
+    assert_eq!(msgs.last().unwrap()["message_type"], "summary");
+}

@@ -18,7 +18,7 @@ use kube::discovery::ApiResource;
 use mover_core::Cancel;
 use mover_core::format::SnapshotId;
 use mover_core::ops;
-use mover_core::progress::Progress;
+use mover_core::progress::{Progress, Report, Totals, scan_totals};
 use mover_core::repo::lock::{self, LockMode, LockOptions};
 use mover_core::repo::{Opened, Repository, SnapshotFilter};
 use mover_core::storage::Storage;
@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How often progress is written while data moves (the API promises at most 10 s).
@@ -208,78 +208,24 @@ impl Drop for ProgressTask {
     }
 }
 
-/// Totals of the source, found by a scan beside the backup (0 while unknown).
-#[derive(Debug, Default)]
-pub struct Totals {
-    pub bytes: AtomicU64,
-    pub files: AtomicU64,
-    pub known: std::sync::atomic::AtomicBool,
-}
-
 fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
 fn progress_status(progress: &Progress, totals: &Totals, elapsed: Duration) -> RunProgress {
-    let s = progress.snapshot();
-    let known = totals.known.load(Ordering::Relaxed);
-    let total_bytes = known.then(|| totals.bytes.load(Ordering::Relaxed));
-    let total_files = known.then(|| totals.files.load(Ordering::Relaxed));
-    let secs = elapsed.as_secs_f64().max(0.001);
     // What is stored, not what was read: under a slow upload the two differ by the packs
     // in flight, and percent, rate and ETA describe the upload the user waits for.
-    let done = s.bytes_durable();
-    let rate = done as f64 / secs;
+    let r = Report::new(&progress.snapshot(), totals, elapsed);
     RunProgress {
-        total_bytes,
-        bytes_done: done,
-        total_files,
-        files_done: s.files_done,
-        bytes_per_second: rate as u64,
-        eta_seconds: total_bytes
-            .filter(|_| done > 0)
-            .map(|t| (t.saturating_sub(done) as f64 / rate).ceil() as u64),
-        percent: total_bytes.map(|t| percent(done, t)),
+        total_bytes: r.total_bytes,
+        bytes_done: r.bytes_done,
+        total_files: r.total_files,
+        files_done: r.files_done,
+        bytes_per_second: r.bytes_per_second,
+        eta_seconds: r.seconds_remaining,
+        percent: r.percent(),
         update_time: Some(now()),
     }
-}
-
-/// `bytes_done` of `total` as the printer column shows it; never 100% before the end.
-fn percent(done: u64, total: u64) -> String {
-    if total == 0 {
-        return "0%".into();
-    }
-    let p = ((done as f64 / total as f64) * 100.0).floor().min(99.0);
-    format!("{p:.0}%")
-}
-
-/// Counts the regular files and their bytes below `root` (not following links, skipping
-/// the top-level `lost+found`), into `totals`; runs on a blocking thread.
-fn scan(root: PathBuf, totals: Arc<Totals>, cancel: Cancel) {
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                if dir == root && entry.file_name() == "lost+found" {
-                    continue;
-                }
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                totals.files.fetch_add(1, Ordering::Relaxed);
-                totals.bytes.fetch_add(meta.len(), Ordering::Relaxed);
-            }
-        }
-    }
-    totals.known.store(true, Ordering::Relaxed);
 }
 
 fn write_termination_message(result: &MoverResult) {
@@ -382,10 +328,8 @@ async fn run_backup(
     };
     let summary = match &volume {
         Volume::Directory(dir) => {
-            let scan_totals = Arc::clone(&totals);
-            let scan_root = dir.clone();
-            let scan_cancel = cx.cancel.clone();
-            tokio::task::spawn_blocking(move || scan(scan_root, scan_totals, scan_cancel));
+            let (found, roots, cancel) = (Arc::clone(&totals), [dir.clone()], cx.cancel.clone());
+            tokio::task::spawn_blocking(move || scan_totals(&roots, &found, &cancel));
             // As VolSync does: `cd /data; backup .`, so the snapshot's path is the mount
             // point and its root holds the volume's top level.
             std::env::set_current_dir(dir)
@@ -811,27 +755,5 @@ mod tests {
         assert_eq!(t.name, "db");
         assert!("pod/x".parse::<Target>().unwrap_err().contains("pod"));
         assert!("volumerestore/".parse::<Target>().is_err());
-    }
-
-    #[test]
-    fn percent_never_shows_done_before_the_end() {
-        assert_eq!(percent(0, 0), "0%");
-        assert_eq!(percent(50, 200), "25%");
-        assert_eq!(percent(200, 200), "99%");
-    }
-
-    #[test]
-    fn the_scan_counts_files_and_skips_lost_and_found() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("lost+found")).unwrap();
-        std::fs::write(dir.path().join("lost+found/x"), b"123").unwrap();
-        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
-        std::fs::write(dir.path().join("a/b/f"), b"12345").unwrap();
-        std::fs::write(dir.path().join("g"), b"1").unwrap();
-        let totals = Arc::new(Totals::default());
-        scan(dir.path().to_path_buf(), Arc::clone(&totals), Cancel::new());
-        assert_eq!(totals.files.load(Ordering::Relaxed), 2);
-        assert_eq!(totals.bytes.load(Ordering::Relaxed), 6);
-        assert!(totals.known.load(Ordering::Relaxed));
     }
 }
