@@ -135,6 +135,13 @@ pub struct GlobalOptions {
     /// example 5m)
     #[arg(long = "retry-lock", global = true, value_name = "DURATION", value_parser = go_duration, default_value = "0")]
     pub retry_lock: Duration,
+    /// Accepted for restic compatibility: mover keeps no local cache (see README), so the
+    /// directory is never written
+    #[arg(long = "cache-dir", env = "RESTIC_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Accepted for restic compatibility: mover keeps no local cache
+    #[arg(long = "no-cache", global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]
