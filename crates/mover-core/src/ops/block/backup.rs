@@ -407,6 +407,19 @@ fn chunk_changed(
     let what = || path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(what(), e))?;
     let size = volume_size(&mut file).map_err(|e| Error::io(what(), e))?;
+    // Reads go region by region; ask for all of them (and a chunk's worth around each)
+    // at once, so the device serves them in parallel rather than one wait at a time.
+    let around = chunker.max_size().min(2 << 20) as u64;
+    for r in super::changed::normalize(ranges, size) {
+        let start = r.start.saturating_sub(around);
+        let len = (r.end + around).min(size) - start;
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            start as i64,
+            len as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+    }
     let mut saved_bytes = 0u64;
     let read = |offset: u64, buf: &mut [u8]| {
         file.read_exact_at(buf, offset)

@@ -27,9 +27,11 @@ use std::ops::Range;
 /// How far past a cut a chunker may look to decide it (a rolling-hash window at most).
 pub const CUT_LOOKAHEAD: u64 = 64;
 
-/// First read of a region being re-chunked; each further read doubles what is at hand, up
-/// to the chunker's largest chunk.
-const FIRST_READ_BYTES: usize = 128 * 1024;
+/// Bytes read beyond the chunker's smallest chunk before the first cut is looked for. Each
+/// further read doubles what is at hand: a chunk is rescanned from its start each time, so
+/// linear steps would cost quadratic hashing, and doubling bounds both the rescans and the
+/// bytes read past the cut where chunking meets the parent again.
+const READ_STEP_BYTES: usize = 128 * 1024;
 
 /// Parses changed ranges: one `offset length` pair per line, in bytes (decimal, or `0x`
 /// hex). Blank lines and lines starting with `#` are skipped. `what` names the source in
@@ -154,7 +156,7 @@ pub fn rechunk(
         let mut region: Vec<Vec<u8>> = Vec::new();
         let resynced = loop {
             let left = size - pos;
-            let mut want = FIRST_READ_BYTES.min(max) as u64;
+            let mut want = (chunker.min_size() + READ_STEP_BYTES).min(max) as u64;
             let len = loop {
                 want = want.min(left);
                 if (buf.len() as u64) < want {
@@ -173,7 +175,7 @@ pub fn rechunk(
                         buf.len()
                     )));
                 }
-                want = (buf.len() * 2).max(1) as u64;
+                want = (buf.len() * 2).min(max) as u64;
             };
             region.push(buf[..len].to_vec());
             buf.drain(..len);
