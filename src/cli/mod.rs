@@ -137,7 +137,12 @@ pub struct GlobalOptions {
     pub retry_lock: Duration,
     /// Accepted for restic compatibility: mover keeps no local cache (see README), so the
     /// directory is never written
-    #[arg(long = "cache-dir", env = "RESTIC_CACHE_DIR", global = true, value_name = "DIR")]
+    #[arg(
+        long = "cache-dir",
+        env = "RESTIC_CACHE_DIR",
+        global = true,
+        value_name = "DIR"
+    )]
     pub cache_dir: Option<PathBuf>,
     /// Accepted for restic compatibility: mover keeps no local cache
     #[arg(long = "no-cache", global = true)]
