@@ -830,7 +830,9 @@ mod tests {
             ours.insert(sha256_hex(&data[pos..pos + len]));
             pos += len;
         }
-        assert!(ours.len() >= 10, "{ours:?}");
+        // restic's polynomial is random: chunk sizes vary with it, but ~20 MiB of data in
+        // chunks of at most 8 MiB cannot be fewer than three.
+        assert!(ours.len() >= 3, "{ours:?}");
         assert_eq!(ours, restic_ids, "polynomial {pol}");
     }
 }
