@@ -245,10 +245,14 @@ async fn restore(cx: &Cx<'_>, data_dir: &Path, selection: &Selection) -> Result<
 /// anything else.
 async fn ensure_initialized(cx: &Cx<'_>) -> Result<Step<Repository>> {
     println!("=== Check for dir initialized ===");
-    let storage = cx.storage(true)?;
-    let location = storage.display().to_string();
-    let password = cx.password()?;
-    let probe = Repository::open_or_init(storage, &password, true);
+    // A bad location or password fails the probe like any other error (exit code 3).
+    let probe = async {
+        let storage = cx.storage(true)?;
+        let location = storage.display().to_string();
+        let password = cx.password()?;
+        let (repo, opened) = Repository::open_or_init(storage, &password, true).await?;
+        Ok::<_, Error>((repo, opened, location))
+    };
     let opened = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
         Ok(r) => r,
         Err(_) => {
@@ -262,14 +266,14 @@ async fn ensure_initialized(cx: &Cx<'_>) -> Result<Step<Repository>> {
         }
     };
     let repo = match opened {
-        Ok((repo, Opened::Existing)) => {
+        Ok((repo, Opened::Existing, _)) => {
             if let Some(holder) = live_exclusive_lock(&repo).await {
                 return Ok(fail(3, format!("failure locking repository: {holder}")));
             }
             println!("dir is initialized");
             repo
         }
-        Ok((repo, Opened::Created)) => {
+        Ok((repo, Opened::Created, location)) => {
             println!("=== Initialize Dir ===");
             println!(
                 "created restic repository {} at {location}",
