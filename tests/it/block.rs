@@ -27,7 +27,7 @@ fn make_image(path: &Path, size: u64, seed: u64) {
     f.sync_all().unwrap();
 }
 
-fn json_summary(out: &str) -> serde_json::Value {
+pub(crate) fn json_summary(out: &str) -> serde_json::Value {
     let line = out
         .lines()
         .rev()
@@ -36,7 +36,7 @@ fn json_summary(out: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-fn mover_backup(repo: &Path, args: &[&str]) -> serde_json::Value {
+pub(crate) fn mover_backup(repo: &Path, args: &[&str]) -> serde_json::Value {
     json_summary(&ok(mover()
         .arg("-r")
         .arg(repo)

@@ -2,30 +2,13 @@
 //! the changed ranges (and the chunks around them), and its snapshot lists exactly the blobs
 //! a full re-read lists; restic checks it and dumps the same bytes.
 
+use crate::block::mover_backup as backup;
 use crate::support::tree_gen::SplitMix64;
 use crate::support::*;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const MIB: u64 = 1 << 20;
-
-fn summary(out: &str) -> serde_json::Value {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("\"summary\""))
-        .unwrap_or_else(|| panic!("no summary line in:\n{out}"));
-    serde_json::from_str(line).unwrap()
-}
-
-fn backup(repo: &Path, args: &[&str]) -> serde_json::Value {
-    summary(&ok(mover()
-        .arg("-r")
-        .arg(repo)
-        .arg("--json")
-        .arg("backup")
-        .args(args)))
-}
 
 /// The content list of the one file in snapshot `id`, read by restic.
 fn content_of(repo: &Path, id: &str) -> serde_json::Value {

@@ -68,28 +68,40 @@ async fn bound(claims: &Api<PersistentVolumeClaim>, node: &TestNode, ns: &str, n
     .await;
 }
 
+/// Repository `repo`, PVC `data` holding a test tree, and a completed backup of it; returns
+/// the claim's directory (without `lost+found`, as restored trees have none).
+async fn backed_up_source(
+    client: &Client,
+    node: &TestNode,
+    ns: &str,
+    repo: &std::path::Path,
+) -> std::path::PathBuf {
+    repository(client, ns, repo, PASSWORD).await;
+    let source = claim(client, node, ns, "data", "Filesystem", "1Gi").await;
+    write_tree(&source);
+    create::<VolumeBackup>(
+        client,
+        ns,
+        json!({"metadata": {"name": "b1"}, "spec": {"source": {"pvc": "data"}, "repository": "repo"}}),
+    )
+    .await;
+    let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), ns);
+    wait_for("VolumeBackup b1 to complete", 120, ns, node, || async {
+        let s = backups.get("b1").await.ok()?.status?;
+        (s.phase == RunPhase::Completed).then_some(())
+    })
+    .await;
+    std::fs::remove_dir_all(source.join("lost+found")).unwrap();
+    source
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pvc_with_a_volume_restore_data_source_is_bound_to_the_restored_data() {
     let (client, node, ns) = setup("populate").await;
     let _controller = controller(plane()).await;
     let tmp = scratch();
     let repo = tmp.path().join("repo");
-    repository(&client, &ns, &repo, PASSWORD).await;
-    let source = claim(&client, node, &ns, "data", "Filesystem", "1Gi").await;
-    write_tree(&source);
-    create::<VolumeBackup>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "b1"}, "spec": {"source": {"pvc": "data"}, "repository": "repo"}}),
-    )
-    .await;
-    let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
-    wait_for("VolumeBackup b1 to complete", 120, &ns, node, || async {
-        let s = backups.get("b1").await.ok()?.status?;
-        (s.phase == RunPhase::Completed).then_some(())
-    })
-    .await;
-    std::fs::remove_dir_all(source.join("lost+found")).unwrap();
+    let source = backed_up_source(&client, node, &ns, &repo).await;
 
     let restores: Api<VolumeRestore> = Api::namespaced(client.clone(), &ns);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
@@ -173,22 +185,7 @@ async fn on_a_wait_for_first_consumer_class_a_populated_claim_binds_once_a_pod_u
     let _controller = controller(plane()).await;
     let tmp = scratch();
     let repo = tmp.path().join("repo");
-    repository(&client, &ns, &repo, PASSWORD).await;
-    let source = claim(&client, node, &ns, "data", "Filesystem", "1Gi").await;
-    write_tree(&source);
-    create::<VolumeBackup>(
-        &client,
-        &ns,
-        json!({"metadata": {"name": "b1"}, "spec": {"source": {"pvc": "data"}, "repository": "repo"}}),
-    )
-    .await;
-    let backups: Api<VolumeBackup> = Api::namespaced(client.clone(), &ns);
-    wait_for("VolumeBackup b1 to complete", 120, &ns, node, || async {
-        let s = backups.get("b1").await.ok()?.status?;
-        (s.phase == RunPhase::Completed).then_some(())
-    })
-    .await;
-    std::fs::remove_dir_all(source.join("lost+found")).unwrap();
+    let source = backed_up_source(&client, node, &ns, &repo).await;
     let restores: Api<VolumeRestore> = Api::namespaced(client.clone(), &ns);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
 

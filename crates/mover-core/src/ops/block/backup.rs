@@ -233,19 +233,14 @@ async fn run(
                     &ranges,
                     &stage_progress,
                 )?;
-                let root = save_trees(
+                streamed(
                     &stage_saver,
                     &stage_vpath,
                     start_time,
-                    content.clone(),
-                    size,
-                )?;
-                Ok::<Streamed, Error>(Streamed {
                     content,
                     size,
                     bytes_read,
-                    root,
-                })
+                )
             })
             .await
             .map_err(|e| Error::Other(format!("changed-range chunking task failed: {e}")))
@@ -337,19 +332,14 @@ async fn stream_all(
         );
         drop(rx);
         let (content, size, bytes_read) = out?;
-        let root = save_trees(
+        streamed(
             &stage_saver,
             &stage_vpath,
             start_time,
-            content.clone(),
-            size,
-        )?;
-        Ok::<Streamed, Error>(Streamed {
             content,
             size,
             bytes_read,
-            root,
-        })
+        )
     })
     .await
     .map_err(|e| Error::Other(format!("volume chunking task failed: {e}")))
@@ -577,6 +567,24 @@ fn chunk_stream(
         ));
     }
     Ok((content, size, bytes_read))
+}
+
+/// The chunking stage's result, once the file node and its directories are saved.
+fn streamed(
+    saver: &BlobSaver,
+    vpath: &str,
+    time: DateTime<FixedOffset>,
+    content: Vec<BlobId>,
+    size: u64,
+    bytes_read: u64,
+) -> Result<Streamed> {
+    let root = save_trees(saver, vpath, time, content.clone(), size)?;
+    Ok(Streamed {
+        content,
+        size,
+        bytes_read,
+        root,
+    })
 }
 
 /// Saves the file node and its parent directory chain; returns the root tree.
