@@ -31,7 +31,7 @@ fn go_duration(flag: &str, value: &str) -> Result<std::time::Duration> {
 }
 
 pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
-    let gc = k8s::velero_gc::GcOptions {
+    let gc = k8s::velero::gc::GcOptions {
         interval: go_duration("--velero-gc-interval", &args.velero_gc_interval)?,
         grace: go_duration("--velero-gc-grace", &args.velero_gc_grace)?,
     };
@@ -132,7 +132,7 @@ pub async fn job(cx: &Cx<'_>, args: &cli::JobArgs) -> Result<u8> {
             grace,
         } => {
             let grace = go_duration("--grace", grace)?;
-            let opts = k8s::velero_sweep::SweepOptions {
+            let opts = k8s::velero::sweep::SweepOptions {
                 keep: keep.iter().cloned().collect(),
                 only: only.iter().cloned().collect(),
                 grace,
@@ -147,7 +147,7 @@ pub async fn job(cx: &Cx<'_>, args: &cli::JobArgs) -> Result<u8> {
                 Err(e) => return Err(e),
             };
             let bsl = cx.storage_at(bsl, false)?;
-            let s = k8s::velero_sweep::sweep(&repo, &bsl, &opts)
+            let s = k8s::velero::sweep::sweep(&repo, &bsl, &opts)
                 .await
                 .map_err(engine_error)?;
             for (backup, n) in &s.gone {

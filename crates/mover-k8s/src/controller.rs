@@ -569,7 +569,7 @@ async fn reconcile_download(dd: Arc<DataDownload>, ctx: Arc<Ctx>) -> Result<Requ
 
 async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) -> Result<Requeue> {
     Ok(
-        match super::velero_gc::reconcile_request(&ctx.io, &ctx.image, &dbr).await? {
+        match super::velero::gc::reconcile_request(&ctx.io, &ctx.image, &dbr).await? {
             Some(after) => Requeue::requeue(after),
             None => Requeue::await_change(),
         },
@@ -816,7 +816,7 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
         .run(reconcile_delete_request, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
         let sweeps =
-            super::velero_gc::sweep_periodically(&ctx.io, &vns, &ctx.image, &v.gc, stop.clone());
+            super::velero::gc::sweep_periodically(&ctx.io, &vns, &ctx.image, &v.gc, stop.clone());
         tokio::join!(uploads, downloads, requests, sweeps);
     };
 

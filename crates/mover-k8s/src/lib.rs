@@ -2,7 +2,8 @@
 //! status reporter. The only layer that imports kube; it calls `ops` and never the reverse.
 //!
 //! Each kind has a pure plan (`backup`, `restore`, `repository`, `schedule`: observed objects in,
-//! [`apply::Action`]s out) and shares one thin apply step (`apply`). `runner` is what runs
+//! [`apply::Action`]s out) and shares one thin apply step (`apply`); Velero's DataUploads and
+//! DataDownloads have theirs in `velero::plan`, applied by `velero`'s own thin step. `runner` is what runs
 //! inside a mover Job; `controller` wires the watches, leader election and metrics.
 
 pub mod api;
@@ -22,9 +23,6 @@ pub mod runner;
 pub mod schedule;
 pub mod triggers;
 pub mod velero;
-pub mod velero_bsl;
-pub mod velero_gc;
-pub mod velero_sweep;
 
 pub use error::{Error, Result};
 

@@ -165,7 +165,7 @@ async fn deleting_a_velero_backup_forgets_its_snapshots_and_only_those() {
             let d = requests.get(&name).await.ok()?;
             d.finalizers()
                 .iter()
-                .any(|f| f == mover::k8s::velero_gc::FINALIZER)
+                .any(|f| f == mover::k8s::velero::gc::FINALIZER)
                 .then_some(())
         }
     })

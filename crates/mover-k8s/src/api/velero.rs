@@ -251,7 +251,7 @@ pub struct DataDownloadStatus {
 }
 
 /// A Velero backup, read only: its phase tells whether Velero is still writing it (see
-/// `k8s::velero_gc`).
+/// `k8s::velero::gc`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[kube(
     group = "velero.io",
@@ -307,7 +307,7 @@ pub struct DeleteBackupRequestSpec {
 }
 
 /// Where Velero keeps backups, and where mover puts the repositories of its DataUploads
-/// (see `k8s::velero_bsl`). Read only; Velero validates it and writes its status.
+/// (see `k8s::velero::bsl`). Read only; Velero validates it and writes its status.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[kube(
     group = "velero.io",

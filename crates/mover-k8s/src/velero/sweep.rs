@@ -10,7 +10,7 @@
 //! backups Velero is still writing (`keep`, from their Backup objects) and snapshots younger
 //! than `grace` are never forgotten; snapshots without the tag are never looked at.
 
-use super::error::Result;
+use crate::error::Result;
 use mover_core::format::SnapshotId;
 use mover_core::format::snapshot::SnapshotFile;
 use mover_core::ops;

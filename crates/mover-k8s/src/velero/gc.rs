@@ -1,6 +1,6 @@
 //! mover's retention for Velero: Velero never deletes a third-party mover's data (its backup
 //! deletion only removes the DataUploads), so the controller runs `mover job velero-gc`
-//! (`velero_sweep`) in each Repository it made for a BSL. Two triggers:
+//! (`sweep`) in each Repository it made for a BSL. Two triggers:
 //!
 //! - A DeleteBackupRequest (`velero backup delete`, or a backup's TTL expiring) gets the
 //!   finalizer [`FINALIZER`] while it is processed. Velero deletes the request only after it
@@ -14,14 +14,14 @@
 //! Prune stays the operator's choice (the Repository's maintenance), as with Velero's own
 //! repository maintenance.
 
-use super::api::Repository;
-use super::api::velero::{Backup, DeleteBackupRequest};
-use super::apply::{Action, Io};
-use super::error::{Error, Result};
-use super::jobspec::{self, JobParams, VolumeAttach};
-use super::names;
-use super::repository::repo_view;
-use super::run::{JobState, job_state};
+use crate::api::Repository;
+use crate::api::velero::{Backup, DeleteBackupRequest};
+use crate::apply::{Action, Io};
+use crate::error::{Error, Result};
+use crate::jobspec::{self, JobParams, VolumeAttach};
+use crate::names;
+use crate::repository::repo_view;
+use crate::run::{JobState, job_state};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, Patch};
 use kube::{Client, Resource, ResourceExt};
@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const FINALIZER: &str = "mover.dev/velero-snapshots";
 /// Label on the Repositories made for a BSL, naming it.
 pub const BSL_LABEL: &str = "mover.dev/velero-bsl";
-/// Annotation on those Repositories: the BSL prefix's location (see `velero_bsl`).
+/// Annotation on those Repositories: the BSL prefix's location (see `bsl`).
 pub const BSL_ROOT: &str = "mover.dev/velero-bsl-root";
 /// Label on sweep Jobs: which sweep (`request-<name>` or `periodic-<n>`) they belong to.
 const SWEEP_LABEL: &str = "mover.dev/velero-sweep";
@@ -225,7 +225,7 @@ async fn set_finalizers(
     Api::<DeleteBackupRequest>::namespaced(client.clone(), &ns)
         .patch(
             &dbr.name_any(),
-            &super::apply::patch_params(),
+            &crate::apply::patch_params(),
             &Patch::Merge(json!({"metadata": {
                 "finalizers": finalizers,
                 "resourceVersion": dbr.resource_version(),
@@ -273,7 +273,7 @@ pub async fn reconcile_request(
         grace: Duration::ZERO,
     };
     let Some(failures) = run_sweep(io, &ns, image, &sweep).await? else {
-        return Ok(Some(super::velero::RECHECK));
+        return Ok(Some(super::RECHECK));
     };
     for f in &failures {
         tracing::warn!(

@@ -6,7 +6,7 @@
 //! `plugins/` is one it allows. There is one repository per (BSL, source namespace), so a
 //! DataDownload's `snapshotID` plus (BSL, `sourceNamespace`) finds the data.
 
-use super::api::velero::{BackupStorageLocation, SecretKeyRef};
+use crate::api::velero::{BackupStorageLocation, SecretKeyRef};
 use base64::Engine;
 use mover_core::storage::Location;
 
