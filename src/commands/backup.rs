@@ -2,10 +2,11 @@
 //! missing, as a mover Job's first run needs).
 
 use super::output::{human_bytes, human_duration, short};
-use super::{Cx, compression, pack_size_bytes, status};
+use super::{Cx, compression, status};
 use crate::cli;
 use mover::error::{Error, Result};
 use mover::ops;
+use mover::ops::backup::{BackupPlan, BackupRequest};
 use mover::progress::{Progress, Totals, scan_totals};
 use mover::repo::{Opened, Repository};
 use std::sync::Arc;
@@ -13,17 +14,11 @@ use std::sync::Arc;
 /// Exit code of a backup that saved a snapshot but could not read some files (restic: 3).
 const EXIT_PARTIAL_BACKUP: u8 = 3;
 
-pub(super) fn split_tags(tags: &[String]) -> Vec<String> {
-    tags.iter()
-        .flat_map(|t| t.split(','))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
 pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
-    // Checked before the repository is opened (or created).
-    let changed_ranges = changed_ranges(args)?;
+    // Refused before the repository is opened (or created).
+    let mut request = request(cx, args)?;
+    request.check()?;
+    request.changed_ranges = changed_ranges(args)?;
     let storage = cx.storage(!args.no_direct_io)?;
     let pw = cx.password()?;
     let location = storage.display().to_string();
@@ -39,64 +34,20 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
             );
         }
     }
-    let mut excludes = args.exclude.clone();
-    excludes.extend(
-        mover::fs::exclude::ExcludeMatcher::from_files(&args.exclude_file)
-            .map_err(|e| Error::io("reading exclude file", e))?,
-    );
-    let mut opts = ops::backup::BackupOptions {
-        paths: args.paths.clone(),
-        tags: split_tags(&args.tag),
-        excludes,
-        one_file_system: args.one_file_system,
-        with_atime: args.with_atime,
-        lock: cx.lock_options(),
-        ..Default::default()
-    };
-    if let Some(h) = &args.host {
-        opts.host = h.clone();
-    }
-    opts.parent = match (&args.parent, args.force) {
-        (_, true) => ops::backup::ParentChoice::None,
-        (Some(p), false) => ops::backup::ParentChoice::Snapshot(p.clone()),
-        (None, false) => ops::backup::ParentChoice::Latest,
-    };
-    opts.strict_change_detection = args.strict_change_detection;
-    if let Some(c) = &args.chunker {
-        opts.chunker = Some(
-            c.parse()
-                .map_err(|e: String| Error::InvalidInput(format!("--chunker: {e}")))?,
-        );
-    }
-    if let Some(n) = args.read_concurrency {
-        opts.read_threads = n.max(1);
-    }
-    opts.direct_io = !args.no_direct_io;
-    opts.pipeline.compression = compression(cx.g)?;
-    opts.pipeline.pack_size_bytes = pack_size_bytes(cx.g)?;
-    opts.pipeline.upload_concurrency = repo.storage().upload_concurrency();
+    let plan = request.plan(repo.storage().upload_concurrency())?;
 
     let progress = Arc::new(Progress::default());
-    let source = volume_source(args)?;
     // The scan beside the backup stops with it.
     let scan_stop = mover::Cancel::new();
-    let totals = source_totals(args, source.as_ref().map(|(s, _)| s), &scan_stop);
+    let totals = source_totals(&plan, &scan_stop);
     let reporter = status::Reporter::start(Arc::clone(&progress), totals, cx.g.json, cx.g.quiet);
-    let result = match source {
-        Some((source, name)) => {
-            let vopts = ops::block::VolumeBackupOptions {
-                name,
-                host: opts.host.clone(),
-                tags: opts.tags.clone(),
-                parent: opts.parent.clone(),
-                pipeline: opts.pipeline.clone(),
-                chunker: opts.chunker,
-                lock: opts.lock.clone(),
-                changed_ranges,
-            };
-            ops::block::backup_volume(&repo, &vopts, source, Arc::clone(&progress)).await
+    let result = match plan {
+        BackupPlan::Volume { source, options } => {
+            ops::block::backup_volume(&repo, &options, source, Arc::clone(&progress)).await
         }
-        None => ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await,
+        BackupPlan::Tree(options) => {
+            ops::backup::backup(&repo, &options, Arc::clone(&progress)).await
+        }
     };
     reporter.stop();
     scan_stop.cancel("the backup ended");
@@ -145,24 +96,11 @@ pub async fn backup(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<u8> {
     }
 }
 
-/// `--changed-ranges`, read and checked: it needs `--parent` (the snapshot the ranges were
-/// taken against) and a block device or `--image` to read by offset.
+/// The `--changed-ranges` file (or stdin), read once the request passed its checks.
 fn changed_ranges(args: &cli::BackupArgs) -> Result<Option<Vec<std::ops::Range<u64>>>> {
     let Some(file) = &args.changed_ranges else {
         return Ok(None);
     };
-    if args.parent.is_none() || args.force {
-        return Err(Error::InvalidInput(
-            "--changed-ranges needs --parent SNAPSHOT: the ranges say what changed since that \
-             snapshot"
-                .into(),
-        ));
-    }
-    if args.stdin || volume_source(args)?.is_none() {
-        return Err(Error::InvalidInput(
-            "--changed-ranges needs a block device or --image IMAGE to read by offset".into(),
-        ));
-    }
     let (text, what) = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
@@ -176,57 +114,57 @@ fn changed_ranges(args: &cli::BackupArgs) -> Result<Option<Vec<std::ops::Range<u
     ops::block::changed::parse_changed_ranges(&text, &what).map(Some)
 }
 
+/// The flags of `backup`, as the library's request.
+fn request(cx: &Cx<'_>, args: &cli::BackupArgs) -> Result<BackupRequest> {
+    let mut excludes = args.exclude.clone();
+    excludes.extend(
+        mover::fs::exclude::ExcludeMatcher::from_files(&args.exclude_file)
+            .map_err(|e| Error::io("reading exclude file", e))?,
+    );
+    Ok(BackupRequest {
+        paths: args.paths.clone(),
+        stdin_filename: args.stdin.then(|| args.stdin_filename.clone()),
+        image: args.image,
+        volume_name: None,
+        host: args.host.clone(),
+        tags: args.tag.clone(),
+        parent: args.parent.clone(),
+        force: args.force,
+        excludes,
+        one_file_system: args.one_file_system,
+        with_atime: args.with_atime,
+        strict_change_detection: args.strict_change_detection,
+        chunker: args.chunker.clone(),
+        read_concurrency: args.read_concurrency,
+        direct_io: !args.no_direct_io,
+        compression: compression(cx.g)?,
+        pack_size_mib: cx.g.pack_size,
+        // Only whether it was given: the file is read once the request passed its checks.
+        changed_ranges: args.changed_ranges.as_ref().map(|_| Vec::new()),
+        lock: cx.lock_options(),
+    })
+}
+
 /// The source's totals for the status: a volume's size, or a scan of the paths beside the
 /// backup (as restic's); unknown for stdin.
-fn source_totals(
-    args: &cli::BackupArgs,
-    volume: Option<&ops::block::VolumeSource>,
-    cancel: &mover::Cancel,
-) -> Arc<Totals> {
-    match volume {
-        Some(ops::block::VolumeSource::Path(p)) => {
+fn source_totals(plan: &BackupPlan, cancel: &mover::Cancel) -> Arc<Totals> {
+    match plan {
+        BackupPlan::Volume {
+            source: ops::block::VolumeSource::Path(p),
+            ..
+        } => {
             let size = std::fs::File::open(p)
                 .and_then(|mut f| mover::fs::block::volume_size(&mut f))
                 .ok();
             Arc::new(size.map_or_else(Totals::default, |s| Totals::known(1, s)))
         }
-        Some(_) => Arc::new(Totals::default()),
-        None => {
+        BackupPlan::Volume { .. } => Arc::new(Totals::default()),
+        BackupPlan::Tree(options) => {
             let totals = Arc::new(Totals::default());
-            let (found, roots, cancel) = (Arc::clone(&totals), args.paths.clone(), cancel.clone());
+            let (found, roots, cancel) =
+                (Arc::clone(&totals), options.paths.clone(), cancel.clone());
             tokio::task::spawn_blocking(move || scan_totals(&roots, &found, &cancel));
             totals
         }
-    }
-}
-
-/// A volume to back up as one file (stdin, a block device, or an image with `--image`), or
-/// `None` for a tree backup.
-fn volume_source(
-    args: &cli::BackupArgs,
-) -> Result<Option<(ops::block::VolumeSource, Option<String>)>> {
-    use mover::fs::block::{VolumeKind, volume_kind};
-    if args.stdin {
-        return Ok(Some((
-            ops::block::VolumeSource::Stdin,
-            Some(args.stdin_filename.clone()),
-        )));
-    }
-    let kinds = args
-        .paths
-        .iter()
-        .map(|p| volume_kind(p).unwrap_or(VolumeKind::Other))
-        .collect::<Vec<_>>();
-    let volume = |k: &VolumeKind| {
-        *k == VolumeKind::BlockDevice || (args.image && *k == VolumeKind::RegularFile)
-    };
-    match (args.paths.as_slice(), kinds.as_slice()) {
-        ([path], [kind]) if volume(kind) => {
-            Ok(Some((ops::block::VolumeSource::Path(path.clone()), None)))
-        }
-        (_, kinds) if args.image || kinds.iter().any(volume) => Err(Error::InvalidInput(
-            "a block device or --image backs up exactly one volume: give a single path".into(),
-        )),
-        _ => Ok(None),
     }
 }

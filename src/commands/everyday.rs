@@ -1,9 +1,9 @@
 //! `tag`, `list` and `generate`: restic's output shapes (and `--json` messages).
 
 use super::Cx;
-use super::backup::split_tags;
 use crate::cli;
 use mover::error::{Error, Result};
+use mover::ops::backup::split_tags;
 use mover::ops::tag::{TagChange, TagOptions};
 use mover::repo::lock::{self, LockMode};
 use mover::storage::FileType;

@@ -199,12 +199,7 @@ pub fn compression(g: &cli::GlobalOptions) -> Result<CompressionMode> {
         .map_err(|e| Error::InvalidInput(format!("--compression: {e}")))
 }
 
+/// `--pack-size` in bytes, within restic's bounds (the library's rule).
 pub fn pack_size_bytes(g: &cli::GlobalOptions) -> Result<u64> {
-    match g.pack_size {
-        None => Ok(ops::pipeline::DEFAULT_PACK_SIZE_BYTES),
-        Some(mib) if (4..=128).contains(&mib) => Ok(mib * 1024 * 1024),
-        Some(mib) => Err(Error::InvalidInput(format!(
-            "pack size {mib} MiB is outside the allowed range of 4 to 128 MiB"
-        ))),
-    }
+    ops::backup::request::pack_size_bytes(g.pack_size)
 }

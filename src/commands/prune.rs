@@ -36,7 +36,6 @@ pub fn options(
         compression: compression(cx.g)?,
         dry_run,
         ignore_snapshots,
-        upload_concurrency: cx.g.connections.clamp(1, 8),
         lock: cx.lock_options(),
     })
 }

@@ -321,9 +321,11 @@ async fn run_backup(
     let totals = Arc::new(Totals::default());
     let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
     let started = Instant::now();
-    let pipeline = ops::pipeline::PipelineOptions {
-        upload_concurrency: repo.storage().upload_concurrency(),
-        pack_size_bytes: cx.pack_size_bytes,
+    let request = |paths: Vec<PathBuf>| ops::backup::BackupRequest {
+        paths,
+        host: Some(host.clone()),
+        tags: spec.tags.clone(),
+        lock: cx.lock.clone(),
         ..Default::default()
     };
     let summary = match &volume {
@@ -334,15 +336,8 @@ async fn run_backup(
             // point and its root holds the volume's top level.
             std::env::set_current_dir(dir)
                 .map_err(|e| mover_core::Error::io(format!("entering {}", dir.display()), e))?;
-            let opts = ops::backup::BackupOptions {
-                paths: vec![PathBuf::from(".")],
-                host: host.clone(),
-                tags: spec.tags.clone(),
-                excludes: vec!["lost+found".into()],
-                lock: cx.lock.clone(),
-                pipeline,
-                ..Default::default()
-            };
+            let mut opts = tree_options(request(vec![PathBuf::from(".")]), &repo)?;
+            opts.pipeline.pack_size_bytes = cx.pack_size_bytes;
             ops::backup::backup(&repo, &opts, Arc::clone(&progress)).await?
         }
         Volume::Device(dev) => {
@@ -353,18 +348,22 @@ async fn run_backup(
                     totals.known.store(true, Ordering::Relaxed);
                 }
             }
-            let opts = ops::block::VolumeBackupOptions {
-                name: Some("data.img".into()),
-                host: host.clone(),
-                tags: spec.tags.clone(),
-                parent: ops::backup::ParentChoice::Latest,
-                pipeline,
-                chunker: None,
-                lock: cx.lock.clone(),
-                changed_ranges: None,
+            let device = ops::backup::BackupRequest {
+                image: true,
+                volume_name: Some("data.img".into()),
+                ..request(vec![dev.clone()])
             };
-            let source = ops::block::VolumeSource::Path(dev.clone());
-            ops::block::backup_volume(&repo, &opts, source, Arc::clone(&progress)).await?
+            let concurrency = repo.storage().upload_concurrency();
+            let ops::backup::BackupPlan::Volume {
+                source,
+                mut options,
+            } = device.plan(concurrency)?
+            else {
+                let what = format!("{} is neither a block device nor a file", dev.display());
+                return Err(mover_core::Error::InvalidInput(what).into());
+            };
+            options.pipeline.pack_size_bytes = cx.pack_size_bytes;
+            ops::block::backup_volume(&repo, &options, source, Arc::clone(&progress)).await?
         }
     };
     let mut message = stale;
@@ -542,6 +541,22 @@ pub async fn resolve(reporter: &Reporter, cx: RunContext) -> Result<ResolvedSnap
         tracing::warn!("selection not written to status: {}", e.chain_string());
     }
     outcome
+}
+
+/// A volume's tree backup as the library plans it; what a Job adds: `lost+found` (made by
+/// mkfs, not the application's) is left out.
+fn tree_options(
+    mut request: ops::backup::BackupRequest,
+    repo: &Repository,
+) -> Result<ops::backup::BackupOptions> {
+    request.excludes.push("lost+found".into());
+    match request.plan(repo.storage().upload_concurrency())? {
+        ops::backup::BackupPlan::Tree(options) => Ok(options),
+        ops::backup::BackupPlan::Volume { .. } => {
+            let what = "a volume's directory was planned as one file".to_string();
+            Err(mover_core::Error::InvalidInput(what).into())
+        }
+    }
 }
 
 /// Whether a snapshot is a block volume (mover's or restic's `--stdin`) rather than a tree.

@@ -7,8 +7,10 @@
 //! packer and uploads. All queues are bounded.
 
 mod read;
+pub mod request;
 mod skeleton;
 mod tree;
+pub use request::{BackupPlan, BackupRequest, split_tags};
 mod walk;
 
 use crate::chunker::Chunker;

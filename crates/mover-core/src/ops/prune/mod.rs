@@ -54,8 +54,6 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Treat these snapshots as gone (`forget --prune --dry-run`).
     pub ignore_snapshots: Vec<SnapshotId>,
-    /// Pack uploads in flight while repacking.
-    pub upload_concurrency: usize,
     pub lock: LockOptions,
 }
 
@@ -72,7 +70,6 @@ impl Default for PruneOptions {
             compression: CompressionMode::Auto,
             dry_run: false,
             ignore_snapshots: Vec::new(),
-            upload_concurrency: 2,
             lock: LockOptions::default(),
         }
     }

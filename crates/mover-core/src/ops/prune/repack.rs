@@ -77,7 +77,8 @@ pub(super) async fn repack(
     let pipeline = PipelineOptions {
         pack_size_bytes: opts.pack_size_bytes,
         compression: opts.compression,
-        upload_concurrency: opts.upload_concurrency.max(1),
+        // The storage's rule, as for a backup.
+        upload_concurrency: repo.storage().upload_concurrency(),
         ..PipelineOptions::default()
     };
     let (saver, handle) = BlobSaver::start(repo, Arc::new(MasterIndex::new()), &pipeline);
