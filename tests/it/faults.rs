@@ -48,7 +48,8 @@ fn failed_upload_leaves_no_snapshot_and_next_backup_succeeds() {
         let err = mover::ops::backup::backup(&repo, &opts, Arc::new(Progress::default()))
             .await
             .expect_err("backup must fail when an upload fails");
-        assert!(!err.to_string().is_empty());
+        // The cause is what the run reports, with its class, not that a stage was aborted.
+        assert_upload_failure(&err);
         assert!(
             repo.list_snapshots().await.unwrap().is_empty(),
             "no snapshot after failure"
@@ -81,6 +82,54 @@ fn failed_upload_leaves_no_snapshot_and_next_backup_succeeds() {
             std::fs::read(src.join(&name)).unwrap()
         );
     }
+}
+
+/// A failed upload as the run must report it: the storage's own message and class (an S3
+/// endpoint that died is `Retryable`, exit 1 with class "retryable" in a Job's result).
+fn assert_upload_failure(err: &mover::Error) {
+    let text = err.chain_string();
+    assert!(text.contains("injected failure of put"), "{text}");
+    assert!(!text.contains("aborted"), "{text}");
+    assert_eq!(err.class(), ErrorClass::Retryable, "{text}");
+}
+
+#[test]
+fn a_failed_upload_under_a_block_backup_is_reported_with_its_cause() {
+    let tmp = tempdir();
+    let img = tmp.path().join("disk.img");
+    let data: Vec<u8> = (0..12_000_000u32)
+        .map(|j| (j.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&img, data).unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let (faulty, storage) = faulty_local(&repo_dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let repo = Repository::init(storage.clone(), PASSWORD, &InitOptions::default())
+            .await
+            .unwrap();
+        let request = mover::ops::backup::BackupRequest {
+            paths: vec![img.clone()],
+            image: true,
+            pack_size_mib: Some(4),
+            ..Default::default()
+        };
+        let mover::ops::backup::BackupPlan::Volume { source, options } = request.plan(2).unwrap()
+        else {
+            panic!("an image is one volume");
+        };
+        faulty.fail_puts_from(faulty.put_count() + 2);
+        let err = mover::ops::block::backup_volume(
+            &repo,
+            &options,
+            source,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .expect_err("backup must fail when uploads fail");
+        assert_upload_failure(&err);
+        assert!(repo.list_snapshots().await.unwrap().is_empty());
+    });
 }
 
 #[test]

@@ -238,6 +238,31 @@ impl BlobSaver {
 }
 
 impl SaverHandle {
+    /// [`SaverHandle::finish`] after a stage that fed the saver ended with `stage`. The run's
+    /// error is the first one any stage hit: a stage that stopped because another failed only
+    /// knows that it was aborted, so the cause (a dead S3 endpoint, with its class) is what
+    /// the pipeline recorded first, not what the last stage to end says.
+    pub async fn finish_after<T>(
+        self,
+        saver: Arc<BlobSaver>,
+        stage: Result<T>,
+    ) -> Result<(T, Vec<(PackId, Vec<IndexBlob>)>)> {
+        let value = match stage {
+            Ok(v) => Some(v),
+            Err(e) => {
+                saver.abort.abort(e);
+                None
+            }
+        };
+        let packs = self.finish(saver).await?;
+        match value {
+            Some(v) => Ok((v, packs)),
+            None => Err(Error::Other(
+                "a backup stage stopped without saying why".into(),
+            )),
+        }
+    }
+
     /// Wait until every queued blob is packed and uploaded. `saver` must be the last
     /// reference to the saver so that the packer sees the end of input.
     pub async fn finish(self, saver: Arc<BlobSaver>) -> Result<Vec<(PackId, Vec<IndexBlob>)>> {

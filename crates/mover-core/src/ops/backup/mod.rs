@@ -425,13 +425,7 @@ async fn run(
             .abort
             .abort(Error::Other("walker thread panicked".into()));
     }
-    let built = match built.and_then(|r| r) {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            saver.abort.abort(Error::Other(e.to_string()));
-            Err(e)
-        }
-    };
+    let built = built.and_then(|r| r);
     let errors = ctx
         .errors
         .lock()
@@ -445,9 +439,7 @@ async fn run(
         saver.stats.data_added.load(Ordering::Relaxed),
         saver.stats.data_added_packed.load(Ordering::Relaxed),
     );
-    let packs = handle.finish(saver).await;
-    let (root, counts) = built?;
-    let packs = packs?;
+    let ((root, counts), packs) = handle.finish_after(saver, built).await?;
     // Order matters: packs are uploaded, then the index naming them, then the snapshot.
     save_indexes(repo, packs).await?;
     save_backup_snapshot(

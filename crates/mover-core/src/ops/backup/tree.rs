@@ -234,8 +234,9 @@ pub fn build_trees(
             }
         }
     }
-    if let Some(e) = ctx.saver.abort.take_error() {
-        return Err(e);
+    // The stage that failed first recorded its error; the saver reports it.
+    if ctx.saver.abort.is_aborted() {
+        return Err(Error::Other("backup aborted".into()));
     }
     let root = match (stack.pop(), stack.is_empty()) {
         (Some(root), true) => root,

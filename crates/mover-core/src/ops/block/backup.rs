@@ -247,18 +247,14 @@ async fn run(
             .and_then(|r| r)
         }
     };
-    if let Err(e) = &streamed {
-        saver.abort.abort(Error::Other(e.to_string()));
-    }
     let stats = (
         saver.stats.data_blobs.load(Ordering::Relaxed),
         saver.stats.tree_blobs.load(Ordering::Relaxed),
         saver.stats.data_added.load(Ordering::Relaxed),
         saver.stats.data_added_packed.load(Ordering::Relaxed),
     );
-    let packs = handle.finish(saver).await;
-    let streamed = streamed?;
-    save_indexes(repo, packs?).await?;
+    let (streamed, packs) = handle.finish_after(saver, streamed).await?;
+    save_indexes(repo, packs).await?;
 
     let unchanged = parent_content.as_ref() == Some(&streamed.content);
     let dirs = vpath.matches('/').count() as u64 - 1;

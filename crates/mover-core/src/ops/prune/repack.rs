@@ -153,9 +153,7 @@ pub(super) async fn repack(
         .buffer_unordered(READ_CONCURRENCY)
         .try_fold(0u64, |n, k| async move { Ok(n + k) })
         .await;
-    let packs = handle.finish(saver).await;
-    let copied = copied?;
-    let packs: Vec<(PackId, Vec<IndexBlob>)> = packs?;
+    let (copied, packs) = handle.finish_after(saver, copied).await?;
     tracing::info!(blobs = copied, packs = packs.len(), "repacked");
     let written = packs.len() as u64;
     // The new packs are named by an index file before any old one is touched.
