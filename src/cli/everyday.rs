@@ -1,4 +1,4 @@
-//! Flags of the everyday commands beyond backup and restore: tag, list and generate, with
+//! Flags of the everyday commands beyond backup and restore: tag, list, generate and stats, with
 //! restic's names and value formats.
 
 use super::FilterArgs;
@@ -55,4 +55,16 @@ pub struct GenerateArgs {
     /// Write man pages (mover.1 and one per command) into this directory
     #[arg(long = "man", value_name = "DIR", group = "what")]
     pub man: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (id prefixes or `latest`); every snapshot the filters select when
+    /// none is given
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Counting mode: restore-size (default), files-by-contents, blobs-per-file or raw-data
+    #[arg(long = "mode", value_name = "MODE", default_value = "restore-size")]
+    pub mode: String,
 }

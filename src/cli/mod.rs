@@ -181,6 +181,8 @@ pub enum Command {
     List(ListArgs),
     /// Write shell completion scripts and man pages
     Generate(GenerateArgs),
+    /// Scan the repository and show basic statistics
+    Stats(StatsArgs),
     /// Print version information
     Version,
     /// Print mover's CustomResourceDefinitions (YAML)

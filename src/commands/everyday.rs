@@ -1,4 +1,4 @@
-//! `tag`, `list` and `generate`: restic's output shapes (and `--json` messages).
+//! `tag`, `list`, `generate` and `stats`: restic's output shapes (and `--json` messages).
 
 use super::Cx;
 use crate::cli;
@@ -130,4 +130,60 @@ fn write_to(target: &Path, bytes: &[u8]) -> Result<()> {
             .map_err(|e| Error::io("writing to stdout", e));
     }
     std::fs::write(target, bytes).map_err(|e| Error::io(format!("writing {}", target.display()), e))
+}
+
+pub async fn stats(cx: &Cx<'_>, args: &cli::StatsArgs) -> Result<u8> {
+    use mover::ops::stats::{StatsMode, stats};
+    // Refused before the repository is opened, with restic's words.
+    let mode: StatsMode = args.mode.parse()?;
+    let repo = cx.open().await?;
+    let lock = cx.lock_options();
+    let work = async {
+        let filter = super::filter(&args.filter);
+        let snapshots = mover::ops::select::find_snapshots(&repo, &args.snapshots, &filter).await?;
+        let index = repo.load_index().await?;
+        if !cx.g.json && !cx.g.quiet {
+            println!("scanning...");
+        }
+        stats(&repo, &index, &snapshots, mode, &lock.cancel).await
+    };
+    let s = lock::while_locked(&repo, LockMode::Shared, &lock, work).await?;
+    if cx.g.json {
+        let text = serde_json::to_string(&s)
+            .map_err(|e| Error::Other(format!("encoding the statistics: {e}")))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    if cx.g.quiet {
+        return Ok(0);
+    }
+    let bytes = super::output::human_bytes;
+    println!("Stats in {} mode:", mode.as_str());
+    println!("     Snapshots processed:  {}", s.snapshots_count);
+    if s.total_blob_count > 0 {
+        println!("        Total Blob Count:  {}", s.total_blob_count);
+    }
+    if s.total_file_count > 0 {
+        println!("        Total File Count:  {}", s.total_file_count);
+    }
+    if s.total_uncompressed_size > 0 {
+        println!(
+            " Total Uncompressed Size:  {:<5}",
+            bytes(s.total_uncompressed_size)
+        );
+    }
+    println!("              Total Size:  {:<5}", bytes(s.total_size));
+    if s.compression_progress > 0.0 {
+        println!("    Compression Progress:  {:.2}%", s.compression_progress);
+    }
+    if s.compression_ratio > 0.0 {
+        println!("       Compression Ratio:  {:.2}x", s.compression_ratio);
+    }
+    if s.compression_space_saving > 0.0 {
+        println!(
+            "Compression Space Saving:  {:.2}%",
+            s.compression_space_saving
+        );
+    }
+    Ok(0)
 }

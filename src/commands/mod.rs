@@ -64,6 +64,7 @@ pub async fn run(cli: Cli, cancel: Cancel) -> Result<u8> {
         Command::Tag(args) => everyday::tag(&cx, args).await,
         Command::List(args) => everyday::list(&cx, args).await,
         Command::Generate(args) => everyday::generate(args),
+        Command::Stats(args) => everyday::stats(&cx, args).await,
         Command::Crds => k8s::crds(),
         Command::Controller(args) => k8s::controller(&cx, args).await,
         Command::Job(args) => k8s::job(&cx, args).await,

@@ -1,6 +1,7 @@
 //! The everyday commands beyond backup and restore, against the real restic: `tag` changes
 //! tags as restic does (a new snapshot with `original`, the old one gone), `list` lists what
-//! restic lists, and `generate` writes completions and man pages.
+//! restic lists, `stats` counts what restic counts, and `generate` writes completions and man
+//! pages.
 
 use crate::support::*;
 use std::path::Path;
@@ -220,4 +221,74 @@ fn backup_json_streams_restic_status_messages_with_totals_while_it_runs() {
         .any(|m| m["percent_done"].as_f64().unwrap() > 0.0 && m.get("seconds_remaining").is_some());
     assert!(mid, "no status with progress and an ETA: {status:?}");
     assert_eq!(msgs.last().unwrap()["message_type"], "summary");
+}
+
+/// `stats` in every mode, over all snapshots and over `latest`, prints what restic 0.18
+/// prints, in JSON and as text; on a mover repository and on restic's own (hard links,
+/// duplicate files, a file changed between two snapshots, compressed and incompressible data).
+#[test]
+fn stats_counts_as_restic_in_every_mode() {
+    let tmp = tempdir();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("d")).unwrap();
+    let random: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(data.join("a"), &random).unwrap();
+    std::fs::write(data.join("d/a_copy"), &random).unwrap();
+    std::fs::hard_link(data.join("a"), data.join("hard")).unwrap();
+    std::fs::write(data.join("zeros"), vec![0u8; 200_000]).unwrap();
+    std::fs::write(data.join("small"), "hi\n").unwrap();
+    let by_mover = tmp.path().join("by-mover");
+    let by_restic = tmp.path().join("by-restic");
+    ok(mover().arg("-r").arg(&by_mover).arg("init"));
+    ok(restic_018().arg("-r").arg(&by_restic).arg("init"));
+    for round in 0..2 {
+        if round == 1 {
+            std::fs::write(data.join("small"), "hi again\n").unwrap();
+        }
+        ok(mover().arg("-r").arg(&by_mover).arg("backup").arg(&data));
+        ok(restic_018()
+            .arg("-r")
+            .arg(&by_restic)
+            .arg("backup")
+            .arg(&data));
+    }
+    for repo in [&by_mover, &by_restic] {
+        for mode in [
+            "restore-size",
+            "files-by-contents",
+            "blobs-per-file",
+            "raw-data",
+        ] {
+            for which in [None, Some("latest")] {
+                let run = |mut c: std::process::Command, json: bool| {
+                    c.arg("-r").arg(repo).args(["stats", "--mode", mode]);
+                    c.args(which);
+                    if json {
+                        c.arg("--json");
+                    }
+                    ok(&mut c)
+                };
+                let ours = run(mover(), true);
+                assert_eq!(ours, run(restic_018(), true), "{mode} {which:?} --json");
+                let counted: serde_json::Value = serde_json::from_str(&ours).unwrap();
+                assert!(counted["total_size"].as_u64().unwrap() > 0, "{ours}");
+                assert_eq!(
+                    run(mover(), false),
+                    run(restic_018(), false),
+                    "{mode} {which:?}"
+                );
+            }
+        }
+    }
+    let bad = mover()
+        .arg("-r")
+        .arg(&by_mover)
+        .args(["stats", "--mode", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(text.contains("unknown counting mode: bogus"), "{text}");
 }

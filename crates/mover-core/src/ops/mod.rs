@@ -15,4 +15,5 @@ pub mod reachable;
 pub mod restore;
 pub mod select;
 pub mod snapshots;
+pub mod stats;
 pub mod tag;

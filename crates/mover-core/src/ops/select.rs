@@ -4,8 +4,10 @@
 //! then `previous` more back. Times compare in whole seconds, as an RFC 3339 time a user
 //! writes (and VolSync's script, which compares epochs) has no fraction.
 
+use crate::error::Result;
 use crate::format::SnapshotId;
 use crate::format::snapshot::SnapshotFile;
+use crate::repo::{Repository, SnapshotFilter};
 use chrono::{DateTime, FixedOffset};
 
 /// Which snapshot to take, beyond the filter that narrows the candidates.
@@ -36,6 +38,34 @@ pub fn select_snapshot<'a>(
     candidates
         .get(skip.checked_add(selection.previous)?)
         .copied()
+}
+
+/// The snapshots a command that takes several works on (restic's `tag`, `stats`, `find`):
+/// those named by `ids` (id prefixes or `latest`, each once), or every snapshot `filter`
+/// selects when none is named.
+pub async fn find_snapshots(
+    repo: &Repository,
+    ids: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<(SnapshotId, SnapshotFile)>> {
+    if ids.is_empty() {
+        let mut all: Vec<_> = repo
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect();
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        return Ok(all);
+    }
+    let mut chosen: Vec<(SnapshotId, SnapshotFile)> = Vec::new();
+    for spec in ids {
+        let found = repo.find_snapshot(spec, filter).await?;
+        if !chosen.iter().any(|(id, _)| *id == found.0) {
+            chosen.push(found);
+        }
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]

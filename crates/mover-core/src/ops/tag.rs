@@ -68,22 +68,7 @@ pub fn retag(id: &SnapshotId, snap: &SnapshotFile, change: &TagChange) -> Option
 pub async fn tag(repo: &Repository, opts: &TagOptions) -> Result<Vec<(SnapshotId, SnapshotId)>> {
     opts.change.validate()?;
     let work = async {
-        let chosen: Vec<(SnapshotId, SnapshotFile)> = if opts.ids.is_empty() {
-            repo.list_snapshots()
-                .await?
-                .into_iter()
-                .filter(|(_, s)| opts.filter.matches(s))
-                .collect()
-        } else {
-            let mut chosen: Vec<(SnapshotId, SnapshotFile)> = Vec::new();
-            for spec in &opts.ids {
-                let found = repo.find_snapshot(spec, &opts.filter).await?;
-                if !chosen.iter().any(|(id, _)| *id == found.0) {
-                    chosen.push(found);
-                }
-            }
-            chosen
-        };
+        let chosen = crate::ops::select::find_snapshots(repo, &opts.ids, &opts.filter).await?;
         let mut changed = Vec::new();
         for (id, snap) in &chosen {
             opts.lock.cancel.check()?;
