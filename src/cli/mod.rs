@@ -135,6 +135,10 @@ pub struct GlobalOptions {
     /// example 5m)
     #[arg(long = "retry-lock", global = true, value_name = "DURATION", value_parser = go_duration, default_value = "0")]
     pub retry_lock: Duration,
+    /// Do not lock the repository: read-only commands (snapshots, ls, cat, dump, restore,
+    /// stats, list, check) then work on a repository that cannot be written
+    #[arg(long = "no-lock", global = true)]
+    pub no_lock: bool,
     /// Accepted for restic compatibility: mover keeps no local cache (see README), so the
     /// directory is never written
     #[arg(

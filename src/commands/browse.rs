@@ -143,6 +143,7 @@ pub async fn dump(cx: &Cx<'_>, args: &cli::DumpArgs) -> Result<u8> {
         out.flush().map_err(|e| Error::io("writing to stdout", e))?;
         Ok::<u64, Error>(n)
     };
-    lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.lock_options(), work).await?;
+    lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.read_lock_options(), work)
+        .await?;
     Ok(0)
 }

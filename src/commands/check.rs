@@ -26,7 +26,7 @@ pub async fn check(cx: &Cx<'_>, args: &cli::CheckArgs) -> Result<u8> {
     }
     let opts = ops::check::CheckOptions {
         read_data,
-        lock: cx.lock_options(),
+        lock: cx.read_lock_options(),
     };
     let summary = ops::check::check(&repo, &opts).await?;
     if cx.g.json {

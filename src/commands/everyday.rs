@@ -80,7 +80,7 @@ pub async fn list(cx: &Cx<'_>, args: &cli::ListArgs) -> Result<u8> {
     if kind == ListKind::Locks {
         work.await?;
     } else {
-        lock::while_locked(&repo, LockMode::Shared, &cx.lock_options(), work).await?;
+        lock::while_locked(&repo, LockMode::Shared, &cx.read_lock_options(), work).await?;
     }
     Ok(0)
 }
@@ -137,7 +137,7 @@ pub async fn stats(cx: &Cx<'_>, args: &cli::StatsArgs) -> Result<u8> {
     // Refused before the repository is opened, with restic's words.
     let mode: StatsMode = args.mode.parse()?;
     let repo = cx.open().await?;
-    let lock = cx.lock_options();
+    let lock = cx.read_lock_options();
     let work = async {
         let filter = super::filter(&args.filter);
         let snapshots = mover::ops::select::find_snapshots(&repo, &args.snapshots, &filter).await?;

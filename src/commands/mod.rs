@@ -115,6 +115,14 @@ impl Cx<'_> {
         }
     }
 
+    /// [`Cx::lock_options`] of a read-only command, which honours `--no-lock`.
+    pub fn read_lock_options(&self) -> LockOptions {
+        LockOptions {
+            no_lock: self.g.no_lock,
+            ..self.lock_options()
+        }
+    }
+
     /// Whether human-readable progress and results are printed.
     pub fn verbose_output(&self) -> bool {
         !self.g.quiet && !self.g.json

@@ -50,7 +50,8 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
         ops::restore::restore(&repo, &snap, &opts, progress).await
     };
     let summary =
-        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.lock_options(), work).await?;
+        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.read_lock_options(), work)
+            .await?;
     for e in &summary.errors {
         eprintln!("error: {e}");
     }
@@ -118,7 +119,8 @@ pub async fn restore_volume(
         ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await
     };
     let summary =
-        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.lock_options(), work).await?;
+        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.read_lock_options(), work)
+            .await?;
     if cx.g.json {
         super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {

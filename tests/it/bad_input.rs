@@ -167,6 +167,18 @@ fn exclusive_lock_exits_11_and_stale_lock_is_removed() {
             "{line:?} in {err}"
         );
     }
+    // `--no-lock` (restic's) reads anyway and writes no lock file; a backup still locks.
+    let no_lock = |args: &[&str]| {
+        let mut c = mover();
+        c.arg("--no-lock").arg("-r").arg(&repo).args(args);
+        c
+    };
+    ok(no_lock(&["restore", "latest", "--target"]).arg(&target));
+    assert!(target.exists());
+    ok(&mut no_lock(&["stats", "--json"]));
+    ok(&mut no_lock(&["check"]));
+    assert_eq!(std::fs::read_dir(repo.join("locks")).unwrap().count(), 1);
+    fails_with(no_lock(&["backup"]).arg(&src), 11);
     std::fs::remove_file(repo.join("locks").join(id.to_hex())).unwrap();
     // A stale one (old, and its process is gone) does not block: it is removed, and said so.
     let stale = write_lock(u32::MAX - 7, 45);

@@ -69,6 +69,10 @@ pub struct LockOptions {
     /// after two intervals without a successful refresh, and the lock file promises to be
     /// refreshed within three.
     pub refresh_interval: Duration,
+    /// Read without a lock file (restic's `--no-lock`): for a shared lock only, so that
+    /// read-only commands work on a repository that cannot be written. An exclusive lock is
+    /// always taken.
+    pub no_lock: bool,
 }
 
 impl Default for LockOptions {
@@ -77,6 +81,7 @@ impl Default for LockOptions {
             retry: Duration::ZERO,
             cancel: Cancel::default(),
             refresh_interval: LOCK_REFRESH_INTERVAL,
+            no_lock: false,
         }
     }
 }
@@ -399,6 +404,14 @@ async fn run_locked<T>(
     prefetch_index: bool,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
+    if opts.no_lock && mode == LockMode::Shared {
+        tokio::pin!(work);
+        return tokio::select! {
+            biased;
+            _ = opts.cancel.cancelled() => Err(Error::Canceled { reason: opts.cancel.reason() }),
+            r = &mut work => r,
+        };
+    }
     let guard = acquire(repo, mode, opts, prefetch_index).await?;
     let result = {
         tokio::pin!(work);
