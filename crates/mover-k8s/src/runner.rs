@@ -182,6 +182,7 @@ impl Reporter {
     /// aborted; a failed write is logged and retried at the next tick.
     pub fn spawn_progress(&self, progress: Arc<Progress>, totals: Arc<Totals>) -> ProgressTask {
         let reporter = self.clone();
+        let (kept_progress, kept_totals) = (Arc::clone(&progress), Arc::clone(&totals));
         let handle = tokio::spawn(async move {
             let started = Instant::now();
             let mut ticker = tokio::time::interval(PROGRESS_EVERY);
@@ -193,13 +194,35 @@ impl Reporter {
                 }
             }
         });
-        ProgressTask { handle }
+        ProgressTask {
+            handle,
+            reporter: self.clone(),
+            progress: kept_progress,
+            totals: kept_totals,
+            started: Instant::now(),
+        }
     }
 }
 
 /// The progress writer of a run; stops when dropped.
 pub struct ProgressTask {
     handle: tokio::task::JoinHandle<()>,
+    reporter: Reporter,
+    progress: Arc<Progress>,
+    totals: Arc<Totals>,
+    started: Instant,
+}
+
+impl ProgressTask {
+    /// Stops the periodic writes and writes the final counts once: a run shorter than one
+    /// interval would otherwise leave only the zeros of its first write in the status.
+    pub async fn finish(&self) {
+        self.handle.abort();
+        let p = progress_status(&self.progress, &self.totals, self.started.elapsed());
+        if let Err(e) = self.reporter.patch_status(json!({ "progress": p })).await {
+            tracing::warn!("final progress not written: {}", e.chain_string());
+        }
+    }
 }
 
 impl Drop for ProgressTask {
@@ -319,7 +342,7 @@ async fn run_backup(
     let stale = remove_stale(&repo).await;
     let progress = Arc::new(Progress::default());
     let totals = Arc::new(Totals::default());
-    let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
+    let writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
     let started = Instant::now();
     let request = |paths: Vec<PathBuf>| ops::backup::BackupRequest {
         paths,
@@ -366,6 +389,7 @@ async fn run_backup(
             ops::block::backup_volume(&repo, &options, source, Arc::clone(&progress)).await?
         }
     };
+    writer.finish().await;
     let mut message = stale;
     let mut warnings = Vec::new();
     for e in &summary.errors {
@@ -614,7 +638,7 @@ async fn run_restore(
         }
         totals.known.store(true, Ordering::Relaxed);
     }
-    let _writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
+    let writer = reporter.spawn_progress(Arc::clone(&progress), Arc::clone(&totals));
     let started = Instant::now();
     let lock_opts = cx.lock.clone();
     let summary = match &volume {
@@ -665,6 +689,7 @@ async fn run_restore(
             }
         }
     };
+    writer.finish().await;
     eprintln!("restored snapshot {}", id.short());
     Ok(MoverResult {
         outcome: MoverOutcome::Succeeded,
