@@ -181,11 +181,6 @@ fn timed_out(since: Option<&Time>, timeout: &str, now: &Time) -> bool {
     since.0.checked_add(limit).is_ok_and(|t| t < now.0)
 }
 
-fn run_status<K: Resource + serde::Serialize>(run: Option<&K>) -> Option<RunStatus> {
-    let v = serde_json::to_value(run?).ok()?;
-    serde_json::from_value(v.get("status")?.clone()).ok()
-}
-
 fn progress(status: &RunStatus) -> Value {
     let p = status.progress.clone().unwrap_or_default();
     json!({"totalBytes": p.total_bytes.unwrap_or(0), "bytesDone": p.bytes_done})
@@ -252,23 +247,16 @@ fn repository(
 
 /// Cancel in a phase that is not final: the live run is canceled first and the operation
 /// waits in Canceling; with no live run it ends Canceled once `cleanup` is done.
-fn cancel<K>(
+fn cancel(
     phase: DataMovePhase,
-    run: Option<&K>,
+    run: Option<(&RunStatus, bool)>,
     run_name: &str,
     cleanup: Vec<Step>,
     turn: &Turn,
-) -> Plan
-where
-    K: Resource + serde::Serialize,
-{
-    let status_of = run_status(run);
-    let live = status_of.as_ref().is_some_and(|r| !r.phase.is_final());
+) -> Plan {
+    let live = run.is_some_and(|(r, _)| !r.phase.is_final());
     if live {
-        let run_canceled = serde_json::to_value(run)
-            .ok()
-            .and_then(|v| v.pointer("/spec/cancel").and_then(Value::as_bool))
-            .unwrap_or(false);
+        let run_canceled = run.is_some_and(|(_, canceled)| canceled);
         let mut steps = Vec::new();
         if !run_canceled {
             steps.push(Step::CancelRun(run_name.to_string()));
@@ -317,7 +305,11 @@ pub fn plan_upload(
         return Plan::done(cleanup);
     }
     if du.spec.cancel {
-        return cancel(phase, obs.run.as_ref(), &ours, cleanup, turn);
+        let run = obs
+            .run
+            .as_ref()
+            .and_then(|r| Some((r.status.as_ref()?, r.spec.cancel)));
+        return cancel(phase, run, &ours, cleanup, turn);
     }
     let bsl_name = &du.spec.backup_storage_location;
     let located = || {
@@ -369,7 +361,7 @@ pub fn plan_upload(
     let run_name = format!("VolumeBackup {ns}/{ours}");
     upload_follows_run(
         du,
-        run_status(Some(run)).unwrap_or_default(),
+        run.status.clone().unwrap_or_default(),
         &run_name,
         cleanup,
         turn,
@@ -582,7 +574,11 @@ pub fn plan_download(
         return Plan::done(cleanup);
     }
     if dd.spec.cancel && restored_volume.is_none() {
-        return cancel(phase, obs.run.as_ref(), &ours, cleanup, turn);
+        let run = obs
+            .run
+            .as_ref()
+            .and_then(|r| Some((r.status.as_ref()?, r.spec.cancel)));
+        return cancel(phase, run, &ours, cleanup, turn);
     }
     let target_ns = &dd.spec.target_volume.namespace;
     let target_name = &dd.spec.target_volume.pvc;
@@ -634,7 +630,7 @@ pub fn plan_download(
         steps.push(status(json!({"phase": "Prepared"})));
         return Plan::then(steps, RECHECK);
     };
-    let run = run_status(Some(run)).unwrap_or_default();
+    let run = run.status.clone().unwrap_or_default();
     match run.phase {
         RunPhase::Completed => {
             let Some(pv) = &obs.restore_claim_volume else {
