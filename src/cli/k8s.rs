@@ -27,6 +27,11 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
     #[arg(long, default_value = "mover-controller")]
     pub lease_name: String,
+    /// Watch the metadata of the Secrets that Repositories name, so a fixed password is
+    /// probed at once (needs list and watch on Secrets: deploy/controller-secrets.yaml);
+    /// without it a Failed Repository is probed again on a backoff of 30 s up to 10 minutes
+    #[arg(long, env = "MOVER_WATCH_SECRETS")]
+    pub watch_secrets: bool,
     /// Also act as Velero's data mover for DataUploads and DataDownloads in this namespace
     /// (Velero's own, normally `velero`); off when unset
     #[arg(long, env = "MOVER_VELERO_NAMESPACE")]

@@ -42,6 +42,7 @@ pub async fn controller(cx: &Cx<'_>, args: &cli::ControllerArgs) -> Result<u8> {
         leader_election: args.leader_elect,
         lease_namespace: args.lease_namespace.clone(),
         lease_name: args.lease_name.clone(),
+        watch_secrets: args.watch_secrets,
         velero: args
             .velero_namespace
             .clone()

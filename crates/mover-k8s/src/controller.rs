@@ -45,6 +45,11 @@ pub struct ControllerOptions {
     pub lease_name: String,
     /// Velero's data mover side, when enabled.
     pub velero: Option<super::velero::VeleroOptions>,
+    /// Read and watch the metadata of the Secrets Repositories name, so a missing Secret is
+    /// seen without a probe and a fixed one is probed at once (needs `list` and `watch` on
+    /// Secrets). Off: the probe pod tells a missing Secret, and a Failed repository is probed
+    /// again on a backoff.
+    pub watch_secrets: bool,
 }
 
 struct Ctx {
@@ -53,6 +58,8 @@ struct Ctx {
     io: Io,
     image: String,
     metrics: Arc<Metrics>,
+    watch_secrets: bool,
+    refusals: Refusals,
 }
 
 fn now() -> Time {
@@ -110,6 +117,31 @@ async fn termination_message(
         .collect();
     messages.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(messages.pop().map(|(_, m)| m).filter(|m| !m.is_empty()))
+}
+
+/// Kubelet's message when a pod of `job` cannot start because its configuration cannot be
+/// assembled (`CreateContainerConfigError`: a Secret or key it needs does not exist).
+async fn pod_config_error(client: &Client, ns: &str, job: Option<&Job>) -> Result<Option<String>> {
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    let lp = ListParams::default().labels(&format!("job-name={}", job.name_any()));
+    let pods = api::<Pod>(client, ns)
+        .list(&lp)
+        .await
+        .map_err(|e| Error::kube(format!("listing the pods of Job {}", job.name_any()), e))?;
+    Ok(pods.items.iter().find_map(|p| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        let waiting = statuses
+            .iter()
+            .find(|c| c.name == "mover")?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
+        (waiting.reason.as_deref() == Some("CreateContainerConfigError"))
+            .then(|| waiting.message.clone().unwrap_or_default())
+    }))
 }
 
 /// Why a running Job has no pod: the message of the Job controller's `FailedCreate` event
@@ -466,41 +498,54 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
 async fn reconcile_repository(repo: Arc<Repository>, ctx: Arc<Ctx>) -> Result<Requeue> {
     let client = &ctx.client;
     let ns = repo.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = api(client, &ns);
-    let secret = secrets
-        .get_metadata_opt(&repo.spec.secret_ref.name)
-        .await
-        .map_err(|e| {
-            Error::kube(
-                format!("reading Secret {ns}/{}", repo.spec.secret_ref.name),
-                e,
-            )
-        })?;
-    let secret_version = secret.and_then(|s| s.metadata.resource_version);
+    let secret = if ctx.watch_secrets {
+        // Metadata only: no Secret's data ever reaches the controller.
+        let secrets: Api<Secret> = api(client, &ns);
+        let name = &repo.spec.secret_ref.name;
+        let found = secrets
+            .get_metadata_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("reading Secret {ns}/{name}"), e))?;
+        match found.and_then(|s| s.metadata.resource_version) {
+            Some(v) => repository::SecretSeen::Version(v),
+            None => repository::SecretSeen::Missing,
+        }
+    } else {
+        repository::SecretSeen::Unwatched
+    };
     let mut obs = repository::Observed {
-        secret_version: secret_version.clone(),
+        secret,
         ..Default::default()
     };
-    if let Some(v) = &secret_version {
-        let name = repository::probe_job_name(&repo, v);
+    if obs.secret != repository::SecretSeen::Missing {
+        let name = repository::current_probe_job_name(&repo, &obs.secret);
         obs.job = get::<Job>(client, &ns, &name).await?;
-        if matches!(
-            super::run::job_state(obs.job.as_ref()),
-            super::run::JobState::Failed(_)
-        ) {
-            obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+        match super::run::job_state(obs.job.as_ref()) {
+            super::run::JobState::Failed(_) => {
+                obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
+            }
+            super::run::JobState::Running => {
+                obs.pod_blocked = pod_config_error(client, &ns, obs.job.as_ref()).await?;
+            }
+            _ => {}
         }
     }
+    let probing = super::run::job_state(obs.job.as_ref()) == super::run::JobState::Running;
     let at = now();
     let actions = repository::plan(&repo, &obs, &ctx.image, &at);
     ctx.io.apply(repo.as_ref(), actions).await?;
-    // A Secret changed in place is noticed at the next look; a Degraded repository is
-    // probed again when its backoff ends.
+    // A watched Secret changed in place is noticed at once; a Degraded repository (or a
+    // Failed one whose Secret is not watched) is probed again when its backoff ends; a
+    // running probe is looked at every few seconds, as a pod that cannot start changes
+    // nothing the controller watches.
     let status = repo.status.clone().unwrap_or_default();
-    let next = repository::reprobe_in(&status, &at)
+    let mut next = repository::reprobe_in(&status, &at, ctx.watch_secrets)
         .map(|d| d.max(Duration::from_secs(1)))
         .unwrap_or(Duration::from_secs(60))
         .min(Duration::from_secs(60));
+    if probing {
+        next = next.min(Duration::from_secs(5));
+    }
     Ok(Requeue::requeue(next))
 }
 
@@ -576,18 +621,45 @@ async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) 
     )
 }
 
-/// How long a reconcile that failed waits before the next try, by the error's class: an
-/// API server or network failure may pass in seconds; a refusal (403, 422: RBAC, admission,
-/// a webhook, a quota) needs someone to change something, so it is retried slowly and shown
-/// on the object as a Warning Event.
-pub fn error_backoff(class: mover_core::error::ErrorClass) -> (Duration, bool) {
+/// How long a reconcile that failed waits before the next try, by the error's class and,
+/// for a refusal, how many came in a row: an API server or network failure may pass in
+/// seconds; a refusal (403, 422: RBAC, admission, a webhook, a quota) needs someone to change
+/// something, so it is retried after 15 s, then twice as late each time up to 5 minutes, and
+/// shown on the object as a Warning Event.
+pub fn error_backoff(class: mover_core::error::ErrorClass, in_a_row: u32) -> (Duration, bool) {
     use mover_core::error::ErrorClass;
     match class {
         ErrorClass::Retryable | ErrorClass::Locked => (Duration::from_secs(10), false),
         ErrorClass::InvalidInput | ErrorClass::WrongPassword | ErrorClass::NotFound => {
-            (Duration::from_secs(300), true)
+            let shift = in_a_row.saturating_sub(1).min(5);
+            let after = (REFUSAL_FIRST_RETRY * (1u32 << shift)).min(REFUSAL_MAX_RETRY);
+            (after, true)
         }
         _ => (Duration::from_secs(30), false),
+    }
+}
+
+const REFUSAL_FIRST_RETRY: Duration = Duration::from_secs(15);
+const REFUSAL_MAX_RETRY: Duration = Duration::from_secs(300);
+/// A refusal this long after the last one of the same object counts as the first again.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+
+/// Failed reconciles in a row, per object.
+#[derive(Default)]
+struct Refusals(std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>);
+
+impl Refusals {
+    /// Records a failure of `key` now and returns how many came in a row.
+    fn record(&self, key: String) -> u32 {
+        let now = std::time::Instant::now();
+        let Ok(mut seen) = self.0.lock() else {
+            return 1;
+        };
+        seen.retain(|_, (_, at)| now.duration_since(*at) < REFUSAL_MEMORY);
+        let entry = seen.entry(key).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = now;
+        entry.0
     }
 }
 
@@ -609,7 +681,13 @@ where
         obj.meta().namespace.clone().unwrap_or_default(),
         obj.meta().name.clone().unwrap_or_default(),
     );
-    let (after, structural) = error_backoff(error.class());
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default()
+    );
+    let (after, structural) = error_backoff(error.class(), ctx.refusals.record(key));
     if structural {
         let note = format!("{message} (retried every {}s)", after.as_secs());
         tokio::spawn(async move {
@@ -690,6 +768,8 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
         },
         image: opts.image.clone(),
         metrics: Arc::clone(&metrics),
+        watch_secrets: opts.watch_secrets,
+        refusals: Refusals::default(),
     });
     let ns = &opts.namespace;
     let wc = watcher::Config::default();
@@ -767,10 +847,15 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
         .for_each(|_| async {});
 
     let repositories = Controller::new(all_or_namespaced::<Repository>(&client, ns), wc.clone());
-    let secret_changes = referenced_secret_changes(&client, ns, repositories.store());
+    // A Secret that a Repository names, changed (a fixed password): look again now. Without
+    // access to Secrets, a Failed repository is probed again on a backoff instead.
+    let secret_changes = if opts.watch_secrets {
+        referenced_secret_changes(&client, ns, repositories.store()).boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let repositories = repositories
         .owns(all_or_namespaced::<Job>(&client, ns), managed.clone())
-        // A Secret that a Repository names, changed (a fixed password): look again now.
         .reconcile_all_on(secret_changes)
         .graceful_shutdown_on(cancelled(stop.clone()))
         .run(reconcile_repository, error_policy, Arc::clone(&ctx))
@@ -879,4 +964,28 @@ fn referenced_secret_changes(
 
 async fn cancelled(stop: mover_core::Cancel) {
     stop.cancelled().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mover_core::error::ErrorClass;
+
+    #[test]
+    fn refusals_are_retried_soon_at_first_and_slowly_while_they_last() {
+        let secs = |n| error_backoff(ErrorClass::InvalidInput, n).0.as_secs();
+        assert_eq!(
+            [secs(1), secs(2), secs(3), secs(5), secs(40)],
+            [15, 30, 60, 240, 300]
+        );
+        assert!(error_backoff(ErrorClass::InvalidInput, 1).1);
+        assert_eq!(
+            error_backoff(ErrorClass::Retryable, 9),
+            (Duration::from_secs(10), false)
+        );
+        let refusals = Refusals::default();
+        assert_eq!(refusals.record("a".into()), 1);
+        assert_eq!(refusals.record("a".into()), 2);
+        assert_eq!(refusals.record("b".into()), 1);
+    }
 }

@@ -80,13 +80,36 @@ pub fn repo_view(repo: Option<&Repository>, name: &str) -> Result<RepoView, NotR
     }
 }
 
+/// What the controller knows of the Secret a Repository names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum SecretSeen {
+    /// Secrets are not watched (the controller is granted no access to them): the probe pod
+    /// tells whether the Secret exists, and a fixed Secret is noticed at the next re-probe.
+    #[default]
+    Unwatched,
+    Missing,
+    /// The Secret's resourceVersion.
+    Version(String),
+}
+
+impl SecretSeen {
+    fn version(&self) -> Option<&str> {
+        match self {
+            SecretSeen::Version(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// What the controller saw for one Repository.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// The Secret's resourceVersion, `None` when it does not exist.
-    pub secret_version: Option<String>,
+    pub secret: SecretSeen,
     pub job: Option<Job>,
     pub termination: Option<String>,
+    /// Why the probe pod cannot start: kubelet's `CreateContainerConfigError` message (a
+    /// Secret or key the pod needs does not exist).
+    pub pod_blocked: Option<String>,
 }
 
 /// The first re-probe of a Degraded repository waits this long; each further one twice as
@@ -109,13 +132,21 @@ pub fn reprobe_backoff(failed_probes: u32) -> std::time::Duration {
     (REPROBE_FIRST * (1u32 << shift)).min(REPROBE_MAX)
 }
 
-/// When a Degraded repository is due for its next probe, from now; `None` when it is not
-/// Degraded.
-pub fn reprobe_in(status: &RepositoryStatus, now: &Time) -> Option<std::time::Duration> {
-    if status.phase != RepositoryPhase::Degraded {
-        return None;
-    }
-    let wait = reprobe_backoff(status.failed_probes);
+/// When the repository is due for its next probe, from now. A Degraded one is probed again
+/// on [`reprobe_backoff`]; a Failed one, when Secrets are not watched (so a fixed Secret
+/// cannot be seen), at half that pace; `None` when nothing but a change brings a probe.
+pub fn reprobe_in(
+    status: &RepositoryStatus,
+    now: &Time,
+    secrets_watched: bool,
+) -> Option<std::time::Duration> {
+    let wait = match status.phase {
+        RepositoryPhase::Degraded => reprobe_backoff(status.failed_probes),
+        RepositoryPhase::Failed if !secrets_watched => {
+            reprobe_backoff(status.failed_probes.saturating_add(1))
+        }
+        _ => return None,
+    };
     let Some(last) = &status.last_checked_time else {
         return Some(std::time::Duration::ZERO);
     };
@@ -123,16 +154,15 @@ pub fn reprobe_in(status: &RepositoryStatus, now: &Time) -> Option<std::time::Du
     Some(wait.saturating_sub(std::time::Duration::from_secs(waited)))
 }
 
-/// The probe Job's name: one per generation, Secret version and retry, so a changed spec or
-/// Secret, or a re-probe of a Degraded repository, is a new Job.
-pub fn probe_job_name(repo: &Repository, secret_version: &str) -> String {
+/// The probe Job's name: one per generation, Secret version and attempt (the failed probes
+/// before it), so a changed spec or Secret, or a re-probe, is a new Job.
+pub fn probe_job_name(repo: &Repository, secret_version: Option<&str>, attempt: u32) -> String {
     let generation = repo.meta().generation.unwrap_or(0);
-    let status = repo.status.clone().unwrap_or_default();
-    let attempt = match status.phase {
-        RepositoryPhase::Degraded => status.failed_probes,
-        _ => 0,
-    };
-    let mut key = format!("{}-{generation}-{secret_version}", repo.name_any());
+    let mut key = format!(
+        "{}-{generation}-{}",
+        repo.name_any(),
+        secret_version.unwrap_or("")
+    );
     if attempt > 0 {
         key.push_str(&format!("-{attempt}"));
     }
@@ -141,6 +171,12 @@ pub fn probe_job_name(repo: &Repository, secret_version: &str) -> String {
         "probe",
         &format!("{}-{}", repo.name_any(), &hex::encode(digest)[..6]),
     )
+}
+
+/// The name of the probe Job that belongs to `status`, as [`plan`] creates it.
+pub fn current_probe_job_name(repo: &Repository, secret: &SecretSeen) -> String {
+    let status = repo.status.clone().unwrap_or_default();
+    probe_job_name(repo, secret.version(), status.failed_probes)
 }
 
 fn condition(
@@ -175,7 +211,7 @@ fn patch(current: &RepositoryStatus, next: &RepositoryStatus, out: &mut Vec<Acti
 pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<Action> {
     let current = repo.status.clone().unwrap_or_default();
     let mut out = Vec::new();
-    let Some(secret_version) = &obs.secret_version else {
+    if obs.secret == SecretSeen::Missing {
         let message = format!("Secret {} not found", repo.spec.secret_ref.name);
         let mut next = current.clone();
         next.phase = RepositoryPhase::Failed;
@@ -189,25 +225,45 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
         )];
         patch(&current, &next, &mut out);
         return out;
-    };
-    let due = reprobe_in(&current, now).is_some_and(|d| d.is_zero());
-    let up_to_date = current.observed_generation == repo.meta().generation
-        && current.secret_version.as_deref() == Some(secret_version.as_str())
-        && current.phase != RepositoryPhase::Pending
-        && !due;
-    let job_name = probe_job_name(repo, secret_version);
+    }
+    let seen = obs.secret.version();
+    let watched = obs.secret != SecretSeen::Unwatched;
+    let due = reprobe_in(&current, now, watched).is_some_and(|d| d.is_zero());
+    let changed = current.observed_generation != repo.meta().generation
+        || current.secret_version.as_deref() != seen;
+    let up_to_date = !changed && current.phase != RepositoryPhase::Pending && !due;
+    let job_name = probe_job_name(repo, seen, current.failed_probes);
     if up_to_date {
         if obs.job.is_some() {
             out.push(Action::DeleteJob(job_name));
         }
         return out;
     }
-    match run::job_state(obs.job.as_ref()) {
+    let state = run::job_state(obs.job.as_ref());
+    if let (JobState::Running, Some(why)) = (&state, &obs.pod_blocked) {
+        // The pod never starts: nothing the probe could report will come.
+        let secret = &repo.spec.secret_ref.name;
+        let (reason, message) = if *why == format!("secret \"{secret}\" not found") {
+            ("SecretNotFound", format!("Secret {secret} not found"))
+        } else {
+            (
+                "PodConfigError",
+                format!("the probe pod cannot start: {why}"),
+            )
+        };
+        record_failure(repo, &current, seen, reason, message, false, now, &mut out);
+        out.push(Action::DeleteJob(job_name));
+        return out;
+    }
+    match state {
         JobState::Absent => {
             let mut next = current.clone();
-            let changed = current.observed_generation != repo.meta().generation
-                || current.secret_version.as_deref() != Some(secret_version.as_str());
-            if current.phase == RepositoryPhase::Degraded && !changed {
+            let again = !changed
+                && matches!(
+                    current.phase,
+                    RepositoryPhase::Degraded | RepositoryPhase::Failed
+                );
+            if again {
                 next.message = Some(format!(
                     "checking the repository again (attempt {}) after: {}",
                     current.failed_probes + 1,
@@ -219,9 +275,10 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                 next.message = Some("checking the repository".into());
             }
             next.result = None;
+            let job_name = probe_job_name(repo, seen, next.failed_probes);
             patch(&current, &next, &mut out);
             let params = JobParams {
-                name: job_name.clone(),
+                name: job_name,
                 namespace: repo.namespace().unwrap_or_default(),
                 image: image.to_string(),
                 args: vec![
@@ -257,11 +314,11 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
         JobState::Running => {}
         JobState::Succeeded | JobState::Failed(_) => {
             let result = current.result.clone().unwrap_or_default();
-            let mut next = current.clone();
-            next.observed_generation = repo.meta().generation;
-            next.secret_version = Some(secret_version.clone());
-            next.last_checked_time = Some(now.clone());
             if result.ok {
+                let mut next = current.clone();
+                next.observed_generation = repo.meta().generation;
+                next.secret_version = seen.map(str::to_string);
+                next.last_checked_time = Some(now.clone());
                 next.phase = RepositoryPhase::Ready;
                 next.failed_probes = 0;
                 next.snapshot_count = result.snapshot_count;
@@ -293,9 +350,10 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                         note: m,
                     });
                 }
+                patch(&current, &next, &mut out);
             } else {
-                let why = match run::job_state(obs.job.as_ref()) {
-                    JobState::Failed(w) => w,
+                let why = match &state {
+                    JobState::Failed(w) => w.clone(),
                     _ => "the probe Job ended without a result".into(),
                 };
                 let message = result
@@ -305,40 +363,51 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                     .unwrap_or_else(|| {
                         run::failure_message(None, obs.termination.as_deref(), &why)
                     });
-                let reported = current
-                    .result
-                    .as_ref()
-                    .and_then(|r| r.error_class.as_deref());
-                if retryable(reported) {
-                    next.phase = RepositoryPhase::Degraded;
-                    next.failed_probes = current.failed_probes + 1;
-                } else {
-                    next.phase = RepositoryPhase::Failed;
-                    next.failed_probes = 0;
-                }
-                next.message = Some(message.clone());
-                let reason = result
-                    .error_class
-                    .clone()
-                    .unwrap_or_else(|| "ProbeFailed".into());
-                next.conditions = vec![condition(
-                    false,
-                    &reason,
-                    &message,
-                    &current.conditions,
-                    now,
-                )];
-                out.push(Action::Event {
-                    warning: true,
-                    reason: "RepositoryFailed".into(),
-                    note: message,
-                });
+                let class = result.error_class.as_deref();
+                let reason = class.unwrap_or("ProbeFailed");
+                let may_pass = retryable(class);
+                record_failure(
+                    repo, &current, seen, reason, message, may_pass, now, &mut out,
+                );
             }
-            patch(&current, &next, &mut out);
             out.push(Action::DeleteJob(job_name));
         }
     }
     out
+}
+
+/// Records a failed probe: `Degraded` when the failure may pass by itself (probed again on a
+/// backoff), else `Failed`; a Warning Event either way.
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    repo: &Repository,
+    current: &RepositoryStatus,
+    seen: Option<&str>,
+    reason: &str,
+    message: String,
+    may_pass: bool,
+    now: &Time,
+    out: &mut Vec<Action>,
+) {
+    let mut next = current.clone();
+    next.observed_generation = repo.meta().generation;
+    next.secret_version = seen.map(str::to_string);
+    next.last_checked_time = Some(now.clone());
+    next.phase = if may_pass {
+        RepositoryPhase::Degraded
+    } else {
+        RepositoryPhase::Failed
+    };
+    // Counted across both phases: each re-probe is a Job of its own name.
+    next.failed_probes = current.failed_probes + 1;
+    next.message = Some(message.clone());
+    next.conditions = vec![condition(false, reason, &message, &current.conditions, now)];
+    out.push(Action::Event {
+        warning: true,
+        reason: "RepositoryFailed".into(),
+        note: message,
+    });
+    patch(current, &next, out);
 }
 
 #[cfg(test)]
@@ -386,7 +455,11 @@ mod tests {
 
     #[test]
     fn a_missing_secret_fails_at_once() {
-        let a = plan(&repo(), &Observed::default(), "img", &now());
+        let obs = Observed {
+            secret: SecretSeen::Missing,
+            ..Default::default()
+        };
+        let a = plan(&repo(), &obs, "img", &now());
         let Action::PatchStatus(p) = &a[0] else {
             panic!()
         };
@@ -398,7 +471,7 @@ mod tests {
     fn a_probe_job_runs_then_its_result_decides() {
         let mut r = repo();
         let mut obs = Observed {
-            secret_version: Some("7".into()),
+            secret: SecretSeen::Version("7".into()),
             ..Default::default()
         };
         let a = plan(&r, &obs, "img", &now());
@@ -425,7 +498,10 @@ mod tests {
         assert_eq!(p["message"], "wrong password or no key found in /r");
         assert_eq!(p["conditions"][0]["reason"], "WrongPassword");
         // A new Secret version means a new probe.
-        assert_ne!(probe_job_name(&r, "7"), probe_job_name(&r, "8"));
+        assert_ne!(
+            probe_job_name(&r, Some("7"), 0),
+            probe_job_name(&r, Some("8"), 0)
+        );
     }
 
     fn probed(result: Option<RepositoryProbeResult>) -> (Repository, Vec<Action>) {
@@ -436,9 +512,9 @@ mod tests {
             ..Default::default()
         });
         let obs = Observed {
-            secret_version: Some("7".into()),
+            secret: SecretSeen::Version("7".into()),
             job: Some(done("Failed")),
-            termination: None,
+            ..Default::default()
         };
         let a = plan(&r, &obs, "img", &now());
         (r, a)
@@ -453,8 +529,13 @@ mod tests {
             })
             .unwrap();
         let mut status = serde_json::to_value(r.status.clone().unwrap_or_default()).unwrap();
+        // As a merge patch: null removes the field.
         for (k, v) in p.as_object().unwrap() {
-            status[k] = v.clone();
+            if v.is_null() {
+                status.as_object_mut().unwrap().remove(k);
+            } else {
+                status[k] = v.clone();
+            }
         }
         r.status = Some(serde_json::from_value(status).unwrap());
     }
@@ -477,9 +558,9 @@ mod tests {
             Err(NotReady::Waiting(_))
         ));
         let obs = Observed {
-            secret_version: Some("7".into()),
+            secret: SecretSeen::Version("7".into()),
             job: None,
-            termination: None,
+            ..Default::default()
         };
         // Before the backoff ends nothing happens; after it a new probe Job runs.
         assert!(plan(&r, &obs, "img", &now()).is_empty());
@@ -495,7 +576,7 @@ mod tests {
         let first = {
             let mut fresh = repo();
             fresh.status = Some(RepositoryStatus::default());
-            probe_job_name(&fresh, "7")
+            probe_job_name(&fresh, Some("7"), 0)
         };
         assert_ne!(job.metadata.name.as_deref(), Some(first.as_str()));
         assert_eq!(reprobe_backoff(1).as_secs(), 15);
@@ -514,12 +595,24 @@ mod tests {
         apply_patch(&mut r, &a);
         assert_eq!(r.status.as_ref().unwrap().phase, RepositoryPhase::Failed);
         let obs = Observed {
-            secret_version: Some("7".into()),
+            secret: SecretSeen::Version("7".into()),
             job: None,
-            termination: None,
+            ..Default::default()
         };
         let much_later = Time(now().0 + std::time::Duration::from_secs(3600));
         assert!(plan(&r, &obs, "img", &much_later).is_empty());
+        // Unless the Secret cannot be watched: then a Failed repository is probed again
+        // after 30 s, as a fixed password cannot be seen otherwise.
+        let unwatched = Observed::default();
+        let early = Time(now().0 + std::time::Duration::from_secs(29));
+        let late = Time(now().0 + std::time::Duration::from_secs(30));
+        // The first look without a watch sees the Secret version as changed.
+        r.status.as_mut().unwrap().secret_version = None;
+        assert!(plan(&r, &unwatched, "img", &early).is_empty());
+        let a = plan(&r, &unwatched, "img", &late);
+        assert!(a.iter().any(|x| matches!(x, Action::CreateJob { .. })));
+        apply_patch(&mut r, &a);
+        assert_eq!(r.status.as_ref().unwrap().phase, RepositoryPhase::Failed);
         // A probe pod that died without a word is a failure that may pass.
         let (mut r, a) = probed(None);
         apply_patch(&mut r, &a);
@@ -545,5 +638,85 @@ mod tests {
         assert!(
             matches!(repo_view(None, "x"), Err(NotReady::Waiting(m)) if m.contains("not found"))
         );
+    }
+
+    fn created_job(a: &[Action]) -> Option<String> {
+        a.iter().find_map(|x| match x {
+            Action::CreateJob { job, .. } => job.metadata.name.clone(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn without_a_watch_the_probe_pod_tells_a_missing_secret() {
+        let mut r = repo();
+        let obs = Observed::default();
+        let a = plan(&r, &obs, "img", &now());
+        let name = created_job(&a).expect("a probe");
+        apply_patch(&mut r, &a);
+        assert_eq!(current_probe_job_name(&r, &obs.secret), name);
+        let mut job = Job::default();
+        job.metadata.name = Some(name.clone());
+        let blocked = Observed {
+            job: Some(job),
+            pod_blocked: Some("secret \"s\" not found".into()),
+            ..Default::default()
+        };
+        let a = plan(&r, &blocked, "img", &now());
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::DeleteJob(n) if *n == name))
+        );
+        apply_patch(&mut r, &a);
+        let status = r.status.clone().unwrap();
+        assert_eq!(status.phase, RepositoryPhase::Failed);
+        assert_eq!(status.message.as_deref(), Some("Secret s not found"));
+        assert_eq!(status.conditions[0].reason, "SecretNotFound");
+        // Runs on it fail at once with that message.
+        assert!(matches!(
+            repo_view(Some(&r), "repo"),
+            Err(NotReady::Failed(m)) if m.contains("Secret s not found")
+        ));
+        // The next probe is a Job of another name, after the backoff.
+        let later = Time(now().0 + std::time::Duration::from_secs(30));
+        let again = created_job(&plan(&r, &Observed::default(), "img", &later)).unwrap();
+        assert_ne!(again, name);
+        // Another key missing is named as kubelet says it.
+        let mut r = repo();
+        let a = plan(&r, &Observed::default(), "img", &now());
+        apply_patch(&mut r, &a);
+        let blocked = Observed {
+            job: Some(Job::default()),
+            pod_blocked: Some("couldn't find key ca.crt in Secret apps/ca".into()),
+            ..Default::default()
+        };
+        let a = plan(&r, &blocked, "img", &now());
+        apply_patch(&mut r, &a);
+        assert_eq!(
+            r.status.unwrap().message.as_deref(),
+            Some("the probe pod cannot start: couldn't find key ca.crt in Secret apps/ca")
+        );
+    }
+
+    #[test]
+    fn a_changed_spec_during_backoff_probes_once_under_one_name() {
+        let failure = RepositoryProbeResult {
+            error_class: Some("Retryable".into()),
+            message: Some("connection refused".into()),
+            ..Default::default()
+        };
+        let (mut r, a) = probed(Some(failure));
+        apply_patch(&mut r, &a);
+        r.metadata.generation = Some(2);
+        let obs = Observed {
+            secret: SecretSeen::Version("7".into()),
+            ..Default::default()
+        };
+        let a = plan(&r, &obs, "img", &now());
+        let name = created_job(&a).expect("a probe of the new spec");
+        apply_patch(&mut r, &a);
+        assert_eq!(r.status.as_ref().unwrap().phase, RepositoryPhase::Pending);
+        // The next look finds that same Job, and creates no other.
+        assert_eq!(current_probe_job_name(&r, &obs.secret), name);
     }
 }

@@ -63,7 +63,20 @@ extern "C" fn stop_controller() {
     }
 }
 
+/// Who the controller runs as, when not as the control plane's admin.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// A kubeconfig with that identity's credentials.
+    pub kubeconfig: PathBuf,
+    /// The namespace its leader Lease may live in.
+    pub lease_namespace: String,
+}
+
+/// `None`: the admin, watching Secret metadata (`--watch-secrets`).
+static IDENTITY: Mutex<Option<Identity>> = Mutex::new(None);
+
 fn spawn_controller(plane: &Plane) -> Child {
+    let identity = IDENTITY.lock().unwrap().clone();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,28 +87,43 @@ fn spawn_controller(plane: &Plane) -> Child {
         .append(true)
         .open(plane.dir.join("controller.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_mover"))
-        .args([
-            "controller",
-            "--image",
-            "mover:test",
-            "--lease-namespace",
-            "default",
-            "--velero-namespace",
-            super::velero::VELERO_NS,
-            // The retention test waits for a periodic sweep.
-            "--velero-gc-interval",
-            "10s",
-        ])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mover"));
+    c.args(["controller", "--image", "mover:test"])
         .arg(format!("--metrics-addr=127.0.0.1:{port}"))
         // As a log collector reads it; the level is the controller's default (info).
         .arg("--log-format=json")
-        .env("KUBECONFIG", &plane.kubeconfig)
         .env_remove("MOVER_LOG")
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting mover controller")
+        .stderr(log);
+    match identity {
+        None => c
+            .args([
+                "--lease-namespace",
+                "default",
+                "--watch-secrets",
+                "--velero-namespace",
+                super::velero::VELERO_NS,
+                // The retention test waits for a periodic sweep.
+                "--velero-gc-interval",
+                "10s",
+            ])
+            .env("KUBECONFIG", &plane.kubeconfig),
+        Some(id) => c
+            .args(["--lease-namespace", &id.lease_namespace])
+            .env("KUBECONFIG", &id.kubeconfig),
+    };
+    c.spawn().expect("starting mover controller")
+}
+
+/// Restarts the controller as `identity` (`None`: the admin again).
+pub fn restart_controller_as(
+    plane: &Plane,
+    alone: &RwLockWriteGuard<'static, ()>,
+    identity: Option<Identity>,
+) {
+    kill_controller(plane, alone);
+    *IDENTITY.lock().unwrap() = identity;
+    start_controller(plane, alone);
 }
 
 fn start_once(plane: &Plane) -> &'static Mutex<Child> {

@@ -14,6 +14,7 @@ mod populator;
 mod runs;
 mod scenarios;
 mod schedules;
+mod shipped_rbac;
 mod velero;
 mod velero_faults;
 mod velero_gc;

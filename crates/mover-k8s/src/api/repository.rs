@@ -72,7 +72,9 @@ pub enum RepositoryPhase {
     /// probe pod that died): probed again with backoff; runs wait meanwhile.
     Degraded,
     /// The last probe met a failure that only a change fixes (wrong password, no
-    /// repository and `initialize: false`): probed again when the spec or Secret changes.
+    /// repository and `initialize: false`, a missing Secret): probed again when the spec
+    /// changes, when a watched Secret changes, or on a slow backoff when Secrets are not
+    /// watched.
     Failed,
 }
 
@@ -84,8 +86,8 @@ pub struct RepositoryStatus {
     /// with backoff) or `Failed` (a failure only a change to the spec or Secret fixes).
     #[serde(default)]
     pub phase: RepositoryPhase,
-    /// The `Ready` condition: reason `Opened`, else `SecretNotFound`, `ProbeFailed` or the
-    /// error class of the failure.
+    /// The `Ready` condition: reason `Opened`, else `SecretNotFound`, `PodConfigError`,
+    /// `ProbeFailed` or the error class of the failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Snapshots in the repository, as the last probe or backup counted them.
@@ -107,7 +109,8 @@ pub struct RepositoryStatus {
     /// The `metadata.generation` of the spec the last finished probe checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The resourceVersion of the Secret last checked, so a changed Secret is checked again.
+    /// The resourceVersion of the Secret last checked, so a changed Secret is checked again
+    /// (only when the controller watches Secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<String>,
     /// When the last backup into this repository completed, and what it was.
@@ -119,7 +122,7 @@ pub struct RepositoryStatus {
     /// New data the last backup stored, after compression and encryption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_bytes: Option<u64>,
-    /// Probes in a row that ended Degraded; sets the backoff of the next one.
+    /// Probes in a row that failed; sets the backoff of the next one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_probes: u32,
     /// Written by the probe Job.
