@@ -150,7 +150,7 @@ pub async fn stats(cx: &Cx<'_>, args: &cli::StatsArgs) -> Result<u8> {
     let s = lock::while_locked(&repo, LockMode::Shared, &lock, work).await?;
     if cx.g.json {
         let text = serde_json::to_string(&s)
-            .map_err(|e| Error::Other(format!("encoding the statistics: {e}")))?;
+            .map_err(|e| Error::Internal(format!("encoding the statistics: {e}")))?;
         println!("{text}");
         return Ok(0);
     }

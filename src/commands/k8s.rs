@@ -8,7 +8,7 @@ use mover::k8s::runner::{self, Reporter, RunContext, Target, Volume};
 
 pub fn crds() -> Result<u8> {
     let yaml = k8s::api::crds_yaml()
-        .map_err(|e| Error::Other(format!("rendering the CRDs as YAML: {e}")))?;
+        .map_err(|e| Error::Internal(format!("rendering the CRDs as YAML: {e}")))?;
     print!("{yaml}");
     Ok(0)
 }
@@ -18,7 +18,10 @@ fn engine_error(e: k8s::Error) -> Error {
     match e {
         k8s::Error::Engine(e) => e,
         k8s::Error::Invalid(m) => Error::InvalidInput(m),
-        other => Error::Other(other.chain_string()),
+        other => Error::Service {
+            class: other.class(),
+            detail: other.chain_string(),
+        },
     }
 }
 

@@ -23,7 +23,8 @@ pub async fn key(cx: &Cx<'_>, args: &cli::KeyArgs) -> Result<u8> {
             if cx.g.json {
                 println!(
                     "{}",
-                    serde_json::to_string(&keys).map_err(|e| Error::Other(e.to_string()))?
+                    serde_json::to_string(&keys)
+                        .map_err(|e| Error::Internal(format!("encoding the keys: {e}")))?
                 );
                 return Ok(0);
             }

@@ -19,7 +19,8 @@ pub fn short(id: &str) -> &str {
 /// Prints `value` (a serializable summary) as one JSON line with restic's
 /// `"message_type": "summary"`.
 pub fn print_json_summary(value: &impl serde::Serialize) -> mover::Result<()> {
-    let mut v = serde_json::to_value(value).map_err(|e| mover::Error::Other(e.to_string()))?;
+    let mut v = serde_json::to_value(value)
+        .map_err(|e| mover::Error::Internal(format!("encoding the summary: {e}")))?;
     if let Some(o) = v.as_object_mut() {
         o.insert("message_type".into(), "summary".into());
     }

@@ -85,10 +85,11 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
     if summary.errors.is_empty() {
         Ok(0)
     } else {
-        Err(Error::Other(format!(
-            "restore finished with {} errors",
-            summary.errors.len()
-        )))
+        Err(Error::Incomplete {
+            what: "restore".into(),
+            count: summary.errors.len(),
+            first: summary.errors[0].to_string(),
+        })
     }
 }
 

@@ -32,6 +32,9 @@ pub enum ErrorClass {
     Io,
     /// The run was asked to stop (SIGINT, SIGTERM, a cancel request).
     Canceled,
+    /// mover itself failed: a worker panicked, or an invariant of its own broke. A bug to
+    /// report, never the input's fault.
+    Internal,
 }
 
 impl ErrorClass {
@@ -56,6 +59,7 @@ impl ErrorClass {
             ErrorClass::Retryable => "retryable",
             ErrorClass::Io => "io",
             ErrorClass::Canceled => "canceled",
+            ErrorClass::Internal => "internal",
         }
     }
 }
@@ -115,8 +119,34 @@ pub enum Error {
         #[source]
         source: CompressError,
     },
-    #[error("{0}")]
-    Other(String),
+    /// Entries the run could not handle; it went on with the others and ended with these.
+    #[error("{what} finished with {count} errors, the first: {first}")]
+    Incomplete {
+        what: String,
+        count: usize,
+        first: String,
+    },
+    /// A worker task ended without its result: it panicked or was dropped.
+    #[error("{what} failed: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A blob that cannot go into a pack.
+    #[error("{what}: {source}")]
+    Pack {
+        what: String,
+        #[source]
+        source: crate::repo::packer::PackWriteError,
+    },
+    /// A service beside the repository failed (the Kubernetes API server), with the class
+    /// its front end gave the failure.
+    #[error("{detail}")]
+    Service { detail: String, class: ErrorClass },
+    /// An invariant of mover's own broke, or a worker stopped without saying why.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -140,7 +170,15 @@ impl Error {
                 ErrorClass::NotFound => ErrorClass::Corrupt,
                 c => c,
             },
-            Error::Other(_) => ErrorClass::Io,
+            Error::Incomplete { .. } => ErrorClass::Io,
+            Error::Pack { source, .. } => match source {
+                crate::repo::packer::PackWriteError::BlobTooLarge { .. } => {
+                    ErrorClass::InvalidInput
+                }
+                crate::repo::packer::PackWriteError::PackFull { .. } => ErrorClass::Internal,
+            },
+            Error::Task { .. } | Error::Internal(_) => ErrorClass::Internal,
+            Error::Service { class, .. } => *class,
         }
     }
 
@@ -157,6 +195,14 @@ impl Error {
             | Error::SnapshotNotFound { .. }
             | Error::RepositoryNotFound { .. } => true,
             _ => false,
+        }
+    }
+
+    /// A worker task that ended without its result.
+    pub fn task(what: impl Into<String>, source: tokio::task::JoinError) -> Error {
+        Error::Task {
+            what: what.into(),
+            source,
         }
     }
 

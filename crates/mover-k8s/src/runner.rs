@@ -656,12 +656,11 @@ async fn run_restore(
                 eprintln!("error: {e}");
             }
             if !s.errors.is_empty() {
-                return Err(Error::Engine(mover_core::Error::Other(format!(
-                    "restore of snapshot {} finished with {} errors, the first: {}",
-                    id.short(),
-                    s.errors.len(),
-                    s.errors[0]
-                ))));
+                return Err(Error::Engine(mover_core::Error::Incomplete {
+                    what: format!("restore of snapshot {}", id.short()),
+                    count: s.errors.len(),
+                    first: s.errors[0].to_string(),
+                }));
             }
             sync_volume(dir);
             RunSummary {

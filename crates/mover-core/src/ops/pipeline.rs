@@ -132,7 +132,7 @@ impl BlobSaver {
             .unwrap_or_else(|e| {
                 // Without a packer thread nothing can be saved; report it through the abort
                 // signal and hand back a thread that exits at once.
-                abort.abort(Error::Other(format!("cannot start packer thread: {e}")));
+                abort.abort(Error::io("starting the packer thread", e));
                 std::thread::spawn(|| {})
             });
         let uploader = tokio::spawn(run_uploader(
@@ -189,7 +189,9 @@ impl BlobSaver {
         data: &[u8],
     ) -> Result<(BlobId, bool)> {
         if self.abort.is_aborted() {
-            return Err(Error::Other("backup aborted".into()));
+            return Err(Error::Internal(
+                "a blob was offered after the save stage stopped".into(),
+            ));
         }
         if self.claim(&id) {
             return Ok((id, false));
@@ -198,8 +200,13 @@ impl BlobSaver {
             BlobType::Data => self.data_level,
             BlobType::Tree => self.tree_level,
         };
-        let sealed = seal_blob_with_id(&self.key, blob_type, id, data, level)
-            .map_err(|e| Error::InvalidInput(format!("cannot store blob {id}: {e}")))?;
+        let sealed =
+            seal_blob_with_id(&self.key, blob_type, id, data, level).map_err(|source| {
+                Error::Pack {
+                    what: format!("storing blob {id}"),
+                    source,
+                }
+            })?;
         match blob_type {
             BlobType::Data => self.stats.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobType::Tree => self.stats.tree_blobs.fetch_add(1, Ordering::Relaxed),
@@ -210,9 +217,9 @@ impl BlobSaver {
         self.stats
             .data_added_packed
             .fetch_add(sealed.sealed.len() as u64, Ordering::Relaxed);
-        self.tx
-            .send(sealed)
-            .map_err(|_| Error::Other("pack writer stopped".into()))?;
+        self.tx.send(sealed).map_err(|_| {
+            Error::Internal("the pack writer stopped before the blobs ended".into())
+        })?;
         Ok((id, true))
     }
 }
@@ -222,7 +229,9 @@ impl BlobSaver {
     /// opening them again). No deduplication: the caller hands each blob over once.
     pub fn save_sealed(&self, blob: SealedBlob) -> Result<()> {
         if self.abort.is_aborted() {
-            return Err(Error::Other("saving blobs was aborted".into()));
+            return Err(Error::Internal(
+                "a blob was offered after the save stage stopped".into(),
+            ));
         }
         match blob.blob_type {
             BlobType::Data => self.stats.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -233,7 +242,7 @@ impl BlobSaver {
             .fetch_add(blob.sealed.len() as u64, Ordering::Relaxed);
         self.tx
             .send(blob)
-            .map_err(|_| Error::Other("pack writer stopped".into()))
+            .map_err(|_| Error::Internal("the pack writer stopped before the blobs ended".into()))
     }
 }
 
@@ -257,7 +266,7 @@ impl SaverHandle {
         let packs = self.finish(saver).await?;
         match value {
             Some(v) => Ok((v, packs)),
-            None => Err(Error::Other(
+            None => Err(Error::Internal(
                 "a backup stage stopped without saying why".into(),
             )),
         }
@@ -270,12 +279,12 @@ impl SaverHandle {
         let packer = self.packer;
         tokio::task::spawn_blocking(move || packer.join())
             .await
-            .map_err(|e| Error::Other(format!("packer task failed: {e}")))?
-            .map_err(|_| Error::Other("packer thread panicked".into()))?;
+            .map_err(|e| Error::task("the packer task", e))?
+            .map_err(|_| Error::Internal("the packer thread panicked".into()))?;
         let packs = self
             .uploader
             .await
-            .map_err(|e| Error::Other(format!("upload task failed: {e}")))?;
+            .map_err(|e| Error::task("the upload task", e))?;
         if let Some(e) = self.abort.take_error() {
             return Err(e);
         }
@@ -309,7 +318,10 @@ fn run_packer(
             }
         }
         if let Err(e) = builder.add(blob) {
-            abort.abort(Error::Other(format!("cannot add blob to pack: {e}")));
+            abort.abort(Error::Pack {
+                what: "adding a blob to a pack".into(),
+                source: e,
+            });
             return;
         }
         if builder.should_finish(target_bytes) {
@@ -345,7 +357,7 @@ async fn run_uploader(
                 done.push(p)
             }
             Ok(Err(e)) => abort.abort(e),
-            Err(e) => abort.abort(Error::Other(format!("pack upload task failed: {e}"))),
+            Err(e) => abort.abort(Error::task("a pack upload task", e)),
         };
     while let Some(pack) = rx.recv().await {
         if abort.is_aborted() {

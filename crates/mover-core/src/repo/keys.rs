@@ -48,7 +48,7 @@ pub async fn save_new_key_for(
     let params_c = *params;
     let user_key = tokio::task::spawn_blocking(move || derive_key(&password, &salt, &params_c))
         .await
-        .map_err(|e| Error::Other(format!("key derivation task failed: {e}")))?
+        .map_err(|e| Error::task("the key derivation task", e))?
         .map_err(|e| Error::crypto("deriving key from password", e))?;
     let data = user_key.seal(&master.to_json());
     let file = KeyFile {
@@ -128,7 +128,7 @@ pub async fn open_with_password(storage: &Storage, password: &str) -> Result<(Id
         let salt = file.salt.clone();
         let derived = tokio::task::spawn_blocking(move || derive_key(&password, &salt, &params))
             .await
-            .map_err(|e| Error::Other(format!("key derivation task failed: {e}")))?;
+            .map_err(|e| Error::task("the key derivation task", e))?;
         let user_key = match derived {
             Ok(k) => k,
             Err(e) => {

@@ -432,8 +432,9 @@ async fn run_locked<T>(
         tokio::time::timeout(RELEASE_AFTER_CANCEL_TIMEOUT, guard.release())
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Other(
-                    "removing the lock file timed out after the run was canceled".into(),
+                Err(Error::io(
+                    "removing the lock file after the run was canceled",
+                    std::io::ErrorKind::TimedOut.into(),
                 ))
             })
     } else {

@@ -462,7 +462,7 @@ impl Repository {
         let pack = loc.pack;
         tokio::task::spawn_blocking(move || packer::open_blob(&key, &raw, &blob))
             .await
-            .map_err(|e| Error::Other(format!("blob decode task failed: {e}")))?
+            .map_err(|e| Error::task("a blob decode task", e))?
             .map_err(|e| Error::corrupt(format!("pack {pack}"), e.to_string()))
     }
 

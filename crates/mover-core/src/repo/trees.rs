@@ -85,7 +85,7 @@ impl Repository {
                         .collect::<Result<Vec<_>>>()
                 })
                 .await
-                .map_err(|e| Error::Other(format!("tree decode task failed: {e}")))?
+                .map_err(|e| Error::task("a tree decode task", e))?
             })
             .buffer_unordered(TREE_RANGE_CONCURRENCY)
             .try_collect()
@@ -97,7 +97,7 @@ impl Repository {
         out.into_iter()
             .zip(ids)
             .map(|(t, id)| {
-                t.ok_or_else(|| Error::Other(format!("tree {id} was not loaded by its batch")))
+                t.ok_or_else(|| Error::Internal(format!("tree {id} was not loaded by its batch")))
             })
             .collect()
     }

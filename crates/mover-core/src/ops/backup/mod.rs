@@ -325,7 +325,7 @@ async fn run(
     }
     let pool = pool
         .build()
-        .map_err(|e| Error::Other(format!("cannot start CPU thread pool: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the CPU thread pool: {e}")))?;
     let index = Arc::new(repo.load_index().await?);
     let parent = find_parent(repo, opts, &abs_paths).await?;
     let parent_root = match &parent {
@@ -388,7 +388,7 @@ async fn run(
                     let _ = job.result.send(res);
                 }
             })
-            .map_err(|e| Error::Other(format!("cannot start reader thread: {e}")))?;
+            .map_err(|e| Error::io("starting the reader thread", e))?;
         threads.push(t);
     }
     drop(job_rx);
@@ -401,7 +401,7 @@ async fn run(
             let parent_tree = parent_root.as_ref().map(|(_, t)| t);
             walk::walk_skeleton(&walk_ctx, &skeleton, Path::new("/"), parent_tree, &out);
         })
-        .map_err(|e| Error::Other(format!("cannot start walker thread: {e}")))?;
+        .map_err(|e| Error::io("starting the walker thread", e))?;
 
     let tree_ctx = Arc::clone(&ctx);
     let tree_large = Arc::clone(&large);
@@ -409,7 +409,7 @@ async fn run(
         tree::build_trees(&tree_ctx, &tree_large, event_rx, root_parent)
     })
     .await
-    .map_err(|e| Error::Other(format!("tree builder failed: {e}")));
+    .map_err(|e| Error::task("the tree builder", e));
     // The walker and readers end once the tree builder has drained or dropped their queues.
     let walked = tokio::task::spawn_blocking(move || {
         let walked = walker.join();
@@ -419,11 +419,11 @@ async fn run(
         walked
     })
     .await
-    .map_err(|e| Error::Other(format!("walker join failed: {e}")))?;
+    .map_err(|e| Error::task("joining the walker", e))?;
     if walked.is_err() {
         saver
             .abort
-            .abort(Error::Other("walker thread panicked".into()));
+            .abort(Error::Internal("the walker thread panicked".into()));
     }
     let built = built.and_then(|r| r);
     let errors = ctx

@@ -163,7 +163,9 @@ pub fn read_file(
     if !fits || !read_single(ctx, &name, &mut file, small, &mut content)? {
         let carried = if fits { small.data() } else { &[] };
         let Some(mut pair) = large.take() else {
-            return Err(Error::Other("backup stopped".into()));
+            return Err(Error::Internal(
+                "the file reader stopped before the walk ended".into(),
+            ));
         };
         let r = read_double(
             ctx,
@@ -234,7 +236,7 @@ fn read_double(
         .map_err(|e| Error::io(name, e))?;
     count_read(ctx, n);
     cur.prepend(carried)
-        .map_err(|e| Error::Other(format!("read window: {e}")))?;
+        .map_err(|e| Error::Internal(format!("read window: {e}")))?;
     loop {
         if eof {
             let (_, saved) = save_window(ctx, cur.data(), true);
@@ -256,7 +258,7 @@ fn read_double(
         count_read(ctx, n);
         cur.consume(consumed);
         next.prepend(cur.data())
-            .map_err(|e| Error::Other(format!("read window: {e}")))?;
+            .map_err(|e| Error::Internal(format!("read window: {e}")))?;
         std::mem::swap(cur, next);
         eof = next_eof;
     }

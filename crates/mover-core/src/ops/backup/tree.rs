@@ -53,7 +53,7 @@ impl Frame {
 fn top(stack: &mut [Frame]) -> Result<&mut Frame> {
     stack
         .last_mut()
-        .ok_or_else(|| Error::Other("walk events out of order".into()))
+        .ok_or_else(|| Error::Internal("walk events out of order".into()))
 }
 
 /// A file read (or taken from another name of it) goes into its directory.
@@ -201,9 +201,9 @@ pub fn build_trees(
                 result,
                 existed,
             } => {
-                let outcome = result
-                    .recv()
-                    .map_err(|_| Error::Other("file reader stopped".into()))?;
+                let outcome = result.recv().map_err(|_| {
+                    Error::Internal("the file reader stopped before the walk ended".into())
+                })?;
                 if let Ok(out) = &outcome {
                     links.remember(&node, out);
                 }
@@ -223,11 +223,11 @@ pub fn build_trees(
             Event::LeaveDir => {
                 let frame = stack
                     .pop()
-                    .ok_or_else(|| Error::Other("walk events out of order".into()))?;
+                    .ok_or_else(|| Error::Internal("walk events out of order".into()))?;
                 let meta_unchanged = frame.meta_unchanged;
                 let (node, subtree, tree_unchanged) = finish_frame(ctx, frame, &mut counts)?;
                 let mut node =
-                    node.ok_or_else(|| Error::Other("walk events out of order".into()))?;
+                    node.ok_or_else(|| Error::Internal("walk events out of order".into()))?;
                 node.subtree = Some(subtree);
                 ctx.progress.add_dir();
                 top(&mut stack)?.push(node, meta_unchanged && tree_unchanged);
@@ -236,11 +236,13 @@ pub fn build_trees(
     }
     // The stage that failed first recorded its error; the saver reports it.
     if ctx.saver.abort.is_aborted() {
-        return Err(Error::Other("backup aborted".into()));
+        return Err(Error::Internal(
+            "the backup stopped without an error".into(),
+        ));
     }
     let root = match (stack.pop(), stack.is_empty()) {
         (Some(root), true) => root,
-        _ => return Err(Error::Other("walk ended inside a directory".into())),
+        _ => return Err(Error::Internal("the walk ended inside a directory".into())),
     };
     let mut root_counts = Counts::default();
     let (_, id, _) = finish_frame(ctx, root, &mut root_counts)?;

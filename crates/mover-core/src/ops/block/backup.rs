@@ -243,7 +243,7 @@ async fn run(
                 )
             })
             .await
-            .map_err(|e| Error::Other(format!("changed-range chunking task failed: {e}")))
+            .map_err(|e| Error::task("the changed-range chunking task", e))
             .and_then(|r| r)
         }
     };
@@ -311,7 +311,7 @@ async fn stream_all(
     let reader = std::thread::Builder::new()
         .name("mover-volume-read".into())
         .spawn(move || read_source(source, &tx))
-        .map_err(|e| Error::Other(format!("cannot start reader thread: {e}")))?;
+        .map_err(|e| Error::io("starting the volume reader thread", e))?;
 
     let stage_saver = Arc::clone(saver);
     let stage_vpath = vpath;
@@ -338,12 +338,12 @@ async fn stream_all(
         )
     })
     .await
-    .map_err(|e| Error::Other(format!("volume chunking task failed: {e}")))
+    .map_err(|e| Error::task("the volume chunking task", e))
     .and_then(|r| r);
     let read_failed = reader.join().is_err();
     match (streamed, read_failed) {
         (Ok(s), false) => Ok(s),
-        (Ok(_), true) => Err(Error::Other("volume reader thread panicked".into())),
+        (Ok(_), true) => Err(Error::Internal("the volume reader thread panicked".into())),
         (Err(e), _) => Err(e),
     }
 }
@@ -617,5 +617,5 @@ fn save_trees(
         node.subtree = Some(tree);
     }
     // The loop returns on its last element (`None`).
-    Err(Error::Other(format!("no root tree built for {vpath}")))
+    Err(Error::Internal(format!("no root tree built for {vpath}")))
 }

@@ -170,7 +170,7 @@ pub fn rechunk(
                     break len;
                 }
                 if eof || buf.len() >= max {
-                    return Err(Error::Other(format!(
+                    return Err(Error::Internal(format!(
                         "chunker found no cut in {} bytes at offset {pos}",
                         buf.len()
                     )));
@@ -208,7 +208,7 @@ pub fn rechunk(
         out.content.extend(parent[i..].iter().map(|(id, _)| *id));
         out.reused += (parent.len() - i) as u64;
         if parent_size != size {
-            return Err(Error::Other(format!(
+            return Err(Error::Internal(format!(
                 "changed-range chunking ended at the parent's end {parent_size}, not at {size}"
             )));
         }

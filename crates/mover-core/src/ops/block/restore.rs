@@ -201,7 +201,7 @@ pub async fn restore_volume(
         let ranges = zero_ranges;
         tokio::task::spawn_blocking(move || write_zero_ranges(&t, &ranges))
             .await
-            .map_err(|e| Error::Other(format!("zeroing task failed: {e}")))??;
+            .map_err(|e| Error::task("the zeroing task", e))??;
     }
     progress.add_bytes(zero_bytes);
     let written = restore_blobs_into(
@@ -222,14 +222,14 @@ pub async fn restore_volume(
             .map_err(|e| Error::io(format!("syncing {}", t.display()), e))
     })
     .await
-    .map_err(|e| Error::Other(format!("sync task failed: {e}")))??;
+    .map_err(|e| Error::task("the sync task", e))??;
 
     if opts.verify {
         let t = target.clone();
         let list: Vec<Placement> = placements.into_iter().map(|(p, _)| p).collect();
         tokio::task::spawn_blocking(move || verify(&t, &list))
             .await
-            .map_err(|e| Error::Other(format!("verify task failed: {e}")))??;
+            .map_err(|e| Error::task("the verify task", e))??;
     }
     Ok(VolumeRestoreSummary {
         size,

@@ -232,9 +232,7 @@ pub(super) async fn read_packs(
             let problems =
                 tokio::task::spawn_blocking(move || verify_pack(&key, &pack, &bytes, &blobs))
                     .await
-                    .map_err(|e| {
-                        crate::Error::Other(format!("pack verification task failed: {e}"))
-                    })?;
+                    .map_err(|e| crate::Error::task("a pack verification task", e))?;
             Ok((n, problems))
         })
         .buffer_unordered(READ_CONCURRENCY)

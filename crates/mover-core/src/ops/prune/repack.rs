@@ -68,9 +68,9 @@ pub(super) async fn repack(
             .find(|(p, _, _)| *p == pos)
             .map(|(_, id, _)| id.to_hex())
             .unwrap_or_default();
-        return Err(Error::Other(format!(
-            "internal error: used blob {blob} has no copy in a pack that is kept or repacked; \
-             prune changed nothing"
+        return Err(Error::Internal(format!(
+            "used blob {blob} has no copy in a pack that is kept or repacked; prune changed \
+             nothing"
         )));
     }
 
@@ -132,7 +132,10 @@ pub(super) async fn repack(
                                 BlobType::Tree => tree_level,
                             };
                             seal_blob_with_id(&key, loc.blob_type, *id, &plain, level).map_err(
-                                |e| Error::InvalidInput(format!("cannot store blob {id}: {e}")),
+                                |source| Error::Pack {
+                                    what: format!("storing blob {id}"),
+                                    source,
+                                },
                             )?
                         } else {
                             SealedBlob {
@@ -147,7 +150,7 @@ pub(super) async fn repack(
                     Ok::<u64, Error>(r.items.len() as u64)
                 })
                 .await
-                .map_err(|e| Error::Other(format!("repack task failed: {e}")))?
+                .map_err(|e| Error::task("a repack task", e))?
             }
         })
         .buffer_unordered(READ_CONCURRENCY)

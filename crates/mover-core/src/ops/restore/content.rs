@@ -432,7 +432,7 @@ pub(super) async fn restore_packs(
                     write_range(&key, &pack, &mut data, r.range.start, blobs, &state)
                 })
                 .await
-                .map_err(|e| Error::Other(format!("restore task for pack {pack} failed: {e}")))?
+                .map_err(|e| Error::task(format!("the restore task for pack {pack}"), e))?
             }
         })
         .try_buffer_unordered(concurrency)
@@ -510,8 +510,13 @@ pub(crate) async fn restore_blobs_into(
         .collect();
     packs.sort_by_key(|(pack, _)| *pack);
     restore_packs(repo, packs, &state, pack_concurrency).await?;
-    if let Some(e) = state.errors.lock().ok().and_then(|e| e.first().cloned()) {
-        return Err(Error::Other(e));
+    let errors = state.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    if let Some(first) = errors.first() {
+        return Err(Error::Incomplete {
+            what: "restoring the volume".into(),
+            count: errors.len(),
+            first: first.clone(),
+        });
     }
     Ok(state.bytes.load(Ordering::Relaxed))
 }

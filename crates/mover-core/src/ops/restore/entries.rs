@@ -21,7 +21,7 @@ pub(super) fn fs_pool() -> Result<rayon::ThreadPool> {
         .num_threads(FS_THREADS)
         .thread_name(|i| format!("mover-fs-{i}"))
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the file-creation threads: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot start the file-creation threads: {e}")))
 }
 
 /// Indexes of the directories to visit, grouped by depth, shallowest first.

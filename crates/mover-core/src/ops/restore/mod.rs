@@ -106,7 +106,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Other(format!("{what} task failed: {e}")))
+        .map_err(|e| Error::task(format!("the {what} task"), e))
 }
 
 /// Restores `snapshot` below `opts.target`. See the module docs for the order of work.
@@ -246,7 +246,7 @@ pub async fn restore(
     restore_packs(repo, packs, &state, opts.pack_concurrency).await?;
     let (special_errors, specials_restored) = specials_created
         .await
-        .map_err(|e| Error::Other(format!("creating special nodes task failed: {e}")))?;
+        .map_err(|e| Error::task("the task creating special nodes", e))?;
     all_errors.extend(special_errors);
     if let Ok(mut errors) = state.errors.lock() {
         all_errors.append(&mut errors);
