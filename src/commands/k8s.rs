@@ -4,7 +4,7 @@ use super::Cx;
 use crate::cli::{self, JobOp};
 use mover::error::{Error, Result};
 use mover::k8s;
-use mover::k8s::runner::{self, Reporter, RunContext, Target, Volume};
+use mover::k8s::job::runner::{self, Reporter, RunContext, Target, Volume};
 
 pub fn crds() -> Result<u8> {
     let yaml = k8s::api::crds_yaml()

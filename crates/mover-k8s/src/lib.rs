@@ -1,27 +1,20 @@
 //! The Kubernetes side: CRD types, the controller's plans and their apply steps, the in-Job
 //! status reporter. The only layer that imports kube; it calls `ops` and never the reverse.
 //!
-//! Each kind has a pure plan (`backup`, `restore`, `repository`, `schedule`: observed objects in,
-//! [`apply::Action`]s out) and shares one thin apply step (`apply`); Velero's DataUploads and
-//! DataDownloads have theirs in `velero::plan`, applied by `velero`'s own thin step. `runner` is what runs
-//! inside a mover Job; `controller` wires the watches, leader election and metrics.
+//! - `api`: the CRD types (and Velero's and the snapshot API's, as far as mover reads them).
+//! - `plans`: one pure plan per kind (`backup`, `restore`, `repository`, `schedule`:
+//!   observed objects in, [`controller::apply::Action`]s out), and what they share.
+//! - `controller`: the watches, leader election, metrics and the one thin apply step.
+//! - `velero`: Velero's DataUploads and DataDownloads, as plans (`velero::plan`) applied by
+//!   their own thin step, the BSL mapping and the snapshot sweep.
+//! - `job`: what runs inside a mover Job.
 
 pub mod api;
-pub mod apply;
-pub mod backup;
 pub mod controller;
-pub mod cron;
 pub mod error;
-pub mod jobspec;
-pub mod leader;
-pub mod metrics;
+pub mod job;
 pub mod names;
-pub mod repository;
-pub mod restore;
-pub mod run;
-pub mod runner;
-pub mod schedule;
-pub mod triggers;
+pub mod plans;
 pub mod velero;
 
 pub use error::{Error, Result};

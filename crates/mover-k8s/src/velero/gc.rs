@@ -16,12 +16,12 @@
 
 use crate::api::Repository;
 use crate::api::velero::{Backup, DeleteBackupRequest};
-use crate::apply::{Action, Io};
+use crate::controller::apply::{Action, Io};
 use crate::error::{Error, Result};
-use crate::jobspec::{self, JobParams, VolumeAttach};
 use crate::names;
-use crate::repository::repo_view;
-use crate::run::{JobState, job_state};
+use crate::plans::jobspec::{self, JobParams, VolumeAttach};
+use crate::plans::repository::repo_view;
+use crate::plans::run::{JobState, job_state};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, Patch};
 use kube::{Client, Resource, ResourceExt};
@@ -225,7 +225,7 @@ async fn set_finalizers(
     Api::<DeleteBackupRequest>::namespaced(client.clone(), &ns)
         .patch(
             &dbr.name_any(),
-            &crate::apply::patch_params(),
+            &crate::controller::apply::patch_params(),
             &Patch::Merge(json!({"metadata": {
                 "finalizers": finalizers,
                 "resourceVersion": dbr.resource_version(),

@@ -390,7 +390,7 @@ fn upload_follows_run(
             let mut steps = cleanup;
             steps.push(status(json!({"phase": "Completed", "snapshotID": snapshot,
                 "progress": {"totalBytes": total, "bytesDone": total},
-                "incrementalBytes": added, "path": crate::jobspec::DATA_DIR,
+                "incrementalBytes": added, "path": crate::plans::jobspec::DATA_DIR,
                 "completionTimestamp": turn.now, "node": mover_node(&run, turn),
                 "dataMoverResult": {"repository": repo}})));
             Plan::done(steps)

@@ -124,7 +124,7 @@ impl Velero<'_> {
         let ns = obj.namespace().unwrap_or_default();
         let r = self
             .api::<K>(&ns)
-            .create(&crate::apply::post_params(), obj)
+            .create(&crate::controller::apply::post_params(), obj)
             .await;
         ignore(409, r.map(drop)).map_err(kube_err(format!(
             "creating {} {ns}/{}",
@@ -137,10 +137,14 @@ impl Velero<'_> {
     where
         K: Resource + Clone + DeserializeOwned + Debug,
     {
-        api.patch(name, &crate::apply::patch_params(), &Patch::Merge(patch))
-            .await
-            .map(drop)
-            .map_err(kube_err(what))
+        api.patch(
+            name,
+            &crate::controller::apply::patch_params(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map(drop)
+        .map_err(kube_err(what))
     }
 
     /// What a turn needs of the BSL `bsl_name` and the Repository it maps onto.
@@ -216,7 +220,7 @@ impl Velero<'_> {
                 Step::CreateContent(content) => {
                     let r = self
                         .cluster::<VolumeSnapshotContent>()
-                        .create(&crate::apply::post_params(), &content)
+                        .create(&crate::controller::apply::post_params(), &content)
                         .await;
                     ignore(409, r.map(drop)).map_err(kube_err(format!(
                         "creating VolumeSnapshotContent {}",

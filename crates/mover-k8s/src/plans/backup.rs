@@ -7,14 +7,14 @@
 //! Temporary objects go in every outcome; a finalizer forgets the restic snapshot on
 //! deletion when `deletionPolicy: Delete`.
 
-use super::api::common::{MoverOutcome, RunPhase, RunResources, RunStatus};
-use super::api::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec};
-use super::api::{CopyMethod, DeletionPolicy, Repository, VolumeBackup};
-use super::apply::Action;
-use super::jobspec::{self, JobParams, VolumeAttach};
-use super::names;
-use super::repository::{RepoView, repo_view};
-use super::run::{self, JobState};
+use crate::api::common::{MoverOutcome, RunPhase, RunResources, RunStatus};
+use crate::api::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec};
+use crate::api::{CopyMethod, DeletionPolicy, Repository, VolumeBackup};
+use crate::controller::apply::Action;
+use crate::names;
+use crate::plans::jobspec::{self, JobParams, VolumeAttach};
+use crate::plans::repository::{RepoView, repo_view};
+use crate::plans::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedLocalObjectReference,
@@ -421,7 +421,7 @@ fn plan_prepare(
     let repo_name = &vb.spec.repository;
     let repo = match repo_view(obs.repository.as_ref(), repo_name) {
         Ok(r) => r,
-        Err(super::repository::NotReady::Waiting(m)) => {
+        Err(crate::plans::repository::NotReady::Waiting(m)) => {
             return wait_or_fail(
                 current,
                 m,
@@ -429,7 +429,7 @@ fn plan_prepare(
                 run::wait_limit(vb.spec.wait_timeout.as_deref()),
             );
         }
-        Err(super::repository::NotReady::Failed(m)) => return fail(current, m, now),
+        Err(crate::plans::repository::NotReady::Failed(m)) => return fail(current, m, now),
     };
     let mut out = Vec::new();
     let snapshot_source = match (&vb.spec.source.pvc, &vb.spec.source.volume_snapshot) {
@@ -618,7 +618,7 @@ fn start_job(
 
 /// What the Repository's status learns from a completed backup: its snapshot count (as
 /// the mover counted after the run), when and what the last backup was.
-fn repository_update(vb: &VolumeBackup, r: &super::api::common::MoverResult, now: &Time) -> Action {
+fn repository_update(vb: &VolumeBackup, r: &crate::api::common::MoverResult, now: &Time) -> Action {
     let id = r.snapshot_id.clone().unwrap_or_default();
     let last = format!(
         "VolumeBackup {} saved snapshot {}",

@@ -3,7 +3,7 @@
 //! [`RENEW_EVERY`], and one that cannot renew within the lease duration stops (the
 //! Deployment restarts it as a standby).
 
-use super::error::{Error, Result};
+use crate::error::{Error, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
@@ -65,7 +65,11 @@ impl LeaderElection {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&super::apply::post_params(), &lease).await {
+            return match self
+                .api
+                .create(&crate::controller::apply::post_params(), &lease)
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(Error::kube(&what, e)),
@@ -87,7 +91,7 @@ impl LeaderElection {
         // the Lease since we read it.
         match self
             .api
-            .replace(&self.name, &super::apply::post_params(), &lease)
+            .replace(&self.name, &crate::controller::apply::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -118,7 +122,7 @@ impl LeaderElection {
         lease.spec = Some(spec);
         match self
             .api
-            .replace(&self.name, &super::apply::post_params(), &lease)
+            .replace(&self.name, &crate::controller::apply::post_params(), &lease)
             .await
         {
             Ok(_) => Ok(true),

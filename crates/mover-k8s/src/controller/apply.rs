@@ -2,11 +2,11 @@
 //! server. Creating an object that exists and deleting one that is gone both count as done,
 //! so a plan may repeat an action after a restart or a lost race.
 
-use super::api::VolumeBackup;
-use super::api::snapshot::VolumeSnapshot;
-use super::error::{Error, Result};
-use super::jobspec::RunAccess;
-use super::names;
+use crate::api::VolumeBackup;
+use crate::api::snapshot::VolumeSnapshot;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::plans::jobspec::RunAccess;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -322,7 +322,7 @@ impl Io {
                     name: repository,
                     status,
                 } => {
-                    let api: Api<super::api::Repository> =
+                    let api: Api<crate::api::Repository> =
                         Api::namespaced(self.client.clone(), &ns);
                     let patch = Patch::Merge(serde_json::json!({ "status": status }));
                     ignore_missing(api.patch_status(&repository, &patch_params(), &patch).await)

@@ -1,7 +1,7 @@
 //! What the run kinds (VolumeBackup, VolumeRestore) share in their plans: the outcome of a
 //! mover Job, the one condition, status patches that name only what changed, timeouts. Pure.
 
-use super::api::common::{MoverOutcome, MoverResult, RunPhase, RunStatus};
+use crate::api::common::{MoverOutcome, MoverResult, RunPhase, RunStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;
@@ -74,14 +74,14 @@ pub fn failure_message(
 /// `actions` with the mover's error class added to their Events' notes, so a failure's
 /// Event says what kind of failure it was (`WrongPassword`, `Retryable`, ...).
 pub fn with_error_class(
-    mut actions: Vec<super::apply::Action>,
+    mut actions: Vec<crate::controller::apply::Action>,
     result: Option<&MoverResult>,
-) -> Vec<super::apply::Action> {
+) -> Vec<crate::controller::apply::Action> {
     let Some(class) = result.and_then(|r| r.error_class.as_deref()) else {
         return actions;
     };
     for a in &mut actions {
-        if let super::apply::Action::Event { note, .. } = a {
+        if let crate::controller::apply::Action::Event { note, .. } = a {
             note.push_str(&format!(" (error class {class})"));
         }
     }
@@ -199,14 +199,18 @@ pub fn with_warnings(status: &RunStatus, warnings: &[String], now: &Time) -> Run
 
 /// The actions that end a run the API server refused to carry out (RBAC, admission, a
 /// webhook, a quota, a namespace being deleted): Failed with the refusal, and an Event.
-pub fn refused(status: &RunStatus, what: &str, now: &Time) -> Vec<super::apply::Action> {
+pub fn refused(
+    status: &RunStatus,
+    what: &str,
+    now: &Time,
+) -> Vec<crate::controller::apply::Action> {
     let message = format!("refused by the API server: {what}");
     let next = with_phase(status, RunPhase::Failed, Some(message.clone()), now);
     let mut out = Vec::new();
     if let Some(p) = status_patch(status, &next) {
-        out.push(super::apply::Action::PatchStatus(p));
+        out.push(crate::controller::apply::Action::PatchStatus(p));
     }
-    out.push(super::apply::Action::Event {
+    out.push(crate::controller::apply::Action::Event {
         warning: true,
         reason: "RunRefused".into(),
         note: message,
@@ -244,8 +248,8 @@ pub fn wait_or_fail(
     message: String,
     now: &Time,
     limit: Duration,
-    fail: impl FnOnce(String) -> Vec<super::apply::Action>,
-) -> Vec<super::apply::Action> {
+    fail: impl FnOnce(String) -> Vec<crate::controller::apply::Action>,
+) -> Vec<crate::controller::apply::Action> {
     if timed_out(current, now, limit) {
         let secs = limit.as_secs();
         let shown = if secs % 60 == 0 {
@@ -275,10 +279,10 @@ pub fn wait_or_fail(
     });
     let mut out = Vec::new();
     if let Some(p) = status_patch(current, &next) {
-        out.push(super::apply::Action::PatchStatus(p));
+        out.push(crate::controller::apply::Action::PatchStatus(p));
     }
     if current.message.as_deref() != Some(message.as_str()) {
-        out.push(super::apply::Action::Event {
+        out.push(crate::controller::apply::Action::Event {
             warning: false,
             reason: "Waiting".into(),
             note: message,
@@ -340,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_failure_event_names_the_error_class() {
-        use crate::apply::Action;
+        use crate::controller::apply::Action;
         let event = || Action::Event {
             warning: true,
             reason: "BackupFailed".into(),

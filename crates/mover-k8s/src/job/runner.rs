@@ -8,10 +8,10 @@
 //! is generated from, and the controller needs no pod/log access. The result is also
 //! written to the termination message, so a run whose status patch failed still reports.
 
-use super::api::common::{MoverOutcome, MoverResult, ResolvedSnapshot, RunProgress, RunSummary};
-use super::api::repository::RepositoryProbeResult;
-use super::api::{Repository as RepositoryCr, VolumeBackup, VolumeRestore};
-use super::error::{Error, Result, class_name};
+use crate::api::common::{MoverOutcome, MoverResult, ResolvedSnapshot, RunProgress, RunSummary};
+use crate::api::repository::RepositoryProbeResult;
+use crate::api::{Repository as RepositoryCr, VolumeBackup, VolumeRestore};
+use crate::error::{Error, Result, class_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
@@ -85,7 +85,7 @@ impl Reporter {
     /// Connects with the pod's credentials (`KUBECONFIG`, else the in-cluster account); the
     /// namespace is `POD_NAMESPACE`, else the client's default.
     pub async fn connect(target: Target) -> Result<Reporter> {
-        let client = super::client().await?;
+        let client = crate::client().await?;
         let namespace = std::env::var("POD_NAMESPACE")
             .ok()
             .filter(|n| !n.is_empty())
@@ -151,7 +151,7 @@ impl Reporter {
             .patch_status(
                 &self.target.name,
                 &PatchParams {
-                    field_manager: Some(super::names::JOB_MANAGER.into()),
+                    field_manager: Some(crate::names::JOB_MANAGER.into()),
                     ..Default::default()
                 },
                 &Patch::Merge(json!({ "status": status })),
@@ -288,7 +288,7 @@ pub async fn backup(
     volume: Volume,
     host: String,
 ) -> Result<MoverResult> {
-    let spec: super::api::VolumeBackupSpec = reporter.spec().await?;
+    let spec: crate::api::VolumeBackupSpec = reporter.spec().await?;
     let outcome = run_backup(reporter, &cx, &spec, volume, host).await;
     report(reporter, outcome).await
 }
@@ -334,7 +334,7 @@ async fn remove_stale(repo: &Repository) -> Vec<String> {
 async fn run_backup(
     reporter: &Reporter,
     cx: &RunContext,
-    spec: &super::api::VolumeBackupSpec,
+    spec: &crate::api::VolumeBackupSpec,
     volume: Volume,
     host: String,
 ) -> Result<MoverResult> {
@@ -456,7 +456,7 @@ async fn run_backup(
 async fn forget_by_policy(
     repo: &Repository,
     cx: &RunContext,
-    retention: &super::api::RetentionPolicy,
+    retention: &crate::api::RetentionPolicy,
     host: &str,
 ) -> Result<usize> {
     let policy = retention.keep_policy().map_err(Error::Invalid)?;
@@ -479,7 +479,7 @@ async fn forget_by_policy(
 
 /// `mover job restore`: the snapshot the resource selects, onto the volume.
 pub async fn restore(reporter: &Reporter, cx: RunContext, volume: Volume) -> Result<MoverResult> {
-    let spec: super::api::VolumeRestoreSpec = reporter.spec().await?;
+    let spec: crate::api::VolumeRestoreSpec = reporter.spec().await?;
     let outcome = run_restore(reporter, &cx, &spec, volume).await;
     report(reporter, outcome).await
 }
@@ -488,7 +488,7 @@ pub async fn restore(reporter: &Reporter, cx: RunContext, volume: Volume) -> Res
 /// or `asOf` selection (an id that matches nothing is an error).
 async fn select(
     repo: &Repository,
-    source: &super::api::restore::RestoreSource,
+    source: &crate::api::restore::RestoreSource,
 ) -> Result<Option<(SnapshotId, mover_core::format::snapshot::SnapshotFile)>> {
     let filter = SnapshotFilter {
         hosts: source.host.iter().cloned().collect(),
@@ -523,7 +523,7 @@ async fn select(
 /// `mover job resolve`: pick the snapshot a VolumeRestore will restore and record it with
 /// its size in `status.resolved`, before any volume is made for it.
 pub async fn resolve(reporter: &Reporter, cx: RunContext) -> Result<ResolvedSnapshot> {
-    let spec: super::api::VolumeRestoreSpec = reporter.spec().await?;
+    let spec: crate::api::VolumeRestoreSpec = reporter.spec().await?;
     let outcome = async {
         let (repo, _) = open_or_init(&cx, false).await?;
         Ok::<_, Error>(match select(&repo, &spec.source).await? {
@@ -609,7 +609,7 @@ fn holds_one_volume(paths: &[String], tree: &mover_core::format::tree::Tree) -> 
 async fn run_restore(
     reporter: &Reporter,
     cx: &RunContext,
-    spec: &super::api::VolumeRestoreSpec,
+    spec: &crate::api::VolumeRestoreSpec,
     volume: Volume,
 ) -> Result<MoverResult> {
     let (repo, _) = open_or_init(cx, false).await?;
@@ -617,7 +617,7 @@ async fn run_restore(
     // The snapshot the resolve step recorded wins over a new selection.
     let mut source = spec.source.clone();
     if let Some(id) = reporter.resolved_snapshot().await? {
-        source = super::api::restore::RestoreSource {
+        source = crate::api::restore::RestoreSource {
             snapshot_id: Some(id),
             ..Default::default()
         };
@@ -736,7 +736,7 @@ pub async fn forget_recorded(reporter: &Reporter, cx: RunContext) -> Result<Opti
 /// `mover job probe`: open the repository (create it when missing and allowed), count its
 /// snapshots, clear stale locks, and report.
 pub async fn probe(reporter: &Reporter, cx: RunContext) -> Result<RepositoryProbeResult> {
-    let spec: super::api::RepositorySpec = reporter.spec().await?;
+    let spec: crate::api::RepositorySpec = reporter.spec().await?;
     let outcome = async {
         let (repo, initialized) = open_or_init(&cx, spec.initialize).await?;
         let stale = remove_stale(&repo).await;

@@ -6,8 +6,8 @@
 //! capabilities a restore of ownership needs. The repository Secret reaches the container
 //! only by reference (`envFrom`), so no credential is copied into a spec.
 
-use super::api::common::MoverSpec;
-use super::names;
+use crate::api::common::MoverSpec;
+use crate::names;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };

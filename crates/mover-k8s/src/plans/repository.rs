@@ -1,13 +1,13 @@
 //! Repository: the plan that probes a restic repository with a short Job (open it, create it
 //! when missing, count snapshots, clear stale locks) and what runs need to know of one.
 
-use super::api::Repository;
-use super::api::common::KeyReference;
-use super::api::repository::{RepositoryPhase, RepositoryStatus};
-use super::apply::Action;
-use super::jobspec::{self, CaSource, JobParams, RepoAccess, VolumeAttach};
-use super::names;
-use super::run::{self, JobState};
+use crate::api::Repository;
+use crate::api::common::KeyReference;
+use crate::api::repository::{RepositoryPhase, RepositoryStatus};
+use crate::controller::apply::Action;
+use crate::names;
+use crate::plans::jobspec::{self, CaSource, JobParams, RepoAccess, VolumeAttach};
+use crate::plans::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
@@ -415,7 +415,7 @@ mod tests {
     use super::*;
     use crate::api::common::LocalObjectReference;
     use crate::api::repository::{RepositoryProbeResult, RepositorySpec};
-    use crate::apply::Action;
+    use crate::controller::apply::Action;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 
     fn repo() -> Repository {

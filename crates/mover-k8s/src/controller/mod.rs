@@ -4,16 +4,21 @@
 //! (a Lease); `/metrics`, `/healthz` and `/readyz` are served on `--metrics-addr`.
 //!
 //! Reads are gets by the stable names a run gives its objects, so a restarted controller
-//! adopts the Jobs of runs in progress and carries on. Secrets are only ever read as
-//! metadata (their resourceVersion): no credential passes through the controller.
+//! adopts the Jobs of runs in progress and carries on. Secrets are not read at all, or as
+//! metadata only with `--watch-secrets`: no credential passes through the controller.
 
-use super::api::snapshot::VolumeSnapshot;
-use super::api::velero::{DataDownload, DataUpload, DeleteBackupRequest};
-use super::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeRestore};
-use super::apply::{Action, Io, WAIT};
-use super::error::{Error, Result};
-use super::metrics::Metrics;
-use super::{backup, leader, repository, restore, schedule, triggers};
+pub mod apply;
+pub mod leader;
+pub mod metrics;
+pub mod triggers;
+
+use crate::api::snapshot::VolumeSnapshot;
+use crate::api::velero::{DataDownload, DataUpload, DeleteBackupRequest};
+use crate::api::{BackupSchedule, Repository, RunPhase, VolumeBackup, VolumeRestore};
+use crate::controller::apply::{Action, Io, WAIT};
+use crate::controller::metrics::Metrics;
+use crate::error::{Error, Result};
+use crate::plans::{backup, repository, restore, schedule};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -44,7 +49,7 @@ pub struct ControllerOptions {
     pub lease_namespace: String,
     pub lease_name: String,
     /// Velero's data mover side, when enabled.
-    pub velero: Option<super::velero::VeleroOptions>,
+    pub velero: Option<crate::velero::VeleroOptions>,
     /// Read and watch the metadata of the Secrets Repositories name, so a missing Secret is
     /// seen without a probe and a fixed one is probed at once (needs `list` and `watch` on
     /// Secrets). Off: the probe pod tells a missing Secret, and a Failed repository is probed
@@ -54,7 +59,7 @@ pub struct ControllerOptions {
 
 struct Ctx {
     client: Client,
-    velero: Option<super::velero::VeleroOptions>,
+    velero: Option<crate::velero::VeleroOptions>,
     io: Io,
     image: String,
     metrics: Arc<Metrics>,
@@ -151,7 +156,7 @@ async fn job_blocked(client: &Client, ns: &str, job: &Option<Job>) -> Result<Opt
     let Some(job) = job else {
         return Ok(None);
     };
-    if super::run::job_state(Some(job)) != super::run::JobState::Running {
+    if crate::plans::run::job_state(Some(job)) != crate::plans::run::JobState::Running {
         return Ok(None);
     }
     let had_pod = job.status.as_ref().is_some_and(|s| {
@@ -238,8 +243,8 @@ where
 /// Whether a mover Job has finished (either way), so its termination message is final.
 fn finished(job: &Option<Job>) -> bool {
     !matches!(
-        super::run::job_state(job.as_ref()),
-        super::run::JobState::Absent | super::run::JobState::Running
+        crate::plans::run::job_state(job.as_ref()),
+        crate::plans::run::JobState::Absent | crate::plans::run::JobState::Running
     )
 }
 
@@ -260,7 +265,7 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
         if let Some(pvc) = &vb.spec.source.pvc {
             if live {
                 obs.source_pvc = get::<PersistentVolumeClaim>(client, &ns, pvc).await?;
-                if vb.spec.copy_method == super::api::CopyMethod::Direct {
+                if vb.spec.copy_method == crate::api::CopyMethod::Direct {
                     obs.source_node = node_using_claim(client, &ns, pvc).await?;
                 }
             }
@@ -326,7 +331,7 @@ async fn reconcile_backup(vb: Arc<VolumeBackup>, ctx: Arc<Ctx>) -> Result<Requeu
     let waiting = actions.is_empty() && !status.phase.is_final();
     let applied = match ctx.io.apply(vb.as_ref(), actions).await {
         Err(e) if live && refusal(&e) => {
-            let failed = super::run::refused(&status, &e.chain_string(), &now());
+            let failed = crate::plans::run::refused(&status, &e.chain_string(), &now());
             ctx.io.apply(vb.as_ref(), failed).await?;
             return Ok(requeue(RunPhase::Failed, false));
         }
@@ -450,8 +455,8 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
         }
         let failed = |j: &Option<Job>| {
             matches!(
-                super::run::job_state(j.as_ref()),
-                super::run::JobState::Failed(_)
+                crate::plans::run::job_state(j.as_ref()),
+                crate::plans::run::JobState::Failed(_)
             )
         };
         obs.job_blocked = match job_blocked(client, &ns, &obs.job).await? {
@@ -470,7 +475,7 @@ async fn reconcile_restore(vr: Arc<VolumeRestore>, ctx: Arc<Ctx>) -> Result<Requ
     let live = !status.phase.is_final() && vr.metadata.deletion_timestamp.is_none();
     let applied = match ctx.io.apply(vr.as_ref(), actions).await {
         Err(e) if live && refusal(&e) => {
-            let failed = super::run::refused(&status, &e.chain_string(), &now());
+            let failed = crate::plans::run::refused(&status, &e.chain_string(), &now());
             ctx.io.apply(vr.as_ref(), failed).await?;
             return Ok(requeue(RunPhase::Failed, false));
         }
@@ -520,17 +525,18 @@ async fn reconcile_repository(repo: Arc<Repository>, ctx: Arc<Ctx>) -> Result<Re
     if obs.secret != repository::SecretSeen::Missing {
         let name = repository::current_probe_job_name(&repo, &obs.secret);
         obs.job = get::<Job>(client, &ns, &name).await?;
-        match super::run::job_state(obs.job.as_ref()) {
-            super::run::JobState::Failed(_) => {
+        match crate::plans::run::job_state(obs.job.as_ref()) {
+            crate::plans::run::JobState::Failed(_) => {
                 obs.termination = termination_message(client, &ns, obs.job.as_ref()).await?;
             }
-            super::run::JobState::Running => {
+            crate::plans::run::JobState::Running => {
                 obs.pod_blocked = pod_config_error(client, &ns, obs.job.as_ref()).await?;
             }
             _ => {}
         }
     }
-    let probing = super::run::job_state(obs.job.as_ref()) == super::run::JobState::Running;
+    let probing =
+        crate::plans::run::job_state(obs.job.as_ref()) == crate::plans::run::JobState::Running;
     let at = now();
     let actions = repository::plan(&repo, &obs, &ctx.image, &at);
     ctx.io.apply(repo.as_ref(), actions).await?;
@@ -569,8 +575,8 @@ async fn reconcile_schedule(bs: Arc<BackupSchedule>, ctx: Arc<Ctx>) -> Result<Re
     if let Some(job) = &status.prune_job {
         obs.prune_job = get::<Job>(client, &ns, job).await?;
         if matches!(
-            super::run::job_state(obs.prune_job.as_ref()),
-            super::run::JobState::Failed(_)
+            crate::plans::run::job_state(obs.prune_job.as_ref()),
+            crate::plans::run::JobState::Failed(_)
         ) {
             obs.termination = termination_message(client, &ns, obs.prune_job.as_ref()).await?;
         }
@@ -593,7 +599,7 @@ async fn reconcile_upload(du: Arc<DataUpload>, ctx: Arc<Ctx>) -> Result<Requeue>
         return Ok(Requeue::await_change());
     };
     Ok(
-        match super::velero::reconcile_upload(&ctx.client, opts, &du).await? {
+        match crate::velero::reconcile_upload(&ctx.client, opts, &du).await? {
             Some(after) => Requeue::requeue(after),
             None => Requeue::await_change(),
         },
@@ -605,7 +611,7 @@ async fn reconcile_download(dd: Arc<DataDownload>, ctx: Arc<Ctx>) -> Result<Requ
         return Ok(Requeue::await_change());
     };
     Ok(
-        match super::velero::reconcile_download(&ctx.client, opts, &dd).await? {
+        match crate::velero::reconcile_download(&ctx.client, opts, &dd).await? {
             Some(after) => Requeue::requeue(after),
             None => Requeue::await_change(),
         },
@@ -614,7 +620,7 @@ async fn reconcile_download(dd: Arc<DataDownload>, ctx: Arc<Ctx>) -> Result<Requ
 
 async fn reconcile_delete_request(dbr: Arc<DeleteBackupRequest>, ctx: Arc<Ctx>) -> Result<Requeue> {
     Ok(
-        match super::velero::gc::reconcile_request(&ctx.io, &ctx.image, &dbr).await? {
+        match crate::velero::gc::reconcile_request(&ctx.io, &ctx.image, &dbr).await? {
             Some(after) => Requeue::requeue(after),
             None => Requeue::await_change(),
         },
@@ -714,12 +720,15 @@ where
 
 /// Runs the controller until `stop` resolves (SIGTERM) or leadership is lost.
 pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()> {
-    let client = super::client().await?;
+    let client = crate::client().await?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
         .await
         .map_err(|e| mover_core::Error::io(format!("listening on {}", opts.metrics_addr), e))?;
-    tokio::spawn(super::metrics::serve(listener, Arc::clone(&metrics)));
+    tokio::spawn(crate::controller::metrics::serve(
+        listener,
+        Arc::clone(&metrics),
+    ));
     client
         .apiserver_version()
         .await
@@ -821,7 +830,7 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
             wc.clone(),
             |pvc| {
                 let r = pvc.spec.as_ref()?.data_source_ref.as_ref()?;
-                (r.api_group.as_deref() == Some(super::names::GROUP) && r.kind == "VolumeRestore")
+                (r.api_group.as_deref() == Some(crate::names::GROUP) && r.kind == "VolumeRestore")
                     .then(|| {
                         ObjectRef::<VolumeRestore>::new(&r.name)
                             .within(&pvc.namespace().unwrap_or_default())
@@ -901,7 +910,7 @@ pub async fn run(opts: ControllerOptions, stop: mover_core::Cancel) -> Result<()
         .run(reconcile_delete_request, error_policy, Arc::clone(&ctx))
         .for_each(|_| async {});
         let sweeps =
-            super::velero::gc::sweep_periodically(&ctx.io, &vns, &ctx.image, &v.gc, stop.clone());
+            crate::velero::gc::sweep_periodically(&ctx.io, &vns, &ctx.image, &v.gc, stop.clone());
         tokio::join!(uploads, downloads, requests, sweeps);
     };
 

@@ -6,14 +6,14 @@
 //! that matches nothing is Completed with an empty volume and says so; every error fails,
 //! never yielding an empty volume silently.
 
-use super::api::common::{MoverOutcome, RunPhase, RunResources, RunStatus};
-use super::api::restore::NewPvc;
-use super::api::{Repository, VolumeRestore};
-use super::apply::Action;
-use super::jobspec::{self, JobParams, VolumeAttach};
-use super::names;
-use super::repository::{NotReady, RepoView, repo_view};
-use super::run::{self, JobState};
+use crate::api::common::{MoverOutcome, RunPhase, RunResources, RunStatus};
+use crate::api::restore::NewPvc;
+use crate::api::{Repository, VolumeRestore};
+use crate::controller::apply::Action;
+use crate::names;
+use crate::plans::jobspec::{self, JobParams, VolumeAttach};
+use crate::plans::repository::{NotReady, RepoView, repo_view};
+use crate::plans::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
@@ -535,7 +535,7 @@ pub fn plan(vr: &VolumeRestore, obs: &Observed, image: &str, now: &Time) -> Vec<
             }),
             now,
         );
-        next.result = Some(super::api::common::MoverResult {
+        next.result = Some(crate::api::common::MoverResult {
             outcome: MoverOutcome::NoSnapshot,
             ..Default::default()
         });

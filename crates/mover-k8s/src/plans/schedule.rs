@@ -7,14 +7,14 @@
 //! A controller that was away runs only the newest missed time, once (as a CronJob does),
 //! and says so in an Event.
 
-use super::api::schedule::ConcurrencyPolicy;
-use super::api::{BackupSchedule, BackupScheduleStatus, Repository, RunPhase, VolumeBackup};
-use super::apply::Action;
-use super::cron::Schedule;
-use super::jobspec::{self, JobParams, VolumeAttach};
-use super::names;
-use super::repository::{NotReady, repo_view};
-use super::run::{self, JobState};
+use crate::api::schedule::ConcurrencyPolicy;
+use crate::api::{BackupSchedule, BackupScheduleStatus, Repository, RunPhase, VolumeBackup};
+use crate::controller::apply::Action;
+use crate::names;
+use crate::plans::cron::Schedule;
+use crate::plans::jobspec::{self, JobParams, VolumeAttach};
+use crate::plans::repository::{NotReady, repo_view};
+use crate::plans::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
@@ -306,7 +306,9 @@ pub fn plan(bs: &BackupSchedule, obs: &Observed, image: &str, now: &Time) -> Pla
             &mut out,
         );
         if next.prune_job.is_some() {
-            wake_after = Some(wake_after.map_or(super::apply::WAIT, |w| w.min(super::apply::WAIT)));
+            wake_after = Some(wake_after.map_or(crate::controller::apply::WAIT, |w| {
+                w.min(crate::controller::apply::WAIT)
+            }));
         }
     }
     patch_status(&current, &next, &mut out);
