@@ -6,7 +6,6 @@ use crate::cli;
 use mover::error::{Error, Result};
 use mover::ops;
 use mover::progress::Progress;
-use mover::repo::lock::{self, LockMode};
 use std::sync::Arc;
 
 pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
@@ -20,7 +19,7 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
     let overwrite: ops::restore::Overwrite = args.overwrite.parse().map_err(Error::InvalidInput)?;
     let as_of = selection_time(args)?;
     let repo = cx.open_with(!args.no_direct_io).await?;
-    let work = async {
+    let summary = {
         let (id, snap) = select(&repo, args, as_of).await?;
         if cx.verbose_output() {
             // restic's line, which VolSync keeps in its status.
@@ -44,14 +43,12 @@ pub async fn restore(cx: &Cx<'_>, args: &cli::RestoreArgs) -> Result<u8> {
             delete: args.delete,
             include_xattrs: args.include_xattr.clone(),
             exclude_xattrs: args.exclude_xattr.clone(),
+            lock: cx.read_lock_options(),
             ..Default::default()
         };
         let progress = Arc::new(Progress::default());
-        ops::restore::restore(&repo, &snap, &opts, progress).await
+        ops::restore::restore(&repo, &snap, &opts, progress).await?
     };
-    let summary =
-        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.read_lock_options(), work)
-            .await?;
     for e in &summary.errors {
         eprintln!("error: {e}");
     }
@@ -100,7 +97,7 @@ pub async fn restore_volume(
     device: &std::path::Path,
 ) -> Result<u8> {
     let repo = cx.open_with(!args.no_direct_io).await?;
-    let work = async {
+    let summary = {
         let (id, snap) = select(&repo, args, selection_time(args)?).await?;
         if cx.verbose_output() {
             println!(
@@ -115,13 +112,11 @@ pub async fn restore_volume(
             target: device.to_path_buf(),
             zeroed_target: args.zeroed_target,
             verify: args.verify,
+            lock: cx.read_lock_options(),
             ..Default::default()
         };
-        ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await
+        ops::block::restore_volume(&repo, &snap, &opts, Arc::new(Progress::default())).await?
     };
-    let summary =
-        lock::while_locked_loading_index(&repo, LockMode::Shared, &cx.read_lock_options(), work)
-            .await?;
     if cx.g.json {
         super::output::print_json_summary(&summary)?;
     } else if !cx.g.quiet {

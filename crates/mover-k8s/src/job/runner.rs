@@ -19,7 +19,7 @@ use mover_core::Cancel;
 use mover_core::format::SnapshotId;
 use mover_core::ops;
 use mover_core::progress::{Progress, Report, Totals, scan_totals};
-use mover_core::repo::lock::{self, LockMode, LockOptions};
+use mover_core::repo::lock::{self, LockOptions};
 use mover_core::repo::{Opened, Repository, SnapshotFilter};
 use mover_core::storage::Storage;
 use serde::de::DeserializeOwned;
@@ -647,11 +647,10 @@ async fn run_restore(
                 target: dir.clone(),
                 delete: spec.delete_extraneous,
                 include_xattrs: vec!["user.*".into()],
+                lock: lock_opts,
                 ..Default::default()
             };
-            let work = ops::restore::restore(&repo, &snap, &opts, Arc::clone(&progress));
-            let s =
-                lock::while_locked_loading_index(&repo, LockMode::Shared, &lock_opts, work).await?;
+            let s = ops::restore::restore(&repo, &snap, &opts, Arc::clone(&progress)).await?;
             for e in &s.errors {
                 eprintln!("error: {e}");
             }
@@ -675,11 +674,10 @@ async fn run_restore(
         Volume::Device(dev) => {
             let opts = ops::block::VolumeRestoreOptions {
                 target: dev.clone(),
+                lock: lock_opts,
                 ..Default::default()
             };
-            let work = ops::block::restore_volume(&repo, &snap, &opts, Arc::clone(&progress));
-            let s =
-                lock::while_locked_loading_index(&repo, LockMode::Shared, &lock_opts, work).await?;
+            let s = ops::block::restore_volume(&repo, &snap, &opts, Arc::clone(&progress)).await?;
             RunSummary {
                 files_restored: 1,
                 bytes_processed: s.size,

@@ -13,6 +13,7 @@ use crate::fs::block::{VolumeKind, is_zero, volume_kind, volume_size};
 use crate::ops::dump::{Found, lookup};
 use crate::ops::restore::{BlobNeed, plain_length, restore_blobs_into};
 use crate::progress::Progress;
+use crate::repo::lock::{self, LockMode, LockOptions};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -34,6 +35,8 @@ pub struct VolumeRestoreOptions {
     pub verify: bool,
     /// Packs fetched and written at once.
     pub pack_concurrency: usize,
+    /// The shared lock the restore holds, as a backup holds its own.
+    pub lock: LockOptions,
 }
 
 impl Default for VolumeRestoreOptions {
@@ -44,6 +47,7 @@ impl Default for VolumeRestoreOptions {
             zeroed_target: false,
             verify: false,
             pack_concurrency: 8,
+            lock: LockOptions::default(),
         }
     }
 }
@@ -70,6 +74,17 @@ struct Placement {
 
 /// Restores the volume file of `snapshot` onto `opts.target`.
 pub async fn restore_volume(
+    repo: &crate::repo::Repository,
+    snapshot: &SnapshotFile,
+    opts: &VolumeRestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<VolumeRestoreSummary> {
+    let work = restore_volume_locked(repo, snapshot, opts, progress);
+    lock::while_locked_loading_index(repo, LockMode::Shared, &opts.lock, work).await
+}
+
+/// [`restore_volume`] under the lock it holds.
+async fn restore_volume_locked(
     repo: &crate::repo::Repository,
     snapshot: &SnapshotFile,
     opts: &VolumeRestoreOptions,

@@ -25,6 +25,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::fs::write as fsw;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::lock::{self, LockMode, LockOptions};
 use content::{ContentState, group_by_pack, restore_packs, verify_file};
 use entries::{
     CreatedEntries, MetadataEntries, create_entries, create_specials, fs_pool, restore_metadata,
@@ -66,6 +67,8 @@ pub struct RestoreOptions {
     /// restic's `--include-xattr` / `--exclude-xattr` patterns (not both).
     pub include_xattrs: Vec<String>,
     pub exclude_xattrs: Vec<String>,
+    /// The shared lock the restore holds, as a backup holds its own.
+    pub lock: LockOptions,
 }
 
 impl Default for RestoreOptions {
@@ -82,6 +85,7 @@ impl Default for RestoreOptions {
             delete: false,
             include_xattrs: Vec::new(),
             exclude_xattrs: Vec::new(),
+            lock: LockOptions::default(),
         }
     }
 }
@@ -111,6 +115,17 @@ async fn blocking<T: Send + 'static>(
 
 /// Restores `snapshot` below `opts.target`. See the module docs for the order of work.
 pub async fn restore(
+    repo: &Repository,
+    snapshot: &SnapshotFile,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreSummary> {
+    let work = restore_locked(repo, snapshot, opts, progress);
+    lock::while_locked_loading_index(repo, LockMode::Shared, &opts.lock, work).await
+}
+
+/// [`restore`] under the lock it holds.
+async fn restore_locked(
     repo: &Repository,
     snapshot: &SnapshotFile,
     opts: &RestoreOptions,
