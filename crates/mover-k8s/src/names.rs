@@ -58,6 +58,26 @@ pub fn object_name(role: &str, owner: &str) -> String {
 }
 
 /// A label value: at most 63 characters.
+/// The labels of what a run, probe or maintenance Job creates: mover manages it, who owns it
+/// (kind and name), the repository it works on when there is one, and the Job's role.
+pub fn owned_labels(
+    kind: &str,
+    owner: &str,
+    repository: Option<&str>,
+    role: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::from([
+        (MANAGED_BY.to_string(), "mover".to_string()),
+        (OWNER_KIND.to_string(), kind.to_string()),
+        (OWNER_NAME.to_string(), label_value(owner)),
+        (JOB_ROLE.to_string(), role.to_string()),
+    ]);
+    if let Some(r) = repository {
+        labels.insert(REPOSITORY.to_string(), label_value(r));
+    }
+    labels
+}
+
 pub fn label_value(v: &str) -> String {
     if v.len() <= MAX_NAME {
         v.to_string()

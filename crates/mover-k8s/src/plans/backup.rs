@@ -81,19 +81,12 @@ fn owner(vb: &VolumeBackup) -> OwnerReference {
 }
 
 fn labels(vb: &VolumeBackup, role: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (names::MANAGED_BY.to_string(), "mover".to_string()),
-        (names::OWNER_KIND.to_string(), "VolumeBackup".to_string()),
-        (
-            names::OWNER_NAME.to_string(),
-            names::label_value(&vb.name_any()),
-        ),
-        (
-            names::REPOSITORY.to_string(),
-            names::label_value(&vb.spec.repository),
-        ),
-        (names::JOB_ROLE.to_string(), role.to_string()),
-    ])
+    names::owned_labels(
+        "VolumeBackup",
+        &vb.name_any(),
+        Some(&vb.spec.repository),
+        role,
+    )
 }
 
 fn meta(vb: &VolumeBackup, name: &str, role: &str) -> ObjectMeta {

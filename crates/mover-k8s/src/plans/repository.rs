@@ -11,7 +11,6 @@ use crate::plans::run::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
-use std::collections::BTreeMap;
 
 /// What a run needs of its Repository.
 #[derive(Debug, Clone)]
@@ -291,15 +290,7 @@ pub fn plan(repo: &Repository, obs: &Observed, image: &str, now: &Time) -> Vec<A
                 service_account: names::object_name("probe", &repo.name_any()),
                 mover: Default::default(),
                 owner: repo.controller_owner_ref(&()).unwrap_or_default(),
-                labels: BTreeMap::from([
-                    (names::MANAGED_BY.to_string(), "mover".to_string()),
-                    (names::OWNER_KIND.to_string(), "Repository".to_string()),
-                    (
-                        names::OWNER_NAME.to_string(),
-                        names::label_value(&repo.name_any()),
-                    ),
-                    (names::JOB_ROLE.to_string(), "probe".to_string()),
-                ]),
+                labels: names::owned_labels("Repository", &repo.name_any(), None, "probe"),
                 node_name: None,
                 backoff_limit: 0,
             };

@@ -132,19 +132,12 @@ fn owner(vr: &VolumeRestore) -> OwnerReference {
 }
 
 fn labels(vr: &VolumeRestore, role: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (names::MANAGED_BY.to_string(), "mover".to_string()),
-        (names::OWNER_KIND.to_string(), "VolumeRestore".to_string()),
-        (
-            names::OWNER_NAME.to_string(),
-            names::label_value(&vr.name_any()),
-        ),
-        (
-            names::REPOSITORY.to_string(),
-            names::label_value(&vr.spec.repository),
-        ),
-        (names::JOB_ROLE.to_string(), role.to_string()),
-    ])
+    names::owned_labels(
+        "VolumeRestore",
+        &vr.name_any(),
+        Some(&vr.spec.repository),
+        role,
+    )
 }
 
 const MIB: u64 = 1 << 20;

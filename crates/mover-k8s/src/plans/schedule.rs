@@ -406,19 +406,12 @@ fn plan_prune(
         service_account: access_name,
         mover: bs.spec.template.mover.clone().unwrap_or_default(),
         owner: bs.controller_owner_ref(&()).unwrap_or_default(),
-        labels: BTreeMap::from([
-            (names::MANAGED_BY.to_string(), "mover".to_string()),
-            (names::OWNER_KIND.to_string(), "BackupSchedule".to_string()),
-            (
-                names::OWNER_NAME.to_string(),
-                names::label_value(&bs.name_any()),
-            ),
-            (
-                names::REPOSITORY.to_string(),
-                names::label_value(&bs.spec.template.repository),
-            ),
-            (names::JOB_ROLE.to_string(), "prune".to_string()),
-        ]),
+        labels: names::owned_labels(
+            "BackupSchedule",
+            &bs.name_any(),
+            Some(&bs.spec.template.repository),
+            "prune",
+        ),
         node_name: None,
         backoff_limit: 1,
     };
