@@ -91,6 +91,16 @@ where
         .map_err(|e| Error::kube(format!("reading {} {ns}/{name}", K::kind(&())), e))
 }
 
+/// The pods of `job`.
+async fn job_pods(client: &Client, ns: &str, job: &Job) -> Result<Vec<Pod>> {
+    let lp = ListParams::default().labels(&format!("job-name={}", job.name_any()));
+    Ok(api::<Pod>(client, ns)
+        .list(&lp)
+        .await
+        .map_err(|e| Error::kube(format!("listing the pods of Job {}", job.name_any()), e))?
+        .items)
+}
+
 /// The termination message of a Job's newest finished pod.
 async fn termination_message(
     client: &Client,
@@ -100,13 +110,8 @@ async fn termination_message(
     let Some(job) = job else {
         return Ok(None);
     };
-    let lp = ListParams::default().labels(&format!("job-name={}", job.name_any()));
-    let pods = api::<Pod>(client, ns)
-        .list(&lp)
-        .await
-        .map_err(|e| Error::kube(format!("listing the pods of Job {}", job.name_any()), e))?;
+    let pods = job_pods(client, ns, job).await?;
     let mut messages: Vec<(Option<Time>, String)> = pods
-        .items
         .iter()
         .filter_map(|p| {
             let status = p.status.as_ref()?.container_statuses.as_ref()?;
@@ -130,12 +135,8 @@ async fn pod_config_error(client: &Client, ns: &str, job: Option<&Job>) -> Resul
     let Some(job) = job else {
         return Ok(None);
     };
-    let lp = ListParams::default().labels(&format!("job-name={}", job.name_any()));
-    let pods = api::<Pod>(client, ns)
-        .list(&lp)
-        .await
-        .map_err(|e| Error::kube(format!("listing the pods of Job {}", job.name_any()), e))?;
-    Ok(pods.items.iter().find_map(|p| {
+    let pods = job_pods(client, ns, job).await?;
+    Ok(pods.iter().find_map(|p| {
         let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
         let waiting = statuses
             .iter()
